@@ -1,0 +1,18 @@
+"""memorybench: long-context memory benchmarks for action-conditioned video world models.
+
+Where things live (one module per concept):
+
+- ``memorybench.spec``       the task specification (a YAML file in ``tasks/``) and its validation
+- ``memorybench.tasks``      the task registry: find, list and load task specs
+- ``memorybench.generators`` the procedural episode generators, one module per family
+- ``memorybench.episode``    the ``Episode`` record and the memory metadata (gaps, masks)
+- ``memorybench.storage``    generated episodes on disk (a Hugging Face dataset + manifest)
+- ``memorybench.preview``    contact sheets and animations of episodes
+- ``memorybench.cli``        the ``memorybench`` command line
+"""
+
+__version__ = "0.1.0"
+
+# Bump when the meaning of a stored episode or of a task spec field changes: it is part of every
+# task hash, so results computed under another format are never mixed with new ones.
+TASK_FORMAT_VERSION = 1

@@ -1,0 +1,56 @@
+"""The generator contract: a task family renders episode ``i`` of a ``TaskSpec``, deterministically.
+
+Determinism: episode ``i`` depends only on ``(spec, i)``: its random stream is
+``numpy.random.default_rng([spec.seed, i])``, so episodes come out byte-identical whatever the
+number of worker processes or the order they are made in.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ..episode import Episode
+    from ..spec import ActionSpace, TaskSpec
+
+
+class Generator(ABC):
+    #: the family name used in task files
+    family: ClassVar[str]
+    #: bumped whenever the same spec would render different episodes
+    version: ClassVar[int]
+    #: a dataclass of the family's parameters (fields built with ``memorybench.spec.param``)
+    Params: ClassVar[type]
+
+    def __init__(self, spec: "TaskSpec"):
+        self.spec = spec
+        self.params = spec.params
+
+    @classmethod
+    @abstractmethod
+    def action_space(cls, params) -> "ActionSpace":
+        """The action space the family's episodes use, given its parameters."""
+
+    @classmethod
+    @abstractmethod
+    def pose_fields(cls, params) -> tuple[str, ...]:
+        """Names of the columns of ``Episode.poses``."""
+
+    @classmethod
+    def check(cls, spec: "TaskSpec") -> None:
+        """Cross-field checks of a resolved spec; raise ``ValueError`` with a clear message."""
+
+    @classmethod
+    def describe_gaps(cls, spec: "TaskSpec") -> str:
+        """A short description of the memory gaps a task tests (for ``tasks list``)."""
+        return f"bins {spec.gap_bins[0]}..{spec.gap_bins[-1]}"
+
+    def rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.spec.seed, index])
+
+    @abstractmethod
+    def generate(self, index: int) -> "Episode":
+        """Render episode ``index`` with its memory metadata (and ``content_ids``)."""

@@ -1,0 +1,39 @@
+"""Shared fixtures: an isolated cache directory, and small task specs for fast tests."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from memorybench.tasks import TaskRegistry
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own dataset cache, so no test depends on another's files."""
+    monkeypatch.setenv("MEMORYBENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.delenv("MEMORYBENCH_TASKS_DIR", raising=False)
+
+
+@pytest.fixture(scope="session")
+def registry() -> TaskRegistry:
+    return TaskRegistry()
+
+
+@pytest.fixture(scope="session")
+def smoke_specs(registry):
+    return registry.select("smoke")
+
+
+def shrink(spec, **changes):
+    """A copy of a spec with fields (and ``params`` entries) changed, checked by its generator."""
+    from memorybench.generators import get_generator
+
+    pchanges = changes.pop("params", {})
+    params = dataclasses.replace(spec.params, **pchanges)
+    gen = get_generator(spec.family)
+    new = dataclasses.replace(spec, params=params, action_space=gen.action_space(params),
+                              pose_fields=gen.pose_fields(params), **changes)
+    gen.check(new)
+    return new
