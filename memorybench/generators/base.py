@@ -24,6 +24,9 @@ class Generator(ABC):
     version: ClassVar[int]
     #: a dataclass of the family's parameters (fields built with ``memorybench.spec.param``)
     Params: ClassVar[type]
+    #: whether ``generate`` fills ``Episode.content_ids`` (procedural worlds do; simulators and
+    #: recorded episodes do not, and the perfect-memory reference then falls back to poses)
+    has_content_ids: ClassVar[bool] = True
 
     def __init__(self, spec: "TaskSpec"):
         self.spec = spec

@@ -1,0 +1,118 @@
+"""The model registry: built-in names, ``package.module:Class`` paths, and plugins.
+
+A model is found, in order, by
+
+1. a built-in name (the calibration baselines and the reference zoo, below);
+2. a plugin name: packages register ``name = "package.module:Class"`` in the entry-point group
+   ``memorybench.models`` (no change to this repository needed);
+3. an import path ``package.module:Class`` given directly on the command line.
+
+Targets are imported only when used. Every class must subclass ``memorybench.adapter.WorldModel``.
+``--model-args key=value,...`` become constructor keyword arguments (values parsed as YAML
+scalars/lists: ``steps=4,name=x,sizes=[1,2]``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from functools import lru_cache
+
+import yaml
+
+from ..adapter import WorldModel
+from ..errors import MemorybenchError, UnknownNameError
+
+CALIBRATION = ("copy-last", "mean-frame", "ground-truth", "perfect-memory")
+
+BUILTIN_MODELS: dict[str, str] = {
+    "copy-last": "memorybench.models.calibration:CopyLast",
+    "mean-frame": "memorybench.models.calibration:MeanFrame",
+    "ground-truth": "memorybench.models.calibration:GroundTruth",
+    "perfect-memory": "memorybench.models.calibration:PerfectMemory",
+}
+
+ENTRY_POINT_GROUP = "memorybench.models"
+
+
+@lru_cache(maxsize=None)
+def _plugins() -> dict[str, str]:
+    from importlib.metadata import entry_points
+
+    found: dict[str, str] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in BUILTIN_MODELS or ep.name in found:
+            raise MemorybenchError(f"model name '{ep.name}' is registered twice (plugin {ep.value})")
+        found[ep.name] = ep.value
+    return found
+
+
+def model_names() -> list[str]:
+    return sorted({**BUILTIN_MODELS, **_plugins()})
+
+
+def resolve(name: str) -> type[WorldModel]:
+    """The adapter class for a registry name or a ``module:Class`` path."""
+    table = {**BUILTIN_MODELS, **_plugins()}
+    target = table.get(name)
+    if target is None:
+        if ":" not in name:
+            raise UnknownNameError("model", name, sorted(table))
+        target = name
+    module, _, attr = target.partition(":")
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise MemorybenchError(f"cannot load model '{name}' from {target}: {e}") from None
+    if not (inspect.isclass(obj) and issubclass(obj, WorldModel)):
+        raise MemorybenchError(f"model '{name}' ({target}) is not a subclass of memorybench.adapter.WorldModel")
+    return obj
+
+
+def _split_top_level(text: str) -> list[str]:
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        if ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        parts.append(cur)
+    return parts
+
+
+def parse_model_args(text: str | None) -> dict:
+    """``"a=1,b=x,c=[1,2]"`` -> ``{"a": 1, "b": "x", "c": [1, 2]}``."""
+    if not text:
+        return {}
+    out = {}
+    for part in _split_top_level(text):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise MemorybenchError(f"--model-args expects key=value pairs separated by commas, got {part!r}")
+        try:
+            out[key] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            out[key] = value
+    return out
+
+
+def load_model(name: str, args: dict | str | None = None) -> WorldModel:
+    """Build a model from its name (or path) and constructor arguments."""
+    cls = resolve(name)
+    kwargs = parse_model_args(args) if isinstance(args, str) or args is None else dict(args)
+    try:
+        inspect.signature(cls).bind(**kwargs)
+    except TypeError as e:
+        raise MemorybenchError(f"bad --model-args for '{name}': {e}") from None
+    model = cls(**kwargs)
+    model._init_args = kwargs
+    if not model.name:
+        model.name = name
+    return model
