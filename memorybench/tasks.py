@@ -96,15 +96,27 @@ class TaskRegistry:
     def all_specs(self) -> list[TaskSpec]:
         return [spec for name in self.names() for spec in self._entries[name].tiers.values()]
 
-    def select(self, selector: str, default_tier: str = "standard") -> list[TaskSpec]:
-        """Specs for a command-line selector (see the module docstring), without duplicates."""
+    def select(self, selector: str, default_tier: str = "standard", skipped: list | None = None) -> list[TaskSpec]:
+        """Specs for a command-line selector (see the module docstring), without duplicates.
+
+        A whole tier (``smoke``, ``standard``) leaves out tasks whose generator cannot run here
+        (an optional extra is missing); each is appended to ``skipped`` as ``(task key, reason)``.
+        Naming such a task explicitly selects it (and generating it then explains what to install).
+        """
+        from .generators import get_generator
+
         out: list[TaskSpec] = []
         for part in [p.strip() for p in selector.split(",") if p.strip()]:
             if part in SUITE_TIERS and part not in self._entries:
                 found = [e.tiers[part] for n, e in sorted(self._entries.items()) if part in e.tiers]
                 if not found:
                     raise MemorybenchError(f"no task has a '{part}' tier")
-                out += found
+                for spec in found:
+                    reason = get_generator(spec.family).unavailable_reason()
+                    if reason is None:
+                        out.append(spec)
+                    elif skipped is not None:
+                        skipped.append((spec.key, reason))
             elif "@" in part:
                 name, tier = part.split("@", 1)
                 out.append(self.get(name, tier))

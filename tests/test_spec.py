@@ -103,7 +103,14 @@ def test_duplicate_task_names_rejected(tmp_path):
 
 
 def test_registry_selectors(registry, tmp_path):
-    assert {s.key for s in registry.select("smoke")} == {f"{n}@smoke" for n in registry.names()}
+    from memorybench.generators import get_generator
+
+    skipped = []
+    chosen = {s.key for s in registry.select("smoke", skipped=skipped)}
+    assert chosen | {k for k, _ in skipped} == {f"{n}@smoke" for n in registry.names()}
+    for key, reason in skipped:  # only tasks whose optional extra is missing are left out, with a reason
+        spec = registry.get(*key.split("@"))
+        assert get_generator(spec.family).unavailable_reason() == reason and "pip install" in reason
     assert [s.key for s in registry.select("occlusion-recall@smoke,occlusion-recall@smoke")] == ["occlusion-recall@smoke"]
     assert registry.select("scene-retrieval")[0].tier == "standard"
     with pytest.raises(UnknownNameError, match="(?i)did you mean 'scene-retrieval'"):

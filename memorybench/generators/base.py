@@ -47,6 +47,11 @@ class Generator(ABC):
         """Cross-field checks of a resolved spec; raise ``ValueError`` with a clear message."""
 
     @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """Why this family cannot generate on this machine (a missing optional extra), or None."""
+        return None
+
+    @classmethod
     def describe_gaps(cls, spec: "TaskSpec") -> str:
         """A short description of the memory gaps a task tests (for ``tasks list``)."""
         return f"bins {spec.gap_bins[0]}..{spec.gap_bins[-1]}"

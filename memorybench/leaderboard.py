@@ -1,0 +1,493 @@
+"""Leaderboards from run directories: Markdown, LaTeX, CSV, HTML and JSON.
+
+Rows are models; columns are tasks x metrics (whole frame and memory-only pixels), each cell the
+mean over episodes with its 95% bootstrap CI; the best contender per column is marked (calibration
+references such as ``ground-truth`` and ``perfect-memory`` are shown in italics and never ranked).
+A second table gives the memory-only metrics by memory-gap bin.
+
+Guarantees:
+
+* **No mixing.** Runs whose task spec or dataset differ (spec hash, dataset hash, generator or
+  task-format version) are never put in one column: ``build`` refuses (``IncomparableRunsError``,
+  exit code 4) unless ``split=True``, which gives each variant its own column, labelled with its
+  spec hash. Protocols always get separate tables.
+* **No silent gaps.** A run that misses episodes or tasks is shown with a dagger and a footnote
+  ("k of n episodes"), never as if complete; a missing value is "—", never 0.
+* **No duplicates.** Two runs of the same model (identity hash) on the same task and protocol are
+  refused: merge shards first (``memorybench merge``).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from . import __version__
+from .aggregate import HIGHER_IS_BETTER
+from .errors import MemorybenchError
+from .results import expand_run_dirs, load_run_json, load_summary
+
+HEADLINE = ("psnr", "ssim", "lpips", "psnr_memory", "ssim_memory", "lpips_memory", "retention")
+DEFAULT_COLUMNS = ("psnr", "lpips", "psnr_memory", "lpips_memory", "retention")
+GAP_METRICS = ("psnr_memory", "retention")
+LABELS = {"psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS", "psnr_known": "PSNR known", "ssim_known": "SSIM known",
+          "lpips_known": "LPIPS known", "psnr_memory": "PSNR mem", "ssim_memory": "SSIM mem",
+          "lpips_memory": "LPIPS mem", "retention": "Retention", "retention_lpips": "Retention (LPIPS)",
+          "retention_ssim": "Retention (SSIM)"}
+
+
+class IncomparableRunsError(MemorybenchError):
+    """Runs that measure different things were asked to share a column."""
+
+    exit_code = 4
+
+
+def load_runs(paths: Sequence[str | Path]) -> list[dict]:
+    """``[{"path", "meta", "summary"}]`` for every run directory in ``paths`` (or one level below)."""
+    return [{"path": p, "meta": load_run_json(p), "summary": load_summary(p)} for p in expand_run_dirs(paths)]
+
+
+def _task_variant(meta_task: dict) -> tuple:
+    spec = meta_task["spec"]
+    return (meta_task["spec_hash"], meta_task["dataset_sha256"], spec.get("generator_version"),
+            spec.get("task_format_version"))
+
+
+def model_labels(runs: list[dict]) -> dict[str, str]:
+    """Display name per model identity hash: the name, plus its arguments where names collide."""
+    by_name: dict[str, set] = {}
+    for r in runs:
+        m = r["meta"]["model"]
+        by_name.setdefault(m["name"], set()).add(m["identity_hash"])
+    labels = {}
+    for r in runs:
+        m = r["meta"]["model"]
+        label = m["name"]
+        if len(by_name[m["name"]]) > 1:
+            args = ",".join(f"{k}={v}" for k, v in sorted((m.get("args") or {}).items()))
+            label += f" ({args or m['identity_hash'][:8]})"
+        labels[m["identity_hash"]] = label
+    return labels
+
+
+@dataclass
+class Board:
+    """The cells of a leaderboard, in long form, plus what the renderers need to know."""
+
+    cells: pd.DataFrame  # model, privileged, column (task label), task, protocol, metric, gap_bin, mean, ci_low, ci_high, n
+    notes: dict = field(default_factory=dict)  # (model, column, protocol) -> footnote text for incomplete cells
+    runs: list = field(default_factory=list)
+    metrics: tuple = DEFAULT_COLUMNS
+
+    def protocols(self) -> list[str]:
+        return list(dict.fromkeys(self.cells["protocol"]))
+
+    def columns(self, protocol: str) -> list[str]:
+        sub = self.cells[(self.cells.protocol == protocol) & self.cells.gap_bin.isna()]
+        return list(dict.fromkeys(sub["column"]))
+
+    def models(self, protocol: str) -> list[tuple[str, bool]]:
+        sub = self.cells[self.cells.protocol == protocol]
+        order = sub.drop_duplicates("model")[["model", "privileged"]]
+        # contenders first (alphabetical), references last
+        rows = sorted(order.itertuples(index=False), key=lambda r: (bool(r.privileged), r.model))
+        return [(r.model, bool(r.privileged)) for r in rows]
+
+    def value(self, model: str, column: str, protocol: str, metric: str, gap_bin: str | None = None) -> dict | None:
+        c = self.cells
+        sel = (c.model == model) & (c.column == column) & (c.protocol == protocol) & (c.metric == metric)
+        sel &= c.gap_bin.isna() if gap_bin is None else (c.gap_bin == gap_bin)
+        sub = c[sel]
+        return None if sub.empty else sub.iloc[0].to_dict()
+
+    def best(self, column: str, protocol: str, metric: str, gap_bin: str | None = None) -> str | None:
+        """The contender (non-reference) with the best mean in a column."""
+        c = self.cells
+        sel = (c.column == column) & (c.protocol == protocol) & (c.metric == metric) & ~c.privileged
+        sel &= c.gap_bin.isna() if gap_bin is None else (c.gap_bin == gap_bin)
+        sub = c[sel].dropna(subset=["mean"])
+        if len(sub) < 2:
+            return None
+        higher = HIGHER_IS_BETTER.get(metric, True)
+        row = sub.loc[sub["mean"].idxmax() if higher else sub["mean"].idxmin()]
+        return row["model"]
+
+    def gap_bins(self, column: str, protocol: str) -> list[str]:
+        c = self.cells
+        sub = c[(c.column == column) & (c.protocol == protocol) & c.gap_bin.notna()]
+        return list(dict.fromkeys(sub.sort_values("gap_lo")["gap_bin"]))
+
+
+def build(runs: list[dict], metrics: Sequence[str] = DEFAULT_COLUMNS, gap_metrics: Sequence[str] = GAP_METRICS,
+          split: bool = False, protocols: Sequence[str] | None = None) -> Board:
+    """Check that the runs can share columns, and collect their cells."""
+    if not runs:
+        raise MemorybenchError("no runs given")
+    # comparability: one variant per task key, unless split
+    variants: dict[str, dict[tuple, list[str]]] = {}
+    for r in runs:
+        for t in r["meta"]["tasks"]:
+            variants.setdefault(t["key"], {}).setdefault(_task_variant(t), []).append(str(r["path"]))
+    column_of = {}
+    for key, vs in variants.items():
+        if len(vs) > 1 and not split:
+            lines = [f"  spec {v[0][:12]} dataset {v[1][:12]} (generator v{v[2]}, task format v{v[3]}): {', '.join(p)}"
+                     for v, p in vs.items()]
+            raise IncomparableRunsError(
+                f"runs disagree on what task {key} is, so they cannot share a column:\n" + "\n".join(lines)
+                + "\nre-run them on the same task spec, or pass --split to give each variant its own column")
+        for v in vs:
+            column_of[(key, v)] = key if len(vs) == 1 else f"{key} [{v[0][:8]}]"
+
+    labels = model_labels(runs)
+    seen: dict[tuple, str] = {}
+    rows, notes = [], {}
+    for r in runs:
+        meta, summary = r["meta"], r["summary"]
+        model = labels[meta["model"]["identity_hash"]]
+        priv = bool(meta["model"].get("privileged"))
+        tasks = {t["key"]: t for t in meta["tasks"]}
+        for g in summary["groups"].values():
+            if protocols and g["protocol"] not in protocols:
+                continue
+            col = column_of[(g["task"], _task_variant(tasks[g["task"]]))]
+            dup = (meta["model"]["identity_hash"], col, g["protocol"])
+            if dup in seen:
+                raise MemorybenchError(f"two runs of {model} on {col} ({g['protocol']}): {seen[dup]} and {r['path']}; "
+                                       "merge shards with `memorybench merge` or pass only one")
+            seen[dup] = str(r["path"])
+            if not g.get("complete", False):
+                done = g.get("episodes", 0)
+                notes[(model, col, g["protocol"])] = f"incomplete: {done} of {g.get('episodes_selected', '?')} episodes"
+            base = {"model": model, "privileged": priv, "column": col, "task": g["task"], "protocol": g["protocol"],
+                    "complete": bool(g.get("complete", False)), "run": str(r["path"])}
+            values = {**g.get("metrics", {}), **g.get("retention", {})}
+            for m in metrics:
+                v = values.get(m) or {}
+                rows.append({**base, "metric": m, "gap_bin": None, "gap_lo": None, **_num(v)})
+            for b in g.get("by_gap", []):
+                bv = {**b.get("metrics", {}), **b.get("retention", {})}
+                for m in gap_metrics:
+                    rows.append({**base, "metric": m, "gap_bin": b["label"], "gap_lo": b["bin"][0],
+                                 **_num(bv.get(m) or {}), "frames": b["frames"]})
+    cells = pd.DataFrame(rows)
+    if cells.empty:
+        raise MemorybenchError("the runs hold no results for the requested protocols")
+    return Board(cells=cells, notes=notes, runs=runs, metrics=tuple(metrics))
+
+
+def _num(v: dict) -> dict:
+    f = lambda x: float("nan") if x is None else float(x)  # noqa: E731
+    return {"mean": f(v.get("mean")), "ci_low": f(v.get("ci_low")), "ci_high": f(v.get("ci_high")), "n": v.get("n", 0)}
+
+
+# ------------------------------------------------------------------------------------------
+# number formatting
+
+
+def _digits(metric: str) -> int:
+    return 2 if metric.startswith("psnr") else 3
+
+
+def fmt_value(v: dict | None, metric: str) -> tuple[str, str]:
+    """(mean, "[lo, hi]") as text; ("—", "") when missing."""
+    if not v or v.get("mean") is None or math.isnan(v["mean"]):
+        return "—", ""
+    d = _digits(metric)
+    mean = f"{v['mean']:.{d}f}"
+    if v.get("ci_low") is None or math.isnan(v["ci_low"]):
+        return mean, ""
+    return mean, f"[{v['ci_low']:.{d}f}, {v['ci_high']:.{d}f}]"
+
+
+def fmt_ci(v: dict | None, digits: int = 3) -> str:
+    """``mean ±h`` with ``h`` the larger distance from the mean to a 95% CI bound (terminal use)."""
+    if not v or v.get("mean") is None or pd.isna(v["mean"]):
+        return "—"
+    m = v["mean"]
+    text = f"{m:.{digits}g}" if abs(m) < 1000 else f"{m:.0f}"
+    if v.get("ci_low") is None or pd.isna(v["ci_low"]):
+        return text
+    h = max(m - v["ci_low"], v["ci_high"] - m)
+    return f"{text} ±{h:.2g}"
+
+
+def _arrow(metric: str) -> str:
+    return "↑" if HIGHER_IS_BETTER.get(metric, True) else "↓"
+
+
+# ------------------------------------------------------------------------------------------
+# Markdown
+
+
+def to_markdown(board: Board) -> str:
+    out = ["<!-- generated by memorybench; do not edit by hand -->", ""]
+    footnotes: list[str] = []
+    for p in board.protocols():
+        out.append(f"### Protocol: {p}")
+        out.append("")
+        cols = board.columns(p)
+        header = ["Model"] + [f"{c} · {LABELS.get(m, m)} {_arrow(m)}" for c in cols for m in board.metrics]
+        out.append("| " + " | ".join(header) + " |")
+        out.append("|" + "---|" + "---:|" * (len(header) - 1))
+        for model, priv in board.models(p):
+            cells = [f"*{model}* (reference)" if priv else model]
+            for c in cols:
+                note = board.notes.get((model, c, p))
+                for m in board.metrics:
+                    mean, ci = fmt_value(board.value(model, c, p, m), m)
+                    text = f"{mean} {ci}".strip()
+                    if mean != "—" and board.best(c, p, m) == model:
+                        text = f"**{mean}** {ci}".strip()
+                    if note and mean != "—":
+                        text += " †"
+                    cells.append(text)
+                if note and note not in footnotes:
+                    footnotes.append(f"† {model} on {c} ({p}): {note}")
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+        for c in cols:
+            bins = board.gap_bins(c, p)
+            if not bins:
+                continue
+            gap_metrics = list(dict.fromkeys(board.cells[board.cells.gap_bin.notna()].metric))
+            for m in gap_metrics:
+                out.append(f"**{c} · {LABELS.get(m, m)} {_arrow(m)} by memory gap (frames)**")
+                out.append("")
+                out.append("| Model | " + " | ".join(bins) + " |")
+                out.append("|---|" + "---:|" * len(bins))
+                for model, priv in board.models(p):
+                    row = [f"*{model}*" if priv else model]
+                    for b in bins:
+                        mean, ci = fmt_value(board.value(model, c, p, m, b), m)
+                        best = mean != "—" and board.best(c, p, m, b) == model
+                        row.append((f"**{mean}**" if best else mean) + (f" {ci}" if ci else ""))
+                    out.append("| " + " | ".join(row) + " |")
+                out.append("")
+    out.append("Cells: mean over episodes [95% bootstrap CI]. Bold: best non-reference model. "
+               "Retention: 0 = copy-last (no memory), 1 = perfect-memory.")
+    out += [""] + footnotes if footnotes else []
+    return "\n".join(out).rstrip() + "\n"
+
+
+# ------------------------------------------------------------------------------------------
+# LaTeX (booktabs)
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+        "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "†": r"$^\dagger$",
+        "—": "--", "·": r"$\cdot$"}
+
+
+def tex_escape(s: str) -> str:
+    return "".join(_TEX.get(ch, ch) for ch in str(s))
+
+
+def to_latex(board: Board) -> str:
+    """booktabs tables ready to ``\\input`` (needs ``\\usepackage{booktabs}``)."""
+    out = ["% generated by memorybench; do not edit by hand. Needs \\usepackage{booktabs}."]
+    for p in board.protocols():
+        cols = board.columns(p)
+        k = len(board.metrics)
+        out += [r"\begin{table*}[t]", r"\centering", r"\small", r"\setlength{\tabcolsep}{3pt}",
+                r"\begin{tabular}{l" + ("|" + "r" * k) * len(cols) + "}", r"\toprule"]
+        out.append(" & ".join(["Model"] + [rf"\multicolumn{{{k}}}{{c}}{{{tex_escape(c)}}}" for c in cols]) + r" \\")
+        out.append(" ".join(rf"\cmidrule(lr){{{2 + i * k}-{1 + (i + 1) * k}}}" for i in range(len(cols))))
+        out.append(" & ".join([""] + [tex_escape(f"{LABELS.get(m, m)} {_arrow(m)}") for _ in cols for m in board.metrics]) + r" \\")
+        out.append(r"\midrule")
+        for model, priv in board.models(p):
+            cells = [rf"\textit{{{tex_escape(model)}}}" if priv else tex_escape(model)]
+            for c in cols:
+                note = board.notes.get((model, c, p))
+                for m in board.metrics:
+                    mean, ci = fmt_value(board.value(model, c, p, m), m)
+                    if mean == "—":
+                        cells.append("--")
+                        continue
+                    text = rf"\textbf{{{mean}}}" if board.best(c, p, m) == model else mean
+                    if ci:
+                        text += rf"\,{{\scriptsize {tex_escape(ci)}}}"
+                    if note:
+                        text += r"$^\dagger$"
+                    cells.append(text)
+            out.append(" & ".join(cells) + r" \\")
+        out.append(r"\bottomrule")
+        out.append(r"\end{tabular}")
+        notes = [f"{m} on {c}: {n}" for (m, c, pp), n in board.notes.items() if pp == p]
+        caption = (f"memorybench {__version__}, protocol {p}: mean over episodes with 95\\% bootstrap CI; bold: best "
+                   "non-reference model; italics: calibration references. Retention: 0 = copy-last, 1 = perfect-memory.")
+        if notes:
+            caption += " $^\\dagger$" + tex_escape("; ".join(notes)) + "."
+        out += [rf"\caption{{{caption}}}", rf"\label{{tab:memorybench-{tex_escape(p).replace(chr(92), '')}}}",
+                r"\end{table*}", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+# ------------------------------------------------------------------------------------------
+# CSV / JSON (tidy, one row per cell)
+
+
+def to_frame(board: Board) -> pd.DataFrame:
+    df = board.cells.copy()
+    df["gap_bin"] = df["gap_bin"].fillna("")
+    df["note"] = [board.notes.get((m, c, p), "") for m, c, p in zip(df.model, df.column, df.protocol)]
+    cols = ["model", "privileged", "task", "column", "protocol", "metric", "gap_bin", "mean", "ci_low", "ci_high", "n",
+            "complete", "note"]
+    return df[cols].reset_index(drop=True)
+
+
+def to_csv(board: Board) -> str:
+    return to_frame(board).to_csv(index=False, float_format="%.6g", lineterminator="\n")
+
+
+def to_json(board: Board) -> str:
+    df = to_frame(board)
+    rows = json.loads(df.to_json(orient="records", double_precision=10))
+    runs = [{"path": str(r["path"]), "model": r["meta"]["model"], "tasks": [
+        {k: t[k] for k in ("key", "spec_hash", "dataset_sha256")} for t in r["meta"]["tasks"]],
+        "protocols": r["meta"]["protocols"], "memorybench_version": r["meta"]["memorybench_version"]} for r in board.runs]
+    return json.dumps({"memorybench_version": __version__, "runs": runs, "cells": rows}, indent=1) + "\n"
+
+
+# ------------------------------------------------------------------------------------------
+# HTML (one self-contained file: inline CSS, a sortable table script, embedded plots)
+
+_CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2rem auto;max-width:1400px;color:#222;padding:0 1rem}
+h1{font-size:1.5rem} h2{font-size:1.2rem;margin-top:2rem} h3{font-size:1rem;color:#444}
+table{border-collapse:collapse;margin:0.5rem 0 1.5rem;font-size:0.85rem}
+th,td{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right;white-space:nowrap}
+th{background:#f4f4f8;cursor:pointer;position:sticky;top:0} th:first-child,td:first-child{text-align:left}
+tr.ref td{color:#777;font-style:italic} td.best{font-weight:700;background:#eef7ee}
+.ci{color:#888;font-size:0.75rem} .note{color:#a33} figure{margin:1rem 0} figure img{max-width:100%;border:1px solid #eee}
+p.small{color:#666;font-size:0.8rem}
+"""
+
+_JS = """
+document.querySelectorAll('table.sortable th').forEach(function(th, col){
+  th.title='click to sort'; th.addEventListener('click', function(){
+    var table=th.closest('table'), body=table.tBodies[0], rows=Array.from(body.rows);
+    var dir = th.dataset.dir==='asc' ? -1 : 1; th.dataset.dir = dir===1 ? 'asc' : 'desc';
+    rows.sort(function(a,b){
+      var x=a.cells[col].dataset.v, y=b.cells[col].dataset.v;
+      var fx=parseFloat(x), fy=parseFloat(y);
+      if(!isNaN(fx)&&!isNaN(fy)) return dir*(fx-fy);
+      if(isNaN(fx)!==isNaN(fy)) return isNaN(fx)?1:-1;
+      return dir*String(a.cells[col].textContent).localeCompare(b.cells[col].textContent);
+    });
+    rows.forEach(function(r){body.appendChild(r);});
+  });
+});
+"""
+
+
+def _html_cell(v: dict | None, metric: str, best: bool, note: str | None) -> str:
+    mean, ci = fmt_value(v, metric)
+    data = "" if mean == "—" else f' data-v="{v["mean"]:.10g}"'
+    cls = ' class="best"' if best and mean != "—" else ""
+    extra = f' <span class="ci">{html.escape(ci)}</span>' if ci else ""
+    mark = f' <span class="note" title="{html.escape(note)}">†</span>' if note and mean != "—" else ""
+    return f"<td{cls}{data}>{html.escape(mean)}{extra}{mark}</td>"
+
+
+def to_html(board: Board, figures: dict[str, bytes] | None = None, title: str = "memorybench leaderboard") -> str:
+    """One self-contained HTML file; ``figures`` maps captions to PNG bytes (embedded as data URIs)."""
+    import base64
+
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
+             f"<p class='small'>Generated by memorybench {__version__}. Cells: mean over episodes with the 95% bootstrap "
+             "confidence interval. Bold: best non-reference model in the column. Grey italics: calibration references "
+             "(they read the ground truth). Retention: 0 = copy-last (no memory), 1 = perfect-memory. Click a header "
+             "to sort.</p>"]
+    for p in board.protocols():
+        parts.append(f"<h2>Protocol: {html.escape(p)}</h2>")
+        cols = board.columns(p)
+        head = "".join(f"<th>{html.escape(c)}<br>{html.escape(LABELS.get(m, m))} {_arrow(m)}</th>"
+                       for c in cols for m in board.metrics)
+        parts.append(f"<table class='sortable'><thead><tr><th>Model</th>{head}</tr></thead><tbody>")
+        notes = []
+        for model, priv in board.models(p):
+            row = [f"<td>{html.escape(model)}</td>"]
+            for c in cols:
+                note = board.notes.get((model, c, p))
+                if note:
+                    notes.append(f"{model} on {c}: {note}")
+                for m in board.metrics:
+                    row.append(_html_cell(board.value(model, c, p, m), m, board.best(c, p, m) == model, note))
+            parts.append(f"<tr{' class=ref' if priv else ''}>{''.join(row)}</tr>")
+        parts.append("</tbody></table>")
+        if notes:
+            parts.append("<p class='note'>† " + "<br>† ".join(html.escape(n) for n in dict.fromkeys(notes)) + "</p>")
+        gap_metrics = list(dict.fromkeys(board.cells[board.cells.gap_bin.notna()].metric))
+        for c in cols:
+            bins = board.gap_bins(c, p)
+            for m in gap_metrics if bins else []:
+                parts.append(f"<h3>{html.escape(c)} · {html.escape(LABELS.get(m, m))} {_arrow(m)} by memory gap (frames)</h3>")
+                head = "".join(f"<th>{html.escape(b)}</th>" for b in bins)
+                parts.append(f"<table class='sortable'><thead><tr><th>Model</th>{head}</tr></thead><tbody>")
+                for model, priv in board.models(p):
+                    row = [f"<td>{html.escape(model)}</td>"]
+                    row += [_html_cell(board.value(model, c, p, m, b), m, board.best(c, p, m, b) == model, None) for b in bins]
+                    parts.append(f"<tr{' class=ref' if priv else ''}>{''.join(row)}</tr>")
+                parts.append("</tbody></table>")
+    for caption, png in (figures or {}).items():
+        b64 = base64.b64encode(png).decode()
+        parts.append(f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{b64}'>"
+                     f"<figcaption class='small'>{html.escape(caption)}</figcaption></figure>")
+    parts.append(f"<script>{_JS}</script></body></html>")
+    return "\n".join(parts) + "\n"
+
+
+RENDERERS = {"md": to_markdown, "latex": to_latex, "csv": to_csv, "json": to_json, "html": to_html}
+SUFFIX = {"md": "md", "latex": "tex", "csv": "csv", "json": "json", "html": "html"}
+
+
+# ------------------------------------------------------------------------------------------
+# terminal
+
+
+def long_frame(runs: list[dict]) -> pd.DataFrame:
+    """One row per (run, task, protocol, metric) of the whole-task results."""
+    rows = []
+    labels = model_labels(runs)
+    for r in runs:
+        model = r["meta"]["model"]
+        for g in r["summary"]["groups"].values():
+            values = {**g.get("metrics", {}), **g.get("retention", {})}
+            for metric, v in values.items():
+                rows.append({"model": labels[model["identity_hash"]], "privileged": model.get("privileged", False),
+                             "task": g["task"], "protocol": g["protocol"], "metric": metric, "mean": v["mean"],
+                             "ci_low": v["ci_low"], "ci_high": v["ci_high"], "n": v["n"],
+                             "complete": g.get("complete", False), "run": str(r["path"])})
+    return pd.DataFrame(rows)
+
+
+def print_overview(runs: list[dict], metrics: Sequence[str] = HEADLINE) -> None:
+    """Terminal tables, one per protocol: rows (task, model), columns the headline metrics."""
+    from rich.table import Table
+
+    from .console import console
+
+    df = long_frame(runs)
+    if df.empty:
+        console.print("no results")
+        return
+    for protocol, pdf in df.groupby("protocol", sort=False):
+        table = Table(title=f"memorybench results · {protocol} (mean ±95% CI over episodes)", header_style="bold",
+                      caption="whole frame | memory-only pixels | retention: 0 = copy-last, 1 = perfect memory")
+        table.add_column("task", no_wrap=True)
+        table.add_column("model", no_wrap=True)
+        for m in metrics:
+            table.add_column(f"{m.replace('_memory', ' mem')} {_arrow(m)}", justify="right", no_wrap=True)
+        for (task, model), sub in pdf.groupby(["task", "model"], sort=True):
+            by = {r.metric: r._asdict() for r in sub.itertuples()}
+            complete = bool(sub["complete"].all())
+            name = model + ("" if complete else " [red](incomplete)[/]")
+            table.add_row(task, name, *(fmt_ci(by.get(m)) for m in metrics))
+        console.print(table)

@@ -1,0 +1,191 @@
+"""Figures from run summaries (matplotlib; PNG and PDF; sized for a paper column).
+
+* ``memory_curves``: a memory-only metric against the memory gap (log-x), one line per model with
+  its 95% CI band, one panel per task. Where a line falls to the copy-last line is where that
+  model's memory fails.
+* ``step_curves``: a whole-frame metric over the generated segment (step 0 is the first frame
+  after the context), one line per model with its CI band, one panel per task.
+* ``efficiency_curves``: per-frame cost against context length (from ``memorybench profile``).
+
+Calibration references are drawn dashed and grey-ish so that contenders stand out.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .aggregate import HIGHER_IS_BETTER
+from .leaderboard import LABELS, model_labels
+
+COLUMN_WIDTH_IN = 3.4  # one column of a two-column paper
+REFERENCE_STYLE = {"copy-last": ("#7f7f7f", (0, (4, 2))), "perfect-memory": ("#2f2f2f", (0, (1, 1))),
+                   "ground-truth": ("#bbbbbb", (0, (1, 2))), "mean-frame": ("#a0a0a0", (0, (6, 2, 1, 2)))}
+
+
+def _setup():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 7, "axes.titlesize": 7, "axes.labelsize": 7, "legend.fontsize": 6,
+                         "xtick.labelsize": 6, "ytick.labelsize": 6, "lines.linewidth": 1.2, "axes.grid": True,
+                         "grid.alpha": 0.3, "svg.hashsalt": "memorybench", "pdf.fonttype": 42})
+    return plt
+
+
+def _panels(n: int, plt, height_per_row: float = 1.5):
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    width = COLUMN_WIDTH_IN if cols == 1 else 2.2 * cols
+    fig, axes = plt.subplots(rows, cols, figsize=(width, height_per_row * rows + 0.6), squeeze=False)
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    return fig, axes.ravel()
+
+
+def _series(runs: list[dict], protocol: str):
+    """(label, privileged, group) for every run's group of ``protocol``, grouped by task."""
+    labels = model_labels(runs)
+    by_task: dict[str, list] = {}
+    for r in runs:
+        m = r["meta"]["model"]
+        for g in r["summary"]["groups"].values():
+            if g["protocol"] == protocol:
+                by_task.setdefault(g["task"], []).append((labels[m["identity_hash"]], bool(m.get("privileged")), g))
+    return dict(sorted(by_task.items()))
+
+
+def _style(label: str, privileged: bool, i: int):
+    import matplotlib.pyplot as plt
+
+    base = label.split(" (")[0]
+    if base in REFERENCE_STYLE:
+        colour, dash = REFERENCE_STYLE[base]
+        return {"color": colour, "linestyle": dash, "linewidth": 1.0}
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    return {"color": colours[i % len(colours)], "linestyle": "-"}
+
+
+def memory_curves(runs: list[dict], metric: str = "psnr_memory", protocol: str = "rollout",
+                  include: Sequence[str] | None = None):
+    """Figure: ``metric`` (a memory-only metric or a retention index) against the memory gap."""
+    plt = _setup()
+    tasks = _series(runs, protocol)
+    if not tasks:
+        raise ValueError(f"no results for protocol {protocol!r}")
+    fig, axes = _panels(len(tasks), plt)
+    handles = {}
+    for ax, (task, series) in zip(axes, tasks.items()):
+        contender = 0
+        for label, priv, g in series:
+            if include and label not in include:
+                continue
+            xs, ys, lo, hi = [], [], [], []
+            for b in g.get("by_gap", []):
+                v = {**b.get("metrics", {}), **b.get("retention", {})}.get(metric)
+                if not v or v.get("mean") is None:
+                    continue
+                xs.append(math.sqrt(b["bin"][0] * b["bin"][1]))  # geometric centre of [lo, hi)
+                ys.append(v["mean"])
+                lo.append(v["ci_low"] if v.get("ci_low") is not None else v["mean"])
+                hi.append(v["ci_high"] if v.get("ci_high") is not None else v["mean"])
+            if not xs:
+                continue
+            style = _style(label, priv, contender)
+            contender += 0 if priv or label.split(" (")[0] in REFERENCE_STYLE else 1
+            (line,) = ax.plot(xs, ys, marker="o", markersize=2.5, label=label, **style)
+            ax.fill_between(xs, lo, hi, color=style["color"], alpha=0.15, linewidth=0)
+            handles.setdefault(label, line)
+        ax.set_xscale("log", base=2)
+        ax.set_title(task)
+        ax.set_xlabel("memory gap (frames)")
+        ax.set_ylabel(f"{LABELS.get(metric, metric)} {'↑' if HIGHER_IS_BETTER.get(metric, True) else '↓'}")
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(4, len(handles)), frameon=False)
+    fig.suptitle(f"Memory curves ({protocol})", fontsize=8)
+    fig.tight_layout(rect=(0, 0.1 + 0.03 * (len(handles) > 4), 1, 0.96))
+    return fig
+
+
+def step_curves(runs: list[dict], metric: str = "psnr", protocol: str = "rollout"):
+    """Figure: a whole-frame metric over the steps of the generated segment."""
+    plt = _setup()
+    tasks = _series(runs, protocol)
+    if not tasks:
+        raise ValueError(f"no results for protocol {protocol!r}")
+    fig, axes = _panels(len(tasks), plt)
+    handles = {}
+    for ax, (task, series) in zip(axes, tasks.items()):
+        contender = 0
+        for label, priv, g in series:
+            st = g.get("by_step", {})
+            if metric not in st:
+                continue
+            x = np.array(st["step"])
+            y = np.array([np.nan if v is None else v for v in st[metric]["mean"]], float)
+            lo = np.array([np.nan if v is None else v for v in st[metric]["ci_low"]], float)
+            hi = np.array([np.nan if v is None else v for v in st[metric]["ci_high"]], float)
+            style = _style(label, priv, contender)
+            contender += 0 if label.split(" (")[0] in REFERENCE_STYLE else 1
+            (line,) = ax.plot(x, y, label=label, **style)
+            ax.fill_between(x, lo, hi, color=style["color"], alpha=0.15, linewidth=0)
+            handles.setdefault(label, line)
+        ax.set_title(task)
+        ax.set_xlabel("frames after the context")
+        ax.set_ylabel(f"{LABELS.get(metric, metric)} {'↑' if HIGHER_IS_BETTER.get(metric, True) else '↓'}")
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(4, len(handles)), frameon=False)
+    fig.suptitle(f"Quality over the generated frames ({protocol})", fontsize=8)
+    fig.tight_layout(rect=(0, 0.1 + 0.03 * (len(handles) > 4), 1, 0.96))
+    return fig
+
+
+def efficiency_curves(profiles: list[dict], field: str = "latency_ms"):
+    """Figure: per-frame cost against context length (log-log), one line per model."""
+    plt = _setup()
+    fig, axes = _panels(1, plt, height_per_row=2.0)
+    ax = axes[0]
+    for i, prof in enumerate(profiles):
+        pts = sorted(prof["points"], key=lambda p: p["context"])
+        x = [p["context"] for p in pts]
+        y = [p[field] for p in pts]
+        style = _style(prof["model"], False, i)
+        ax.plot(x, y, marker="o", markersize=2.5, label=f"{prof['model']} (slope {prof['fits'][field]['slope']:.2f})",
+                **style)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("context length (frames)")
+    ax.set_ylabel({"latency_ms": "latency per frame (ms)", "peak_memory_mb": "peak memory (MiB)",
+                   "state_mb": "state / cache size (MiB)"}.get(field, field))
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def save(fig, out: str | Path, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+    """Save ``fig`` as ``out.<fmt>`` for each format (no timestamps in the files)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in formats:
+        p = out.with_suffix(f".{fmt}")
+        meta = {"Software": None} if fmt == "png" else {"Creator": None, "Producer": None, "CreationDate": None}
+        fig.savefig(p, dpi=200, metadata=meta)
+        paths.append(p)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return paths
+
+
+def png_bytes(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=150, metadata={"Software": None})
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return buf.getvalue()

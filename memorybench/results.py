@@ -1,0 +1,291 @@
+"""Run directories: self-describing, append-only, atomically written evaluation results.
+
+One run directory holds one model evaluated on some tasks under some protocols::
+
+    RUN_DIR/
+      run.json                  what was run: model identity (name, args, checkpoint sha256),
+                                tasks (spec, spec hash, dataset hash), protocols, metric
+                                definitions, seeds, environment (versions, git commit, device).
+                                Written once, never modified.
+      events.jsonl              append-only log: start / resume / task finished / error / finish.
+      records/<task>@<tier>/<protocol>/ep-000012.jsonl
+                                one file per finished episode: one JSON line per predicted frame
+                                (episode, frame, memory_gap, pixel counts, every metric).
+                                Written to a temporary name and renamed: a file is either whole
+                                or absent, never half-written.
+      predictions/<task>@<tier>/<protocol>/ep-000012.npz
+                                (--save-predictions) the generated frames, uint8 [N, H, W, 3].
+      summary.json              aggregates with confidence intervals, completeness, timings.
+                                (Re)written atomically at the end of each (resumed) run.
+
+``--resume`` continues an interrupted run: finished episodes are kept, the others are evaluated;
+it refuses a run directory whose model identity, task hashes, protocols or metric definitions
+differ from the request, so two models can never share results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from . import __version__
+from .errors import DataError, MemorybenchError
+
+RUN_FORMAT = "memorybench-run/1"
+RUN_JSON, EVENTS, SUMMARY = "run.json", "events.jsonl", "summary.json"
+
+
+class RunExistsError(MemorybenchError):
+    """The output directory already holds a run that the request would overwrite."""
+
+
+class IncompatibleRunError(MemorybenchError):
+    """``--resume`` or ``merge`` was asked to combine results that are not the same run."""
+
+
+# ------------------------------------------------------------------------------------------
+# atomic file helpers
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=False, allow_nan=True) + "\n").encode())
+
+
+def append_event(run_dir: Path, event: str, **fields) -> None:
+    """Append one line to events.jsonl (a single write of one line, then fsync)."""
+    line = json.dumps({"event": event, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                       "host": socket.gethostname(), "pid": os.getpid(), **fields}) + "\n"
+    with open(run_dir / EVENTS, "a", encoding="utf-8") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_events(run_dir: Path) -> list[dict]:
+    """Events in order; a last line cut short by a killed process is ignored."""
+    path = Path(run_dir) / EVENTS
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# provenance
+
+
+def git_info() -> dict:
+    """Commit and dirtiness of the memorybench checkout (None when not a git checkout)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                    capture_output=True, text=True, timeout=5).stdout.strip()) if commit else None
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, None
+    return {"commit": commit, "dirty": dirty}
+
+
+def environment(device: str) -> dict:
+    """Versions of everything that can change a number, and the hardware it ran on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    libs = {}
+    for name in ("torch", "torchvision", "torchmetrics", "lpips", "scikit-image", "numpy", "datasets", "pandas"):
+        try:
+            libs[name] = version(name)
+        except PackageNotFoundError:
+            libs[name] = None
+    env = {"python": platform.python_version(), "platform": platform.platform(), "machine": platform.machine(),
+           "processor": platform.processor(), "hostname": socket.gethostname(), "cpu_count": os.cpu_count(),
+           "libraries": libs, "device": device}
+    try:
+        import torch
+
+        env["torch_threads"] = torch.get_num_threads()
+        env["cuda_available"] = torch.cuda.is_available()
+        if device.startswith("cuda") and torch.cuda.is_available():
+            env["cuda_device"] = torch.cuda.get_device_name(torch.device(device))
+            env["cuda_version"] = torch.version.cuda
+    except ImportError:  # pragma: no cover
+        pass
+    return env
+
+
+# ------------------------------------------------------------------------------------------
+# the run directory
+
+
+def group_dir(task_key: str, protocol: str) -> str:
+    return f"{task_key}/{protocol}"
+
+
+@dataclass
+class RunDir:
+    path: Path
+
+    @property
+    def meta(self) -> dict:
+        return load_run_json(self.path)
+
+    def records_dir(self, task_key: str, protocol: str) -> Path:
+        return self.path / "records" / group_dir(task_key, protocol)
+
+    def predictions_dir(self, task_key: str, protocol: str) -> Path:
+        return self.path / "predictions" / group_dir(task_key, protocol)
+
+    def record_path(self, task_key: str, protocol: str, episode: int) -> Path:
+        return self.records_dir(task_key, protocol) / f"ep-{episode:06d}.jsonl"
+
+    def done_episodes(self, task_key: str, protocol: str) -> set[int]:
+        d = self.records_dir(task_key, protocol)
+        if not d.is_dir():
+            return set()
+        return {int(p.stem[3:]) for p in d.glob("ep-*.jsonl")}
+
+    def write_episode_records(self, task_key: str, protocol: str, episode: int, rows: list[dict]) -> None:
+        body = "".join(json.dumps(r, allow_nan=True) + "\n" for r in rows)
+        atomic_write_bytes(self.record_path(task_key, protocol, episode), body.encode())
+
+    def write_predictions(self, task_key: str, protocol: str, episode: int, frames_u8: np.ndarray,
+                          start_frame: int) -> None:
+        import io
+
+        buf = io.BytesIO()
+        np.savez_compressed(buf, frames=frames_u8, episode=np.int64(episode), start_frame=np.int64(start_frame))
+        atomic_write_bytes(self.predictions_dir(task_key, protocol) / f"ep-{episode:06d}.npz", buf.getvalue())
+
+    def read_predictions(self, task_key: str, protocol: str, episode: int) -> tuple[np.ndarray, int]:
+        path = self.predictions_dir(task_key, protocol) / f"ep-{episode:06d}.npz"
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return z["frames"], int(z["start_frame"])
+        except (OSError, KeyError, ValueError) as e:
+            raise DataError(f"{path}: cannot read saved predictions: {e}") from None
+
+    def iter_records(self, task_key: str | None = None, protocol: str | None = None) -> Iterator[dict]:
+        """Every per-frame record (optionally of one task/protocol), with task and protocol added."""
+        root = self.path / "records"
+        if not root.is_dir():
+            return
+        for tdir in sorted(root.iterdir()):
+            if task_key is not None and tdir.name != task_key:
+                continue
+            for pdir in sorted(tdir.iterdir()):
+                if protocol is not None and pdir.name != protocol:
+                    continue
+                for f in sorted(pdir.glob("ep-*.jsonl")):
+                    for i, line in enumerate(f.read_text(encoding="utf-8").splitlines()):
+                        try:
+                            row = json.loads(line)
+                        except json.JSONDecodeError as e:
+                            raise DataError(f"{f}:{i + 1}: corrupt record ({e})") from None
+                        yield {"task": tdir.name, "protocol": pdir.name, **row}
+
+
+def load_run_json(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        meta = json.loads((path / RUN_JSON).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path} is not a memorybench run directory (no {RUN_JSON})") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"{path / RUN_JSON} is unreadable: {e}") from None
+    if meta.get("format") != RUN_FORMAT:
+        raise DataError(f"{path / RUN_JSON}: unknown format {meta.get('format')!r} (expected {RUN_FORMAT})")
+    return meta
+
+
+def load_summary(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        return json.loads((path / SUMMARY).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path} has no {SUMMARY}: the run never finished a pass (resume it with --resume)") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"{path / SUMMARY} is unreadable: {e}") from None
+
+
+def comparable_keys(meta: dict) -> dict:
+    """The parts of run.json that must be equal for two runs to hold the same experiment."""
+    return {
+        "model": meta["model"]["identity_hash"],
+        "tasks": {t["key"]: [t["spec_hash"], t["dataset_sha256"], t.get("episodes_selected")] for t in meta["tasks"]},
+        "protocols": meta["protocols"],
+        "metrics_version": meta["metrics"].get("version"),
+        "shard": meta["run"].get("shard"),
+    }
+
+
+def check_same_run(existing: dict, requested: dict, where: Path) -> None:
+    """Raise ``IncompatibleRunError`` naming every difference between two run.json dicts."""
+    a, b = comparable_keys(existing), comparable_keys(requested)
+    diffs = [f"{k}: on disk {a[k]!r}, requested {b[k]!r}" for k in a if a[k] != b[k]]
+    if diffs:
+        raise IncompatibleRunError(f"{where} holds a different run; refusing to mix results:\n  " + "\n  ".join(diffs))
+
+
+def expand_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
+    """Run directories named directly, or found one level below a directory of runs."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if (p / RUN_JSON).exists():
+            out.append(p)
+        elif p.is_dir():
+            found = sorted(d for d in p.iterdir() if (d / RUN_JSON).exists())
+            if not found:
+                raise DataError(f"{p} holds no run directories (no {RUN_JSON} in it or below it)")
+            out += found
+        else:
+            raise DataError(f"{p} does not exist")
+    return out
+
+
+def new_run_meta(*, model_desc: dict, tasks: list[dict], protocols: list[str], metrics: dict, aggregation: dict,
+                 run: dict, command: list[str] | None, device: str) -> dict:
+    return {
+        "format": RUN_FORMAT,
+        "memorybench_version": __version__,
+        "git": git_info(),
+        "command": command,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": model_desc,
+        "tasks": tasks,
+        "protocols": protocols,
+        "metrics": metrics,
+        "aggregation": aggregation,
+        "run": run,
+        "environment": environment(device),
+    }
