@@ -107,6 +107,11 @@ class WorldModel(ABC):
         """Number of learned parameters (0 for a non-learned model)."""
         return 0
 
+    def state_nbytes(self) -> int | None:
+        """Bytes of what the model keeps between frames (recurrent state, KV cache, history), for
+        the efficiency track (``memorybench profile``). ``None``: not reported."""
+        return None
+
     def checkpoint_path(self) -> Path | None:
         """The weights file the model loaded, if any (its SHA-256 becomes part of the identity)."""
         return None

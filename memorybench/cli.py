@@ -96,7 +96,7 @@ def _prepare_with_progress(spec, out: Optional[Path], workers: int, force: bool)
                                   on_episode=lambda: bar.advance(job))
             bar.update(job, completed=spec.episodes)
     for w in caught:
-        err_console.print(f"[yellow]warning:[/] {w.message}")
+        err_console.print(f"[yellow]warning:[/] {escape(str(w.message))}")
     return res
 
 
@@ -166,7 +166,7 @@ def tasks_generate(name: str = typer.Argument(..., help="Task name, or a selecto
     skipped: list = []
     specs = _registry(tasks_dir).select(name, default_tier=tier, skipped=skipped)
     for key, reason in skipped:
-        err_console.print(f"[yellow]skipping {key}:[/] {reason}")
+        err_console.print(f"[yellow]skipping {key}:[/] {escape(reason)}")
     if out is not None and len(specs) > 1:
         out_for = lambda s: out / f"{s.name}-{s.tier}"  # noqa: E731
     else:
@@ -278,29 +278,97 @@ def run_cmd(
     With no arguments: the smoke tier, the four calibration baselines, the rollout protocol.
     """
     from .aggregate import AggregationConfig
+    from .distributed import dist_env
     from .leaderboard import load_runs, print_overview
     from .runner import RunRequest, default_out_dir, evaluate, run_dir_name
 
     skipped: list = []
     specs = _registry(tasks_dir).select(tasks, default_tier=tier, skipped=skipped)
     for key, reason in skipped:
-        err_console.print(f"[yellow]skipping {key}:[/] {reason}")
+        err_console.print(f"[yellow]skipping {key}:[/] {escape(reason)}")
     protocols = _protocols(protocol)
     models = [m.strip() for m in model.split(",") if m.strip()]
-    root = out if out is not None else default_out_dir()
     agg = AggregationConfig(resamples=bootstrap, seed=seed)
-    done = []
+    common = dict(tasks=specs, model_args=model_args, protocols=protocols, batch_size=batch_size, resume=resume,
+                  save_predictions=save_predictions, limit=limit, aggregation=agg, retention=retention,
+                  workers=workers, command=sys.argv)
     t0 = time.time()
-    for m in models:
-        run_dir = root / run_dir_name(m)
-        req = RunRequest(model=m, tasks=specs, out=run_dir, model_args=model_args, protocols=protocols, device=device,
-                         batch_size=batch_size, resume=resume, save_predictions=save_predictions, limit=limit,
-                         shard=_parse_shard(shard), aggregation=agg, retention=retention, workers=workers,
-                         command=sys.argv)
-        done.append(evaluate(req))
-        err_console.print(f"[green]✓[/] {m}: {run_dir}")
+    if dist_env() is not None:
+        if shard is not None:
+            raise MemorybenchError("--shard cannot be combined with torchrun: each rank already takes its shard")
+        root, done = _run_distributed(models, out, device, common)
+        if root is None:  # not rank 0
+            return
+    else:
+        root = out if out is not None else default_out_dir()
+        done = []
+        for m in models:
+            run_dir = root / run_dir_name(m)
+            done.append(evaluate(RunRequest(model=m, out=run_dir, device=device, shard=_parse_shard(shard), **common)))
+            err_console.print(f"[green]✓[/] {escape(m)}: {run_dir}")
     print_overview(load_runs(done))
     console.print(f"results in {root}  ({time.time() - t0:.1f}s)")
+
+
+def _run_distributed(models, out, device, common):
+    """torchrun: every rank evaluates its shard; rank 0 merges. Returns (root, run dirs) on rank 0."""
+    import os
+
+    import torch
+
+    from . import storage
+    from .distributed import broadcast, dist_env, init_process_group, merge, shard_dirs, wait_for
+    from .runner import RunRequest, default_out_dir, evaluate, resolve_device, run_dir_name
+
+    rank, world, local = dist_env()
+    dev = resolve_device(device)
+    if dev.startswith("cuda"):
+        dev = f"cuda:{local}"
+        torch.cuda.set_device(local)
+    else:  # share the CPU cores between the ranks of this node
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // per_node))
+    dist = init_process_group(dev)
+    root = Path(broadcast(str(out if out is not None else default_out_dir()), dist))
+    if rank == 0:  # one process fills the shared dataset cache; the others then verify and read it
+        for spec in common["tasks"]:
+            storage.prepare(spec, workers=common["workers"])
+    dist.barrier()
+    done = []
+    for m in models:
+        final = root / run_dir_name(m)
+        shards = shard_dirs(final, world)
+        req = RunRequest(model=m, out=shards[rank], device=dev, shard=(rank, world), **{**common, "retention": False})
+        req.progress = rank == 0
+        evaluate(req)
+        dist.barrier()
+        if rank == 0:
+            wait_for([s / "summary.json" for s in shards])
+            if (final / "summary.json").exists() and common["resume"]:
+                import shutil
+
+                shutil.rmtree(final)  # re-merge the resumed shards
+            merge(shards, final, retention=common["retention"], device=dev)
+            err_console.print(f"[green]✓[/] {m}: {final} (merged {world} shards)")
+            done.append(final)
+        dist.barrier()
+    dist.destroy_process_group()
+    return (root, done) if rank == 0 else (None, None)
+
+
+@app.command("merge")
+def merge_cmd(shards: List[Path] = typer.Argument(..., help="Shard run directories (from --shard I/N), all N of them."),
+              out: Path = typer.Option(..., "--out", "-o", help="The merged run directory (must not exist)."),
+              device: str = typer.Option("auto", "--device"),
+              retention: bool = typer.Option(True, "--retention/--no-retention")):
+    """Combine the shard runs of one evaluation into one run directory (refuses mismatched or missing shards)."""
+    from .distributed import merge
+    from .leaderboard import load_runs, print_overview
+    from .runner import resolve_device
+
+    path = merge(shards, out, retention=retention, device=resolve_device(device))
+    print_overview(load_runs([path]))
+    console.print(f"merged {len(shards)} shards into {path}")
 
 
 @app.command("score")
@@ -447,6 +515,61 @@ def report_cmd(runs: List[Path] = RunDirsArg,
 
 
 # ------------------------------------------------------------------------------------------------
+# efficiency
+
+
+@app.command("profile")
+def profile_cmd(model: str = typer.Option(..., "--model", "-m", help="Model name(s), comma-separated."),
+                context: str = typer.Option("64,128,256,512,1024,2048,4096", "--context",
+                                            help="Context lengths (frames observed before generating), comma-separated."),
+                device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
+                repeats: int = typer.Option(20, "--repeats", help="Timed generated frames per point (median reported)."),
+                warmup: int = typer.Option(5, "--warmup", help="Untimed generated frames before timing."),
+                batch_size: int = typer.Option(1, "--batch-size", "-b"),
+                model_args: Optional[str] = typer.Option(None, "--model-args"),
+                out: Path = typer.Option(Path("profile.json"), "--out", "-o", help="JSON output file."),
+                plot: bool = typer.Option(True, "--plot/--no-plot", help="Also write <out>-latency/memory.png|pdf.")):
+    """Per-generated-frame latency, peak memory and state size against context length, with log-log slopes."""
+    from . import plots
+    from .profile import FIELDS, ProfileConfig, profile_model, summary_rows, write_profiles
+    from .runner import resolve_device
+
+    try:
+        contexts = sorted({int(c) for c in context.split(",") if c.strip()})
+    except ValueError:
+        raise MemorybenchError(f"--context must be integers separated by commas, got {context!r}") from None
+    if not contexts or contexts[0] < 1:
+        raise MemorybenchError("--context needs positive lengths")
+    cfg = ProfileConfig(contexts=contexts, device=resolve_device(device), repeats=repeats, warmup=warmup,
+                        batch_size=batch_size, model_args=model_args)
+    models = [m.strip() for m in model.split(",") if m.strip()]
+    profiles = []
+    with progress_bar() as bar:
+        job = bar.add_task("profiling", total=len(models) * len(contexts))
+        for m in models:
+            profiles.append(profile_model(m, cfg, progress=lambda name, L, p: bar.update(
+                job, advance=1, description=f"{name} @ {L}: {p['latency_ms']:.1f} ms")))
+    path = write_profiles(profiles, out)
+    table = Table(title=f"per generated frame, {cfg.device} (batch {batch_size})", header_style="bold")
+    for col in ("model", "latency ms (min ctx → max ctx)", "ratio", "slope", "peak MiB (min → max)", "ratio ",
+                "state MiB (min → max)"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    fmt = lambda v, d=1: "—" if v is None else f"{v:.{d}f}"  # noqa: E731
+    for r in summary_rows(profiles):
+        table.add_row(r["model"], f"{fmt(r['latency_ms_min_ctx'], 2)} → {fmt(r['latency_ms_max_ctx'], 2)}",
+                      fmt(r["latency_ms_ratio"], 2), fmt(r["latency_ms_slope"], 2),
+                      f"{fmt(r['peak_memory_mb_min_ctx'])} → {fmt(r['peak_memory_mb_max_ctx'])}",
+                      fmt(r["peak_memory_mb_ratio"], 2),
+                      f"{fmt(r['state_mb_min_ctx'], 3)} → {fmt(r['state_mb_max_ctx'], 3)}")
+    console.print(table)
+    if plot:
+        for f in FIELDS:
+            if any(p["fits"][f]["slope"] is not None for p in profiles):
+                plots.save(plots.efficiency_curves(profiles, f), path.with_name(f"{path.stem}-{f}"))
+    console.print(f"[green]✓[/] wrote {path}")
+
+
+# ------------------------------------------------------------------------------------------------
 # weights
 
 weights_app = typer.Typer(help="The LPIPS AlexNet weights (offline, checksummed).", no_args_is_help=True)
@@ -482,7 +605,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         app(args=argv, prog_name="memorybench")
     except MemorybenchError as e:
-        err_console.print(f"[bold red]error:[/] {e}")
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}")
         return e.exit_code
     except SystemExit as e:  # click exits by itself (0 after --help, 2 on a usage error)
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)

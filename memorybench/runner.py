@@ -234,7 +234,9 @@ def evaluate(req: RunRequest, progress=None) -> Path:
     finally:
         if bar is not None and progress is None:
             bar.stop()
-    summary = summarize_run(run.path, retention=req.retention, device=device, timings=timings, progress=progress)
+    # a shard's summary is partial; the retention index is computed once, on the merged run
+    summary = summarize_run(run.path, retention=req.retention and req.shard is None, device=device, timings=timings,
+                            progress=progress)
     append_event(run.path, "finish", complete=summary["complete"])
     return run.path
 
@@ -334,10 +336,11 @@ def reference_records(model: str, spec: TaskSpec, protocol: str, device: str = "
     """Per-frame records of a calibration reference on every episode of ``spec`` (cached)."""
     out = reference_dir(model, spec, protocol)
     run = RunDir(out)
-    if not (out / SUMMARY).exists():
-        req = RunRequest(model=model, tasks=[spec], out=out, protocols=(protocol,), device=device,
-                         resume=(out / RUN_JSON).exists(), retention=False, progress=progress is None)
-        evaluate(req, progress=progress)
+    with storage.FileLock(out.with_name(out.name + ".lock")):
+        if not (out / SUMMARY).exists():
+            req = RunRequest(model=model, tasks=[spec], out=out, protocols=(protocol,), device=device,
+                             resume=(out / RUN_JSON).exists(), retention=False, progress=progress is None)
+            evaluate(req, progress=progress)
     return records_frame(run.iter_records(spec.key, protocol))
 
 

@@ -309,11 +309,40 @@ def prepare(spec: TaskSpec, out: str | Path | None = None, workers: int = 1, for
     """A verified dataset for ``spec``: reuse the cache if sound, else (re)generate it."""
     path = Path(out) if out is not None else dataset_dir(spec)
     problems: list[str] = []
-    if path.exists() and not force:
-        problems = verify(path, spec, deep=deep_verify)
-        if not problems:
-            return PrepareResult(open_store(path, spec), True, [])
-        warnings.warn(f"cached dataset {path} is unusable ({'; '.join(problems[:3])}); regenerating",
-                      CacheWarning, stacklevel=2)
-    write(spec, path, workers=workers, on_episode=on_episode)
-    return PrepareResult(open_store(path, spec), False, problems)
+    with FileLock(path.with_name(path.name + ".lock")):
+        if path.exists() and not force:
+            problems = verify(path, spec, deep=deep_verify)
+            if not problems:
+                return PrepareResult(open_store(path, spec), True, [])
+            warnings.warn(f"cached dataset {path} is unusable ({'; '.join(problems[:3])}); regenerating",
+                          CacheWarning, stacklevel=2)
+        write(spec, path, workers=workers, on_episode=on_episode)
+        return PrepareResult(open_store(path, spec), False, problems)
+
+
+class FileLock:
+    """An exclusive advisory lock on ``path`` (``fcntl.flock``), so that processes sharing a cache
+    (torchrun ranks, array jobs on a shared file system) do not generate the same dataset twice.
+    Where ``fcntl`` does not exist it is a no-op."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._fh = None
+
+    def __enter__(self):
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a+")
+        fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        if self._fh is not None:
+            import fcntl
+
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None

@@ -37,6 +37,9 @@ class CopyLast(WorldModel):
     def predict(self, actions: torch.Tensor) -> torch.Tensor:
         return self.last.unsqueeze(1).expand(-1, actions.shape[1], -1, -1, -1).contiguous()
 
+    def state_nbytes(self) -> int:
+        return 0 if self.last is None else self.last.numel() * self.last.element_size()
+
 
 class MeanFrame(WorldModel):
     name = "mean-frame"
@@ -52,6 +55,9 @@ class MeanFrame(WorldModel):
     def predict(self, actions: torch.Tensor) -> torch.Tensor:
         mean = (self.total / self.count).float()
         return mean.unsqueeze(1).expand(-1, actions.shape[1], -1, -1, -1).contiguous()
+
+    def state_nbytes(self) -> int:
+        return 0 if self.total is None else self.total.numel() * self.total.element_size()
 
 
 class _Privileged(WorldModel):

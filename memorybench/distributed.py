@@ -1,0 +1,173 @@
+"""Scale-out: shards of episodes, ``torchrun`` process groups, and merging shard runs.
+
+Sharding is by episode and deterministic: shard ``i`` of ``n`` evaluates the selected episodes
+``i, i+n, i+2n, ...`` of every task, whatever the machine. Each shard is an ordinary run directory
+(its ``run.json`` records ``shard: [i, n]``); because every episode's records are computed
+independently of the others, the union of the shards' records is exactly what one process would
+have written, and the merged summary is identical to a single-process run's.
+
+* ``torchrun --nproc-per-node N -m memorybench run ...``: rank ``r`` evaluates shard ``r/N`` into
+  ``OUT/<model>.shards/rank-<r>``; rank 0 then merges them into ``OUT/<model>``. The process group
+  (gloo on CPU, NCCL with ``--device cuda``, each rank on ``cuda:LOCAL_RANK``) is only used to agree
+  on the output directory and to wait for every rank.
+* ``memorybench run --shard I/N`` for array jobs with no process group, then
+  ``memorybench merge SHARD_DIR... --out DIR``.
+
+``merge`` refuses shards of different runs (model identity, task specs and datasets, protocols,
+metric definitions), a missing shard, and an unfinished shard, naming what is wrong: a partial
+suite is never reported as complete. A rank that dies leaves its shard resumable (``--resume``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Sequence
+
+from .errors import MemorybenchError
+from .results import (RUN_JSON, SUMMARY, IncompatibleRunError, RunDir, append_event, atomic_write_json,
+                      comparable_keys, load_run_json)
+
+
+def dist_env() -> tuple[int, int, int] | None:
+    """``(rank, world_size, local_rank)`` when launched by torchrun with more than one process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or "RANK" not in os.environ:
+        return None
+    return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def init_process_group(device: str):
+    """Join the torchrun process group (gloo for CPU, NCCL for CUDA); returns ``torch.distributed``."""
+    import datetime
+
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(hours=6))
+    return dist
+
+
+def broadcast(value, dist):
+    """Rank 0's ``value`` on every rank."""
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def shard_dirs(root: Path, world: int) -> list[Path]:
+    return [root.with_name(root.name + ".shards") / f"rank-{r}" for r in range(world)]
+
+
+def _check_shards(metas: list[tuple[Path, dict]]) -> int:
+    """Validate a set of shard runs; returns the shard count ``n``."""
+    if not metas:
+        raise MemorybenchError("merge needs at least one shard run directory")
+    shards = []
+    for path, meta in metas:
+        s = meta["run"].get("shard")
+        if not s:
+            raise MemorybenchError(f"{path} is not a shard (its run.json has no 'shard'); nothing to merge")
+        shards.append((tuple(s), path))
+    ns = {n for (_, n), _ in shards}
+    if len(ns) != 1:
+        raise IncompatibleRunError(f"shards of different splits: {sorted(ns)} shards in total")
+    n = ns.pop()
+    first_path, first = metas[0]
+    ref = {k: v for k, v in comparable_keys(first).items() if k != "shard"}
+    for path, meta in metas[1:]:
+        mine = {k: v for k, v in comparable_keys(meta).items() if k != "shard"}
+        # the tasks' episode lists differ between shards by construction: compare spec and dataset only
+        strip = lambda d: {**d, "tasks": {k: v[:2] for k, v in d["tasks"].items()}}  # noqa: E731
+        if strip(mine) != strip(ref):
+            diffs = [k for k in ref if strip(mine)[k] != strip(ref)[k]]
+            raise IncompatibleRunError(f"{path} is not a shard of the same run as {first_path} "
+                                       f"(differs in: {', '.join(diffs)}); refusing to merge")
+    seen: dict[int, Path] = {}
+    for (i, _), path in shards:
+        if i in seen:
+            raise IncompatibleRunError(f"shard {i}/{n} given twice: {seen[i]} and {path}")
+        seen[i] = path
+    missing = sorted(set(range(n)) - set(seen))
+    if missing:
+        raise MemorybenchError(f"cannot merge: shard(s) {', '.join(f'{i}/{n}' for i in missing)} missing "
+                               f"(have {', '.join(f'{i}/{n}' for i in sorted(seen))}); run them, then merge again")
+    return n
+
+
+def merge(shard_paths: Sequence[str | Path], out: str | Path, retention: bool = True, device: str = "cpu",
+          progress=None) -> Path:
+    """Combine complete shard runs into one run directory at ``out`` and summarise it."""
+    from .runner import select_episodes, summarize_run
+    from .spec import spec_from_dict
+
+    metas = [(Path(p), load_run_json(p)) for p in shard_paths]
+    n = _check_shards(metas)
+    # every shard must hold all of its episodes
+    for path, meta in metas:
+        run = RunDir(path)
+        i = meta["run"]["shard"][0]
+        for t in meta["tasks"]:
+            for p in meta["protocols"]:
+                missing = sorted(set(t["episodes_selected"]) - run.done_episodes(t["key"], p))
+                if missing:
+                    raise MemorybenchError(
+                        f"cannot merge: shard {i}/{n} ({path}) is unfinished on {t['key']} ({p}): episodes "
+                        f"{missing[:10]}{'...' if len(missing) > 10 else ''} missing; resume it with --resume")
+    out = Path(out)
+    if (out / RUN_JSON).exists() or (out.exists() and any(out.iterdir())):
+        raise MemorybenchError(f"{out} exists and is not empty; merge into a new directory")
+    base = metas[0][1]
+    merged = dict(base)
+    merged["run"] = {**base["run"], "shard": None, "merged_shards": n}
+    merged["merged_from"] = [{"path": str(p.resolve()), "shard": m["run"]["shard"], "environment": m["environment"]}
+                             for p, m in metas]
+    tasks = []
+    for t in base["tasks"]:
+        spec = spec_from_dict(t["spec"])
+        limit = base["run"].get("limit")
+        tasks.append({**t, "episodes_selected": select_episodes(spec, limit, None)})
+    merged["tasks"] = tasks
+    tmp = out.with_name(f".{out.name}.merging-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    atomic_write_json(tmp / RUN_JSON, merged)
+    for path, _ in metas:
+        for sub in ("records", "predictions"):
+            src = path / sub
+            if src.is_dir():
+                shutil.copytree(src, tmp / sub, dirs_exist_ok=True)
+    # the union must be exactly the full selection: nothing missing, nothing extra
+    run = RunDir(tmp)
+    for t in tasks:
+        for p in merged["protocols"]:
+            if run.done_episodes(t["key"], p) != set(t["episodes_selected"]):
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise MemorybenchError(f"merged records of {t['key']} ({p}) do not match the selected episodes")
+    append_event(tmp, "merge", shards=[str(p) for p, _ in metas])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, out)
+    summary = summarize_run(out, retention=retention, device=device, progress=progress)
+    summary["timings"] = {f"shard {m['run']['shard'][0]}": _timings(p) for p, m in metas}
+    atomic_write_json(out / SUMMARY, summary)
+    append_event(out, "finish", complete=summary["complete"])
+    return out
+
+
+def _timings(path: Path) -> dict:
+    try:
+        import json
+
+        return json.loads((path / SUMMARY).read_text()).get("timings", {})
+    except (OSError, ValueError):
+        return {}
+
+
+def wait_for(paths: Sequence[Path], timeout: float = 30.0) -> None:
+    """Wait until every path exists (shared file systems can lag behind the barrier)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and not all(p.exists() for p in paths):
+        time.sleep(0.2)
