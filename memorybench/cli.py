@@ -130,7 +130,7 @@ def tasks_show(name: str = typer.Argument(..., help="Task name."), tier: str = T
         params.add_column(col)
     values = d["params"]
     for p in describe_params(type(spec.params)):
-        rng = p["choices"] and "|".join(p["choices"]) or f"{p['min'] if p['min'] is not None else ''}..{p['max'] if p['max'] is not None else ''}"
+        rng = p["choices"] and "|".join(map(str, p["choices"])) or f"{p['min'] if p['min'] is not None else ''}..{p['max'] if p['max'] is not None else ''}"
         params.add_row(*(escape(str(x)) for x in (p["name"], values[p["name"]], p["default"], rng, p["doc"] or "")))
     console.print(params)
     t = Table(title="statistics (predicted frames)", header_style="bold")
@@ -512,6 +512,44 @@ def report_cmd(runs: List[Path] = RunDirsArg,
         text = render(board, figs, title) if fmt == "html" else render(board)
         (out / f"leaderboard.{lb.SUFFIX[fmt]}").write_text(text, encoding="utf-8")
     console.print(f"[green]✓[/] wrote {out}/leaderboard.{{md,tex,csv,json,html}} and {out}/figures/")
+
+
+# ------------------------------------------------------------------------------------------------
+# training
+
+
+@app.command("train")
+def train_cmd(model: str = typer.Argument(..., help="Zoo model: lssvwm, full-attention, frame-local-attention, s4, mamba, diffusion."),
+              tasks: str = typer.Option("occlusion-recall,scene-retrieval,scene-reasoning", "--tasks",
+                                        help="Tasks to train on (their training seeds, never the evaluation episodes)."),
+              tier: str = typer.Option("smoke", "--tier", help="Tier of bare task names."),
+              steps: int = typer.Option(400, "--steps"),
+              seed: int = typer.Option(0, "--seed"),
+              out: Path = typer.Option(..., "--out", "-o", help="Directory for model.safetensors, card.json and the "
+                                                               "resumable training state."),
+              batch_size: int = typer.Option(2, "--batch-size", "-b"),
+              lr: float = typer.Option(1e-3, "--lr"),
+              window: Optional[int] = typer.Option(None, "--window", help="Train on crops of this many frames around "
+                                                                          "the end of the context (default: whole episodes)."),
+              device: str = typer.Option("cpu", "--device"),
+              max_seconds: Optional[float] = typer.Option(None, "--max-seconds", help="Stop cleanly after this wall time."),
+              resume: bool = typer.Option(False, "--resume", help="Continue the training state in --out."),
+              workers: int = typer.Option(0, "--workers", "-j", help="Processes generating training episodes."),
+              grad_checkpointing: bool = typer.Option(False, "--grad-checkpointing/--no-grad-checkpointing"),
+              memory_weight: float = typer.Option(5.0, "--memory-weight", help="Loss weight of memory-only pixels."),
+              config: Optional[str] = typer.Option(None, "--config", help="Model config overrides: key=value,..."),
+              tasks_dir: Optional[List[Path]] = TasksDirOpt):
+    """Train a reference model (deterministic for a seed, resumable) and write weights + a model card."""
+    from .models import parse_model_args
+    from .runner import resolve_device
+    from .train import train
+
+    specs = _registry(tasks_dir).select(tasks, default_tier=tier)
+    path = train(model, specs, steps, out, seed=seed, batch_size=batch_size, lr=lr, window=window,
+                 device=resolve_device(device), max_seconds=max_seconds, resume=resume, workers=workers,
+                 grad_checkpointing=grad_checkpointing, memory_weight=memory_weight,
+                 model_config=parse_model_args(config) or None)
+    console.print(f"[green]✓[/] {path} (model card: {path.with_name('card.json')})")
 
 
 # ------------------------------------------------------------------------------------------------

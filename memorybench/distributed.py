@@ -28,7 +28,7 @@ from typing import Sequence
 
 from .errors import MemorybenchError
 from .results import (RUN_JSON, SUMMARY, IncompatibleRunError, RunDir, append_event, atomic_write_json,
-                      comparable_keys, load_run_json)
+                      comparable_keys, load_run_json, task_protocols)
 
 
 def dist_env() -> tuple[int, int, int] | None:
@@ -111,7 +111,7 @@ def merge(shard_paths: Sequence[str | Path], out: str | Path, retention: bool = 
         run = RunDir(path)
         i = meta["run"]["shard"][0]
         for t in meta["tasks"]:
-            for p in meta["protocols"]:
+            for p in task_protocols(t, meta):
                 missing = sorted(set(t["episodes_selected"]) - run.done_episodes(t["key"], p))
                 if missing:
                     raise MemorybenchError(
@@ -143,7 +143,7 @@ def merge(shard_paths: Sequence[str | Path], out: str | Path, retention: bool = 
     # the union must be exactly the full selection: nothing missing, nothing extra
     run = RunDir(tmp)
     for t in tasks:
-        for p in merged["protocols"]:
+        for p in task_protocols(t, merged):
             if run.done_episodes(t["key"], p) != set(t["episodes_selected"]):
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise MemorybenchError(f"merged records of {t['key']} ({p}) do not match the selected episodes")

@@ -68,6 +68,17 @@ def _clear_peak_rss() -> bool:
         return False
 
 
+def _current_rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
 def _peak_rss_mb() -> float:
     try:
         with open("/proc/self/status") as f:
@@ -89,7 +100,7 @@ def measure_point(model_name: str, context: int, cfg: ProfileConfig) -> dict:
 
     torch.manual_seed(0)
     device = cfg.device
-    baseline = _peak_rss_mb() if not device.startswith("cuda") else 0.0  # the interpreter + torch, before the model
+    baseline = _current_rss_mb() if not device.startswith("cuda") else 0.0  # the interpreter + torch, before the model
     model = load_model(model_name, cfg.model_args)
     model.to(device)
     steps = cfg.warmup + cfg.repeats

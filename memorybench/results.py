@@ -215,6 +215,11 @@ class RunDir:
                         yield {"task": tdir.name, "protocol": pdir.name, **row}
 
 
+def task_protocols(task: dict, meta: dict) -> list[str]:
+    """The protocols a run evaluated a task under (those of the run the task supports)."""
+    return task.get("protocols", meta["protocols"])
+
+
 def load_run_json(path: str | Path) -> dict:
     path = Path(path)
     try:
@@ -242,7 +247,8 @@ def comparable_keys(meta: dict) -> dict:
     """The parts of run.json that must be equal for two runs to hold the same experiment."""
     return {
         "model": meta["model"]["identity_hash"],
-        "tasks": {t["key"]: [t["spec_hash"], t["dataset_sha256"], t.get("episodes_selected")] for t in meta["tasks"]},
+        "tasks": {t["key"]: [t["spec_hash"], t["dataset_sha256"], t.get("episodes_selected"), task_protocols(t, meta)]
+                  for t in meta["tasks"]},
         "protocols": meta["protocols"],
         "metrics_version": meta["metrics"].get("version"),
         "shard": meta["run"].get("shard"),

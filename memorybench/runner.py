@@ -31,8 +31,8 @@ import numpy as np
 from . import storage
 from .aggregate import NO_MEMORY_REFERENCE, PERFECT_REFERENCE, AggregationConfig, records_frame, summarize_group
 from .errors import MemorybenchError
-from .results import (RunDir, RunExistsError, append_event, atomic_write_json, check_same_run, load_run_json,
-                      new_run_meta, SUMMARY, RUN_JSON)
+from .results import (RUN_JSON, SUMMARY, RunDir, RunExistsError, append_event, atomic_write_json, check_same_run,
+                      load_run_json, new_run_meta, task_protocols)
 from .spec import TaskSpec, spec_from_dict
 
 #: bump when the scoring pipeline changes what a number means (part of run identity)
@@ -173,20 +173,29 @@ def evaluate(req: RunRequest, progress=None) -> Path:
         model.to(device)
     batch_size = min(req.batch_size, model.max_batch_size or req.batch_size)
 
-    # datasets and the episodes each task contributes
-    plan = []
+    # datasets and the episodes each task contributes; a task is evaluated under the requested
+    # protocols it supports (e.g. pose-based tasks offer rollout only), and each skipped
+    # combination is recorded
+    plan, skipped = [], []
     for spec in req.tasks:
-        for p in req.protocols:
-            if p not in spec.protocols:
-                raise MemorybenchError(f"task {spec.key} does not support protocol '{p}' (it supports "
-                                       f"{', '.join(spec.protocols)})")
+        protocols = [p for p in req.protocols if p in spec.protocols]
+        skipped += [f"{spec.key}/{p}" for p in req.protocols if p not in spec.protocols]
+        if not protocols:
+            continue
         store = storage.prepare(spec, workers=req.workers).store
-        plan.append((spec, store, select_episodes(spec, req.limit, req.shard)))
+        plan.append((spec, store, select_episodes(spec, req.limit, req.shard), protocols))
+    if not plan:
+        raise MemorybenchError(f"no task supports the protocol(s) {', '.join(req.protocols)}: "
+                               + "; ".join(f"{s.key} offers {', '.join(s.protocols)}" for s in req.tasks))
+    if skipped:
+        from .console import err_console
+
+        err_console.print(f"[yellow]not evaluated (protocol not offered by the task):[/] {', '.join(skipped)}")
 
     scorer = FrameScorer(device=device)  # loads (or fetches) the LPIPS weights before any work starts
     run = RunDir(Path(req.out))
     meta = new_run_meta(
-        model_desc=model.describe(), tasks=[_task_entry(s, st, sel) for s, st, sel in plan],
+        model_desc=model.describe(), tasks=[{**_task_entry(s, st, sel), "protocols": ps} for s, st, sel, ps in plan],
         protocols=list(req.protocols), metrics=metrics_meta(scorer), aggregation=req.aggregation.to_dict(),
         run={"device": device, "batch_size": batch_size, "save_predictions": req.save_predictions,
              "limit": req.limit, "shard": list(req.shard) if req.shard else None, "context_chunk": req.context_chunk},
@@ -207,8 +216,8 @@ def evaluate(req: RunRequest, progress=None) -> Path:
         append_event(run.path, "start", device=device, batch_size=batch_size)
 
     todo = []
-    for spec, store, selected in plan:
-        for p in req.protocols:
+    for spec, store, selected, protocols in plan:
+        for p in protocols:
             done = run.done_episodes(spec.key, p)
             todo.append((spec, store, p, [i for i in selected if i not in done]))
     total_frames = sum(len(eps) * spec.predict_frames for spec, _, _, eps in todo)
@@ -353,7 +362,7 @@ def summarize_run(run_dir: str | Path, retention: bool = True, device: str = "cp
     groups, complete = {}, True
     for t in meta["tasks"]:
         spec = spec_from_dict(t["spec"], source=f"{run.path}/{RUN_JSON}")
-        for p in meta["protocols"]:
+        for p in task_protocols(t, meta):
             done = run.done_episodes(t["key"], p)
             missing = sorted(set(t["episodes_selected"]) - done)
             df = records_frame(run.iter_records(t["key"], p))
@@ -427,7 +436,7 @@ def rescore(pred_run: str | Path, out: str | Path, device: str = "cpu", retentio
         store = storage.prepare(spec).store
         if store.dataset_hash != t["dataset_sha256"]:
             raise MemorybenchError(f"the dataset of {t['key']} differs from the one the predictions were made on")
-        for p in meta["protocols"]:
+        for p in task_protocols(t, meta):
             pdir = src.predictions_dir(t["key"], p)
             for i in sorted(int(f.stem[3:]) for f in pdir.glob("ep-*.npz")) if pdir.is_dir() else []:
                 work.append((spec, store, p, i))

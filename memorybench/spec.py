@@ -309,7 +309,7 @@ def load_task_file(path: str | Path) -> dict[str, TaskSpec]:
     citation = doc.get("citation", "") or ""
     if not isinstance(description, str):
         raise TaskSpecError(src, "description", "must be a string")
-    protocols = doc.get("protocols", list(PROTOCOLS))
+    protocols = doc.get("protocols", list(gen_cls.default_protocols))
     if not isinstance(protocols, list) or not protocols:
         raise TaskSpecError(src, "protocols", f"must be a non-empty list drawn from {list(PROTOCOLS)}")
     for i, p in enumerate(protocols):

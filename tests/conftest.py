@@ -9,10 +9,17 @@ import pytest
 from memorybench.tasks import TaskRegistry
 
 
+@pytest.fixture(scope="session")
+def _session_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("cache"))
+
+
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Every test gets its own dataset cache, so no test depends on another's files."""
-    monkeypatch.setenv("MEMORYBENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+def _isolated_cache(_session_cache, monkeypatch):
+    """The tests share one fresh cache (never the user's): generated datasets and references are
+    content-addressed and verified on every use, so sharing them between tests is safe, and
+    generating each task once keeps the suite fast. Tests of the cache itself use their own."""
+    monkeypatch.setenv("MEMORYBENCH_CACHE", _session_cache)
     monkeypatch.delenv("MEMORYBENCH_TASKS_DIR", raising=False)
 
 

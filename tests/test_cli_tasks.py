@@ -43,10 +43,10 @@ def test_generate_then_reuse(tmp_path, capsys):
     assert "verified cache" in capsys.readouterr().out
 
 
-def test_generate_a_whole_tier(capsys):
+def test_generate_a_whole_tier(capsys, registry):
     assert main(["tasks", "generate", "smoke", "-j", "2"]) == 0
     out = capsys.readouterr().out
-    assert out.count("✓") == 3
+    assert out.count("✓") == len(registry.select("smoke")) >= 3
 
 
 def test_preview_png_and_gif(tmp_path):

@@ -17,6 +17,8 @@ from .base import Generator
 BUILTIN_GENERATORS: dict[str, str] = {
     "occlusion_recall": "memorybench.generators.occlusion:OcclusionRecall",
     "scene_consistency": "memorybench.generators.scene:SceneConsistency",
+    "memory_maze": "memorybench.generators.maze:MemoryMaze",
+    "recorded": "memorybench.generators.recorded:Recorded",
 }
 
 ENTRY_POINT_GROUP = "memorybench.generators"

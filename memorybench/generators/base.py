@@ -27,6 +27,8 @@ class Generator(ABC):
     #: whether ``generate`` fills ``Episode.content_ids`` (procedural worlds do; simulators and
     #: recorded episodes do not, and the perfect-memory reference then falls back to poses)
     has_content_ids: ClassVar[bool] = True
+    #: protocols a task of this family gets when its file does not list them
+    default_protocols: ClassVar[tuple[str, ...]] = ("rollout", "teacher-forced")
 
     def __init__(self, spec: "TaskSpec"):
         self.spec = spec

@@ -30,6 +30,12 @@ BUILTIN_MODELS: dict[str, str] = {
     "mean-frame": "memorybench.models.calibration:MeanFrame",
     "ground-truth": "memorybench.models.calibration:GroundTruth",
     "perfect-memory": "memorybench.models.calibration:PerfectMemory",
+    "lssvwm": "memorybench.zoo.lssvwm:LSSVWM",
+    "full-attention": "memorybench.zoo.attention:FullAttention",
+    "frame-local-attention": "memorybench.zoo.attention:FrameLocalAttention",
+    "s4": "memorybench.zoo.s4:S4",
+    "mamba": "memorybench.zoo.mamba:Mamba",
+    "diffusion": "memorybench.zoo.diffusion:DiffusionForcing",
 }
 
 ENTRY_POINT_GROUP = "memorybench.models"

@@ -1,0 +1,389 @@
+"""Train a reference-zoo model (``memorybench.zoo``) on procedurally generated episodes.
+
+The one entry point::
+
+    train(model, tasks, steps, out_dir, *, seed=0, batch_size=2, lr=1e-3, weight_decay=0.01,
+          warmup=None, window=None, memory_weight=5.0, grad_clip=1.0, model_config=None,
+          device="cpu", grad_checkpointing=False, checkpoint_every=200, log_every=10,
+          max_seconds=None, resume=False, workers=0, progress=True) -> Path
+
+``model`` is a registry name (``lssvwm``, ``full-attention``, ``frame-local-attention``, ``s4``,
+``mamba``, ``diffusion``, or any ``NeuralWorldModel`` subclass); ``tasks`` are ``TaskSpec`` s of one
+resolution (e.g. the ``tasks`` of the recipes below); ``model_config`` overrides config fields
+(e.g. ``{"width": 64}``). It writes into ``out_dir``:
+
+* ``model.safetensors``: the weights, with the model name and config in the metadata (what
+  ``--model-args checkpoint=PATH`` loads, and what ``baselines/<name>/`` ships);
+* ``card.json``: the model card (config, parameter count, training tasks and their spec hashes,
+  training-data hash, steps, batch, learning rate, loss curve, wall time, device, versions);
+* ``train_state.pt``: the resumable training state (weights, AdamW and schedule state, step, RNG
+  states, loss history), written atomically every ``checkpoint_every`` steps and at the end;
+  ``torch.load(path, weights_only=True)`` reads it. ``resume=True`` continues from it and ends
+  with the same weights as an uninterrupted run (exactly, on the CPU).
+
+It returns the path of ``model.safetensors``.
+
+**Data.** Episodes come from the tasks' generators with a *training* seed, ``spec.seed +
+TRAIN_SEED_OFFSET``: never the evaluation episodes. Step ``i`` uses task ``i mod n_tasks``
+(round-robin; one task per batch, so a batch has one episode length and one action layout) and its
+episodes ``i * batch_size + j``, so the data stream is a function of the step index alone (resume
+reproduces it; ``workers > 0`` generates it in background processes without changing it). With
+``window = W`` each sample is a random crop of ``W`` frames that straddles the end of the context
+(between 1/8 and 7/8 of it before frame ``context_frames``, where the tasks' memory events are;
+the crop start drawn from ``numpy.random.default_rng([seed, i])``), its memory-only mask
+recomputed within the crop, and the crop's first frame is predicted from the BOS token like an
+episode's first frame; ``window=None`` trains on whole episodes.
+
+**Loss.** Mean squared error of the predicted frames (the diffusion model: of its clean-frame
+estimate at random per-frame noise levels), with each pixel weighted ``memory_weight`` where
+``Episode.memory_mask`` is set (content last seen more than ``recent_window`` frames ago and not
+novel: the pixels only memory can predict) and 1 elsewhere, normalised by the total weight.
+They are 1-4 % of the pixels; the extra weight makes the rare recall events count.
+
+**Optimisation.** AdamW (betas 0.9, 0.95; weight decay on matrices only, not on the state-space
+models' ``A`` parameters, marked ``_no_weight_decay``), gradient clipping at
+``grad_clip``, learning rate warmed up linearly over ``warmup`` steps (default ``steps // 20``,
+at most 200) then cosine-decayed to 10 % of ``lr``. ``max_seconds`` stops cleanly after the
+step that exceeds it (the state is saved, the card records the steps done; ``resume=True``
+continues the same run later).
+
+**Determinism.** Initial weights depend only on ``seed``; data on the step index; the diffusion
+model's noise on ``(seed, step)``. On the CPU a run is bitwise reproducible (for a fixed number
+of threads). On CUDA it is reproducible up to the order of floating-point additions in atomics
+(embedding and attention backward passes), so two GPU runs agree closely, not bitwise; float32
+matrix products use TF32 there (``torch.set_float32_matmul_precision("high")``).
+
+**Recipes.** The three procedural tasks (the ``maze-*`` tasks need the Memory Maze simulator and
+can be added where it is installed)::
+
+    from memorybench.tasks import TaskRegistry
+    from memorybench.train import train
+    tasks = TaskRegistry().select("occlusion-recall@smoke,scene-retrieval@smoke,scene-reasoning@smoke")
+
+CPU, end to end (smoke tier: 32x32, 80-96-frame episodes; 5-45 minutes per model, see below)::
+
+    train("lssvwm", tasks, steps=400, out_dir="baselines/lssvwm", batch_size=2, lr=1e-3)
+
+GPU (standard tier: 64x64, whole 640-768-frame episodes; swap ``@smoke`` for ``@standard``;
+0.5-10 hours per model on one H200, see below; fits an 80 GB card)::
+
+    train("lssvwm", tasks, steps=10_000, out_dir="baselines/lssvwm", batch_size=4, lr=1e-3, device="cuda",
+          grad_checkpointing=True, workers=8, checkpoint_every=500)
+
+(``workers``: a standard-tier episode takes about 0.2 s of CPU to generate, so a batch of 4 needs
+about 0.8 CPU-seconds per step, more than the fastest models' GPU step.)
+
+**Throughput** (seconds per training step, default configs; measured, except where marked ~):
+
+======================  ================  =================  ====================  ======================
+model                   CPU smoke, B=2    CPU standard, B=1  H200 standard, B=2    H200 peak memory, B=2
+                        (80 / 96 frames)  (768 frames)       (768 frames)          (grad checkpointing)
+======================  ================  =================  ====================  ======================
+lssvwm                  4.5 / 6.0         151 (ckpt)         0.48 (ckpt)           13 GiB
+full-attention          1.7 / 2.3         ~420 (33 at 192)   1.62 (1.76 ckpt)      24 GiB (3.6)
+frame-local-attention   0.85 / 1.0        36                 0.08                  24 GiB
+s4                      0.9 / 1.1         33                 0.07 (0.08 ckpt)      14 GiB (3.5)
+mamba                   5.0 / 6.6         180 (ckpt)         0.43 (ckpt)           13 GiB
+diffusion               1.6 / 2.3         ~420 (32 at 192)   1.62                  12 GiB
+======================  ================  =================  ====================  ======================
+
+CPU: this repository's 2-core development machine, one thread (it was shared with other jobs;
+two threads were slower there). H200: torch 2.11, float32 with TF32 matrix products; the
+attention models train with FlexAttention there (``zoo.attention``). The selective scans (lssvwm,
+mamba) materialise their ``[L, E, S]`` states (no fused kernel), hence gradient checkpointing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from . import __version__
+from .episode import memory_metadata
+from .errors import MemorybenchError
+from .spec import TaskSpec
+
+#: added to a task's evaluation seed to get its training seed
+TRAIN_SEED_OFFSET = 1_000_003
+STATE_FILE, MODEL_FILE, CARD_FILE = "train_state.pt", "model.safetensors", "card.json"
+STATE_FORMAT = "memorybench-train/1"
+BETAS = (0.9, 0.95)
+MIN_LR_RATIO = 0.1
+
+
+def training_spec(spec: TaskSpec) -> TaskSpec:
+    """The spec whose episodes a model trains on: the task with its training seed."""
+    return dataclasses.replace(spec, seed=spec.seed + TRAIN_SEED_OFFSET)
+
+
+def training_data_hash(specs: Sequence[TaskSpec]) -> str:
+    """SHA-256 over the training specs' hashes (they include the training seeds), in order."""
+    return hashlib.sha256(json.dumps([training_spec(s).hash() for s in specs]).encode()).hexdigest()
+
+
+class EpisodeBatches(torch.utils.data.Dataset):
+    """Batch ``i`` of the training stream, a function of ``i`` only (see the module docstring)."""
+
+    def __init__(self, specs: Sequence[TaskSpec], batch_size: int, window: int | None, seed: int):
+        self.specs = [training_spec(s) for s in specs]
+        self.batch_size, self.window, self.seed = batch_size, window, seed
+
+    def __len__(self) -> int:
+        return 2**62  # indexed by step; the sampler says which steps are drawn
+
+    def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
+        from .generators import get_generator
+
+        spec = self.specs[step % len(self.specs)]
+        gen = get_generator(spec.family)(spec)
+        eps = [gen.generate(step * self.batch_size + j) for j in range(self.batch_size)]
+        frames = np.stack([e.frames for e in eps])  # [B, T, H, W, 3] uint8
+        actions = np.stack([e.actions for e in eps])
+        memory = np.stack([e.memory_mask for e in eps])
+        T, W = frames.shape[1], self.window
+        if W is not None and W < T:
+            # crops straddle the end of the context, where the tasks' memory events happen (reveals,
+            # returns): the crop start is drawn so that between 1/8 and 7/8 of it lies before it
+            C = spec.context_frames
+            lo, hi = max(0, C - W + W // 8), max(0, min(T - W, C - W // 8))
+            starts = np.random.default_rng([self.seed, step]).integers(lo, max(lo, hi) + 1, size=len(eps))
+            crop = starts[:, None] + np.arange(W)
+            rows = np.arange(len(eps))[:, None]
+            frames, actions = frames[rows, crop], actions[rows, crop]
+            # what only memory predicts *within the crop*: recomputed from the content identities
+            # (content seen before the crop is not in the model's input); without identities, no
+            # pixel gets the memory weight
+            memory = np.zeros(frames.shape[:-1], bool)
+            for j, e in enumerate(eps):
+                if e.content_ids is not None:
+                    memory[j] = memory_metadata(e.content_ids[crop[j]], spec.recent_window).memory_mask
+        return {"frames": torch.from_numpy(np.ascontiguousarray(frames)),
+                "actions": torch.from_numpy(np.ascontiguousarray(actions)),
+                "memory": torch.from_numpy(np.ascontiguousarray(memory))}
+
+
+def lr_factor(step: int, steps: int, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine from 1 to ``MIN_LR_RATIO`` at ``steps``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, steps - warmup))
+    return MIN_LR_RATIO + (1 - MIN_LR_RATIO) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _step_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
+    """The random stream of one training step (used by the diffusion model's noise)."""
+    g = torch.Generator(device=device)
+    g.manual_seed(int(np.random.SeedSequence([seed, step]).generate_state(1, np.uint64)[0] >> 1))
+    return g
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_write_json(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _rng_states() -> dict:
+    states = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _loss_curve(losses: list[float], every: int) -> list[list[float]]:
+    """``[step, mean loss of the steps up to it]`` every ``every`` steps (and at the last step)."""
+    out = []
+    for end in list(range(every, len(losses) + 1, every)) + ([len(losses)] if len(losses) % every else []):
+        out.append([end, float(np.mean(losses[max(0, end - every):end]))])
+    return out
+
+
+def train(model: str, tasks: Sequence[TaskSpec], steps: int, out_dir: str | Path, *, seed: int = 0,
+          batch_size: int = 2, lr: float = 1e-3, weight_decay: float = 0.01, warmup: int | None = None,
+          window: int | None = None, memory_weight: float = 5.0, grad_clip: float = 1.0,
+          model_config: dict | None = None, device: str = "cpu", grad_checkpointing: bool = False,
+          checkpoint_every: int = 200, log_every: int = 10, max_seconds: float | None = None,
+          resume: bool = False, workers: int = 0, progress: bool = True) -> Path:
+    """Train ``model`` on ``tasks`` for ``steps`` steps into ``out_dir``; see the module docstring."""
+    from .models import resolve
+    from .zoo.common import NeuralWorldModel, num_parameters, save_checkpoint
+
+    cls = resolve(model)
+    if not issubclass(cls, NeuralWorldModel):
+        raise MemorybenchError(f"'{model}' is not a trainable zoo model (a memorybench.zoo NeuralWorldModel)")
+    tasks = list(tasks)
+    if not tasks:
+        raise MemorybenchError("train: no tasks given")
+    if len({s.resolution for s in tasks}) > 1:
+        raise MemorybenchError(f"train: the tasks have different resolutions "
+                               f"({', '.join(f'{s.key} {s.resolution[0]}x{s.resolution[1]}' for s in tasks)}); "
+                               "train on one tier at a time")
+    for name, v in (("steps", steps), ("batch_size", batch_size), ("checkpoint_every", checkpoint_every),
+                    ("log_every", log_every)):
+        if v < 1:
+            raise MemorybenchError(f"train: {name} must be >= 1, got {v}")
+    if window is not None and window < 2:
+        raise MemorybenchError(f"train: window must be >= 2 frames or None, got {window}")
+    warmup = max(1, min(200, steps // 20)) if warmup is None else warmup
+
+    config = cls.make_config(model_config)
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.set_float32_matmul_precision("high")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    run = {  # everything that determines the final weights: a resumed run must match it
+        "model": cls.name, "config": config.to_dict(), "seed": seed, "steps": steps, "batch_size": batch_size,
+        "lr": lr, "weight_decay": weight_decay, "warmup": warmup, "window": window,
+        "memory_weight": memory_weight, "grad_clip": grad_clip,
+        "tasks": [{"key": s.key, "spec_hash": s.hash(), "training_seed": s.seed + TRAIN_SEED_OFFSET} for s in tasks],
+    }
+    run = json.loads(json.dumps(run))  # the form it is saved in (lists, not tuples)
+
+    torch.manual_seed(seed)
+    net = cls.build_net(model_config, seed=seed)
+    for s in tasks:
+        net.check_task(s.resolution, s.action_space.nvec)
+    net.to(dev).train()
+    net.grad_checkpointing = grad_checkpointing
+    decayed = [p for p in net.parameters() if p.ndim >= 2 and not getattr(p, "_no_weight_decay", False)]
+    others = [p for p in net.parameters() if p.ndim < 2 or getattr(p, "_no_weight_decay", False)]
+    opt = torch.optim.AdamW([{"params": decayed, "weight_decay": weight_decay}, {"params": others, "weight_decay": 0.0}],
+                            lr=lr, betas=BETAS)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: lr_factor(i, steps, warmup))
+
+    state_path = out / STATE_FILE
+    start, losses, wall_before = 0, [], 0.0
+    if state_path.exists():
+        if not resume:
+            raise MemorybenchError(f"{out} already holds a training run ({STATE_FILE}); pass resume=True to "
+                                   "continue it, or choose another out_dir")
+        try:
+            saved = torch.load(state_path, map_location=dev, weights_only=True)
+        except Exception as e:
+            raise MemorybenchError(f"cannot read the training state {state_path}: {e}") from None
+        if saved.get("format") != STATE_FORMAT:
+            raise MemorybenchError(f"{state_path} is not a memorybench training state")
+        if saved["run"] != run:
+            diff = sorted(k for k in run if run[k] != saved["run"].get(k))
+            raise MemorybenchError(f"cannot resume {out}: the saved run differs in {', '.join(diff)}")
+        net.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        _set_rng_states(saved["rng"])
+        start, losses, wall_before = saved["step"], list(saved["losses"]), saved["wall_seconds"]
+
+    def save_state(done: int, wall: float) -> None:
+        _atomic_torch_save({"format": STATE_FORMAT, "run": run, "step": done, "model": net.state_dict(),
+                            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_states(),
+                            "losses": losses, "wall_seconds": wall}, state_path)
+
+    data = EpisodeBatches(tasks, batch_size, window, seed)
+    loader = torch.utils.data.DataLoader(data, batch_size=None, sampler=range(start, steps), num_workers=workers,
+                                         pin_memory=dev.type == "cuda")
+    bar = _progress_bar(cls.name, steps, start) if progress else None
+    t0 = time.perf_counter()
+    done, stopped = start, False
+    try:
+        for step, batch in zip(range(start, steps), loader):
+            frames = batch["frames"].to(dev, non_blocking=True).permute(0, 1, 4, 2, 3).float().div_(255.0)
+            actions = batch["actions"].to(dev, non_blocking=True)
+            weight = None if memory_weight == 1 else 1 + (memory_weight - 1) * batch["memory"].to(dev).float()
+            loss = net.loss(frames, actions, weight, _step_generator(seed, step, dev))
+            if not torch.isfinite(loss):
+                raise MemorybenchError(f"train: the loss of step {step} is {loss.item()} (try a lower lr)")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            done = step + 1
+            if bar is not None:
+                bar[0].update(bar[1], completed=done, loss=float(np.mean(losses[-log_every:])))
+            if done % checkpoint_every == 0 and done < steps:
+                save_state(done, wall_before + time.perf_counter() - t0)
+            if max_seconds is not None and time.perf_counter() - t0 > max_seconds and done < steps:
+                stopped = True
+                break
+    finally:
+        if bar is not None:
+            bar[0].stop()
+    wall = wall_before + time.perf_counter() - t0
+    save_state(done, wall)
+
+    net.eval()
+    data_hash = training_data_hash(tasks)
+    model_path = save_checkpoint(net, cls.name, out / MODEL_FILE, extra={"training_data_hash": data_hash, "steps": done})
+    from .adapter import file_sha256
+
+    card = {
+        "model": cls.name,
+        "class": f"{cls.__module__}:{cls.__qualname__}",
+        "config": config.to_dict(),
+        "parameters": num_parameters(net),
+        "checkpoint": {"file": MODEL_FILE, "sha256": file_sha256(model_path)},
+        "training": {
+            "tasks": run["tasks"],
+            "seed_offset": TRAIN_SEED_OFFSET,
+            "data_hash": data_hash,
+            "data_stream": "step i: task i mod n_tasks, its training episodes i*batch_size .. i*batch_size+batch_size-1",
+            "seed": seed,
+            "steps": done,
+            "steps_planned": steps,
+            "complete": done == steps,
+            "stopped_by_time_limit": stopped,
+            "batch_size": batch_size,
+            "window": window,
+            "optimizer": {"name": "AdamW", "lr": lr, "betas": list(BETAS), "weight_decay": weight_decay,
+                          "grad_clip": grad_clip, "schedule": f"linear warm-up {warmup} steps, cosine to "
+                                                              f"{MIN_LR_RATIO:g} x lr"},
+            "loss": f"{net.loss_description}; memory-only pixels weighted x memory_weight",
+            "memory_weight": memory_weight,
+            "grad_checkpointing": grad_checkpointing,
+            "final_loss": float(np.mean(losses[-log_every:])) if losses else None,
+            "avg_loss": float(np.mean(losses)) if losses else None,
+            "loss_curve": _loss_curve(losses, log_every),
+            "wall_seconds": round(wall, 3),
+            "device": device if dev.type == "cpu" else f"{device} ({torch.cuda.get_device_name(dev)})",
+            "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+        },
+        "versions": {"torch": torch.__version__, "memorybench": __version__},
+        "citation": cls.citation,
+    }
+    _atomic_write_json(card, out / CARD_FILE)
+    return model_path
+
+
+def _progress_bar(name: str, steps: int, start: int):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn(f"[bold]train {name}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("loss {task.fields[loss]:.5f}"), TimeElapsedColumn(), TextColumn("ETA"),
+                   TimeRemainingColumn(), console=Console(stderr=True))
+    bar.start()
+    return bar, bar.add_task("train", total=steps, completed=start, loss=float("nan"))

@@ -1,0 +1,367 @@
+"""The reference zoo: scans against their recurrences, streaming against the parallel pass,
+causality, a tiny overfit, parameter parity, checkpoints and the adapter contract."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from memorybench.errors import MemorybenchError
+from memorybench.generators import get_generator
+from memorybench.models import load_model, resolve
+from memorybench.tasks import get_task
+from memorybench.zoo import ZOO_MODELS
+from memorybench.zoo.attention import frame_causal_attention
+from memorybench.zoo.common import save_checkpoint
+from memorybench.zoo.diffusion import alpha_sigma
+from memorybench.zoo.lssvwm import BlockSSM, from_blocks, to_blocks
+from memorybench.zoo.mamba import MambaState, SelectiveSSM, selective_scan, selective_step
+from memorybench.zoo.s4 import S4D
+
+NEXT_FRAME = [m for m in ZOO_MODELS if m != "diffusion"]
+TASKS = ["occlusion-recall", "scene-retrieval", "scene-reasoning"]
+TINY = {"width": 32, "layers": 2, "heads": 2, "stem_channels": 8, "mlp_ratio": 2}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread is as fast, and immune to a busy machine's oversubscription."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def episode(task: str, frames: int, tier: str = "smoke", index: int = 0):
+    """(spec, frames [1, T, 3, H, W] float32, actions [1, T, A]) of a generated episode."""
+    spec = get_task(task, tier)
+    ep = get_generator(spec.family)(spec).generate(index)
+    f = torch.from_numpy(ep.frames[:frames]).permute(0, 3, 1, 2).float().div(255)[None]
+    return spec, f, torch.from_numpy(ep.actions[:frames])[None]
+
+
+def tiny(name: str, **config):
+    return load_model(name, {"checkpoint": "none", **TINY, **config})
+
+
+# ------------------------------------------------------------------------------------------------
+# the scans
+
+
+def test_selective_scan_equals_the_recurrence():
+    g = torch.Generator().manual_seed(0)
+    b, L, E, S = 3, 37, 5, 4
+    x, B, C = (torch.randn(b, L, n, generator=g, dtype=torch.float64) for n in (E, S, S))
+    dt = torch.rand(b, L, E, generator=g, dtype=torch.float64) * 3  # up to strong decays: exp(-3 * 8)
+    A = -torch.rand(E, S, generator=g, dtype=torch.float64) * 8
+    D = torch.randn(E, generator=g, dtype=torch.float64)
+    h0 = torch.randn(b, E, S, generator=g, dtype=torch.float64)
+    h, ys = h0, []
+    for t in range(L):
+        y, h = selective_step(x[:, t], dt[:, t], A, B[:, t], C[:, t], D, h)
+        ys.append(y)
+    for chunk in (None, 1, 4, 37, 64):  # None: ceil(sqrt(L)); uneven chunks are padded
+        y, hL = selective_scan(x, dt, A, B, C, D, h0, chunk=chunk)
+        torch.testing.assert_close(y, torch.stack(ys, 1), rtol=0, atol=1e-10)
+        torch.testing.assert_close(hL, h, rtol=0, atol=1e-10)
+
+
+def test_block_order_is_time_then_row_major():
+    B, T, h, w = 1, 2, 4, 4
+    x = torch.arange(B * T * h * w, dtype=torch.float64).view(B, T, h, w, 1)  # value = t*16 + row*4 + col
+    seq = to_blocks(x, 2, 2)
+    assert seq.shape == (4, T * 4, 1)
+    # block 1 (top-right): frame 0 tokens (0,2) (0,3) (1,2) (1,3), then frame 1's
+    assert seq[1, :, 0].tolist() == [2, 3, 6, 7, 18, 19, 22, 23]
+    assert torch.equal(from_blocks(seq, B, T, h, w, 2, 2), x)
+
+
+@pytest.mark.parametrize("block", [(0, 0), (2, 2), (1, 2)])
+def test_block_scan_equals_token_by_token_recurrence(block):
+    torch.manual_seed(0)
+    ssm = BlockSSM(8, block, d_state=4, expand=2, d_conv=3).double()
+    x = torch.randn(2, 5, 4, 4, 8, dtype=torch.float64)
+    bh, bw = ssm.block_shape(4, 4)
+    seq = to_blocks(x, bh, bw)
+    inner = ssm.ssm.inner
+    state = MambaState(torch.zeros(seq.shape[0], inner, 2, dtype=torch.float64),
+                       torch.zeros(seq.shape[0], inner, 4, dtype=torch.float64))
+    with torch.no_grad():
+        y, _ = ssm(x)
+        outs = []
+        for i in range(seq.shape[1]):  # one token at a time, through the recurrent step
+            out, state = ssm.ssm(seq[:, i:i + 1], state)
+            outs.append(out)
+    torch.testing.assert_close(y, from_blocks(torch.cat(outs, 1), 2, 5, 4, 4, bh, bw), rtol=0, atol=1e-10)
+
+
+def test_selective_ssm_chunks_continue_exactly():
+    torch.manual_seed(0)
+    ssm = SelectiveSSM(8, d_state=4, d_conv=4).double()
+    u = torch.randn(3, 20, 8, dtype=torch.float64)
+    with torch.no_grad():
+        whole, _ = ssm(u)
+        a, state = ssm(u[:, :7])
+        b, state = ssm(u[:, 7:8], state)  # recurrent step
+        c, _ = ssm(u[:, 8:], state)  # chunked scan from a carried state
+    torch.testing.assert_close(torch.cat([a, b, c], 1), whole, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("carried", [False, True])
+def test_s4d_fft_convolution_equals_the_recurrence(carried):
+    torch.manual_seed(0)
+    s4d = S4D(6, d_state=8).double()
+    u = torch.randn(2, 6, 29, dtype=torch.float64)
+    h0 = torch.randn(2, 6, 4, dtype=torch.complex128) if carried else None
+    with torch.no_grad():
+        y, hL = s4d(u, h0)  # Vandermonde kernel + FFT convolution (+ the carried-in state)
+        h, ys = (h0 if carried else torch.zeros(2, 6, 4, dtype=torch.complex128)), []
+        for t in range(29):
+            yt, h = s4d(u[..., t:t + 1], h)  # the recurrence
+            ys.append(yt)
+    torch.testing.assert_close(y, torch.cat(ys, -1), rtol=0, atol=1e-10)
+    torch.testing.assert_close(hL, h, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "flex"])
+@pytest.mark.parametrize("window,q_frame0", [(None, 0), (3, 0), (1, 0), (None, 2), (2, 2)])
+def test_frame_causal_attention_is_the_masked_softmax(backend, window, q_frame0):
+    """Both backends against the definition: token i of frame t_i sees token j of frame t_j
+    iff t_i - window < t_j <= t_i (the keys start at frame 0, the queries at q_frame0)."""
+    g = torch.Generator().manual_seed(0)
+    N, T = 4, 7
+    q = torch.randn(2, 2, T * N, 8, generator=g, dtype=torch.float64)
+    k, v = (torch.randn(2, 2, (q_frame0 + T) * N, 8, generator=g, dtype=torch.float64) for _ in range(2))
+    tq = q_frame0 + torch.arange(T * N) // N
+    tk = torch.arange((q_frame0 + T) * N) // N
+    allowed = (tk[None] <= tq[:, None]) & (tk[None] > tq[:, None] - (window or 10**9))
+    scores = (q @ k.transpose(-1, -2) / 8 ** 0.5).masked_fill(~allowed, float("-inf"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # flex_attention warns that it runs uncompiled on the CPU
+        out = frame_causal_attention(q, k, v, N, q_frame0, 0, window, backend=backend)
+    torch.testing.assert_close(out, scores.softmax(-1) @ v, rtol=0, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------
+# streaming generation through the adapter = the parallel, teacher-forced pass
+
+
+@pytest.mark.parametrize("name", NEXT_FRAME)
+def test_streaming_equals_the_parallel_pass(name):
+    spec, frames, actions = episode("occlusion-recall", 14)
+    model = tiny(name)
+    with torch.no_grad():
+        ref = model.net(frames, actions)
+    model.reset(spec, 1)
+    preds = [model.predict(actions[:, :1])]  # frame 0, from the BOS token
+    model.observe(frames[:, :4], actions[:, :4])  # the context, in two chunks
+    model.observe(frames[:, 4:7], actions[:, 4:7])
+    for t in range(7, 14):
+        preds.append(model.predict(actions[:, t:t + 1]))
+        if t == 9:  # predicting for another action must change neither the history nor what is observed
+            model.predict((actions[:, t:t + 1] + 1) % 3)
+        model.observe(frames[:, t:t + 1], actions[:, t:t + 1])
+    torch.testing.assert_close(preds[0], ref[:, :1], rtol=0, atol=2e-5)
+    torch.testing.assert_close(torch.cat(preds[1:], 1), ref[:, 7:], rtol=0, atol=2e-5)
+
+
+def test_diffusion_sampling_with_the_cache_equals_recomputation():
+    """The adapter's KV-cached sampler against the sampler recomputed from scratch with the
+    parallel denoiser (history clean, the frame being sampled last), for the same noise draws."""
+    spec, frames, actions = episode("scene-retrieval", 11)
+    model = tiny("diffusion", sampling_steps=3, sampler_seed=7)
+    model.reset(spec, 1)
+    model.observe(frames[:, :3], actions[:, :3])
+    model.observe(frames[:, 3:6], actions[:, 3:6])
+    preds = []
+    for t in range(6, 11):
+        preds.append(model.predict(actions[:, t:t + 1]))
+        model.observe(frames[:, t:t + 1], actions[:, t:t + 1])
+
+    noise, net, steps, ref = torch.Generator().manual_seed(7), model.net, 3, []
+    with torch.no_grad():
+        for t in range(6, 11):
+            z = torch.randn(1, 1, 3, 32, 32, generator=noise)
+            for i in range(steps):
+                k, k_next = 1 - i / steps, 1 - (i + 1) / steps
+                levels = torch.zeros(1, t + 1)
+                levels[:, -1] = k
+                x0 = net(torch.cat([2 * frames[:, :t] - 1, z], 1), actions[:, :t + 1], levels)[:, -1:]
+                a, s = alpha_sigma(torch.tensor(k))
+                a_next, s_next = alpha_sigma(torch.tensor(k_next))
+                z = a_next * (2 * x0 - 1) + s_next * (z - a * (2 * x0 - 1)) / s
+            ref.append(x0)
+    torch.testing.assert_close(torch.cat(preds, 1), torch.cat(ref, 1), rtol=0, atol=2e-5)
+    model.reset(spec, 1)  # reset re-seeds the sampler: the same predictions again
+    model.observe(frames[:, :6], actions[:, :6])
+    torch.testing.assert_close(model.predict(actions[:, 6:7]), preds[0], rtol=0, atol=2e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# causality
+
+
+@pytest.mark.parametrize("name", NEXT_FRAME)
+def test_predictions_depend_only_on_the_past(name):
+    _, frames, actions = episode("scene-retrieval", 12)
+    net, s = tiny(name).net, 5
+    other_frame = frames.clone()
+    other_frame[:, s] = 1 - other_frame[:, s]
+    other_action = actions.clone()
+    other_action[:, s] = (other_action[:, s] + 1) % 5
+    with torch.no_grad():
+        base, by_frame, by_action = net(frames, actions), net(other_frame, actions), net(frames, other_action)
+    # frame s is an input of the predictions of frames > s only
+    torch.testing.assert_close(by_frame[:, :s + 1], base[:, :s + 1], rtol=0, atol=1e-5)
+    assert (by_frame[:, s + 1:] - base[:, s + 1:]).abs().max() > 1e-3
+    # action s (which makes frame s) is an input of the predictions of frames >= s
+    torch.testing.assert_close(by_action[:, :s], base[:, :s], rtol=0, atol=1e-5)
+    assert (by_action[:, s] - base[:, s]).abs().max() > 1e-3
+
+
+def test_diffusion_depends_only_on_the_past():
+    spec, frames, actions = episode("scene-retrieval", 9)
+    model, s = tiny("diffusion", sampling_steps=2), 4
+    other = frames.clone()
+    other[:, s] = 1 - other[:, s]
+
+    def sampled(f):  # teacher-forced: the sample of frame t after observing the true frames < t
+        model.reset(spec, 1)
+        out = []
+        for t in range(9):
+            out.append(model.predict(actions[:, t:t + 1]))
+            model.observe(f[:, t:t + 1], actions[:, t:t + 1])
+        return torch.cat(out, 1)
+
+    base, changed = sampled(frames), sampled(other)
+    torch.testing.assert_close(changed[:, :s + 1], base[:, :s + 1], rtol=0, atol=1e-5)
+    assert (changed[:, s + 1] - base[:, s + 1]).abs().max() > 1e-3
+    # the denoiser itself: noisy frame s is an input of the estimates of frames >= s
+    z = torch.randn(1, 9, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    levels = torch.rand(1, 9, generator=torch.Generator().manual_seed(1))
+    z2 = z.clone()
+    z2[:, s] += 1
+    with torch.no_grad():
+        a, b = model.net(z, actions, levels), model.net(z2, actions, levels)
+    torch.testing.assert_close(b[:, :s], a[:, :s], rtol=0, atol=1e-5)
+    assert (b[:, s] - a[:, s]).abs().max() > 1e-3
+
+
+# ------------------------------------------------------------------------------------------------
+# learning
+
+
+@pytest.mark.parametrize("name", ZOO_MODELS)
+def test_overfits_one_short_episode(name):
+    _, frames, actions = episode("scene-retrieval", 12)
+    net = tiny(name).net.train()
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+
+    def evaluate():  # the same noise draws before and after (diffusion)
+        with torch.no_grad():
+            return net.loss(frames, actions, None, torch.Generator().manual_seed(0)).item()
+
+    before = evaluate()
+    for step in range(100):
+        loss = net.loss(frames, actions, None, torch.Generator().manual_seed(step))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert evaluate() < before / 10
+
+
+def test_default_configs_have_matching_parameter_counts():
+    counts = {name: resolve(name)(checkpoint="none").num_parameters() for name in ZOO_MODELS}
+    assert max(counts.values()) <= 1.10 * min(counts.values()), counts
+    assert all(1.5e6 <= n <= 3e6 for n in counts.values()), counts  # float32 checkpoints of 6-12 MB
+
+
+# ------------------------------------------------------------------------------------------------
+# checkpoints
+
+
+@pytest.mark.parametrize("name", ZOO_MODELS)
+def test_checkpoint_round_trip(name, tmp_path):
+    from memorybench.adapter import file_sha256
+
+    model = tiny(name, layers=1)
+    path = save_checkpoint(model.net, name, tmp_path / "model.safetensors")
+    loaded = load_model(name, {"checkpoint": str(path)})
+    assert loaded.net.config == model.net.config
+    assert loaded.identity()["checkpoint_sha256"] == file_sha256(path)
+    _, frames, actions = episode("occlusion-recall", 6)
+    with torch.no_grad():
+        if name == "diffusion":
+            levels = torch.rand(1, 6, generator=torch.Generator().manual_seed(0))
+            a, b = model.net(2 * frames - 1, actions, levels), loaded.net(2 * frames - 1, actions, levels)
+        else:
+            a, b = model.net(frames, actions), loaded.net(frames, actions)
+    assert torch.equal(a, b)
+
+
+def test_checkpoint_config_overrides(tmp_path):
+    path = save_checkpoint(tiny("diffusion", layers=1).net, "diffusion", tmp_path / "d.safetensors")
+    assert load_model("diffusion", {"checkpoint": str(path), "sampling_steps": 2}).net.config.sampling_steps == 2
+    with pytest.raises(MemorybenchError, match="width cannot be changed"):
+        load_model("diffusion", {"checkpoint": str(path), "width": 64})
+    with pytest.raises(MemorybenchError, match="unknown config field"):
+        load_model("diffusion", {"checkpoint": "none", "widht": 64})
+
+
+def test_bad_checkpoints_are_clear_errors(tmp_path, monkeypatch):
+    import re
+
+    path = save_checkpoint(tiny("mamba", layers=1).net, "mamba", tmp_path / "model.safetensors")
+    data = path.read_bytes()
+    truncated, garbage = tmp_path / "truncated.safetensors", tmp_path / "garbage.safetensors"
+    truncated.write_bytes(data[:len(data) // 2])
+    garbage.write_bytes(b"\xff" * 64)
+    for bad in (truncated, garbage):
+        with pytest.raises(MemorybenchError, match=re.escape(str(bad)) + ".*truncated or corrupt"):
+            load_model("mamba", {"checkpoint": str(bad)})
+    with pytest.raises(MemorybenchError, match="does not exist"):
+        load_model("mamba", {"checkpoint": str(tmp_path / "absent.safetensors")})
+    with pytest.raises(MemorybenchError, match="holds a 'mamba' model, not 's4'"):
+        load_model("s4", {"checkpoint": str(path)})
+    monkeypatch.setattr("memorybench.zoo.common.baselines_dir", lambda: tmp_path / "baselines")
+    with pytest.raises(MemorybenchError, match="memorybench train lssvwm"):
+        load_model("lssvwm")
+
+
+# ------------------------------------------------------------------------------------------------
+# the adapter contract (default configs, random weights)
+
+
+def check_output(pred: torch.Tensor, shape: tuple) -> None:
+    assert pred.shape == shape and pred.dtype == torch.float32 and pred.device.type == "cpu"
+    assert torch.isfinite(pred).all() and pred.min() >= 0 and pred.max() <= 1
+
+
+@pytest.mark.parametrize("name", ZOO_MODELS)
+def test_adapter_contract_on_the_smoke_tasks(name):
+    model = load_model(name, "checkpoint=none")
+    for task in TASKS:
+        spec = get_task(task, "smoke")
+        eps = [get_generator(spec.family)(spec).generate(i) for i in (0, 1)]
+        frames = torch.stack([torch.from_numpy(e.frames[:9]).permute(0, 3, 1, 2).float() / 255 for e in eps])
+        actions = torch.stack([torch.from_numpy(e.actions[:9]) for e in eps])
+        model.reset(spec, 2)
+        model.observe(frames[:, :6], actions[:, :6])
+        for t in range(6, 9):  # the rollout protocol: the model's own prediction is observed
+            pred = model.predict(actions[:, t:t + 1])
+            check_output(pred, (2, 1, 3, 32, 32))
+            model.observe(pred, actions[:, t:t + 1])
+    check_output(model.predict(actions[:, 6:8]), (2, 2, 3, 32, 32))  # several frames at once
+
+
+@pytest.mark.parametrize("name", ZOO_MODELS)
+def test_runs_at_the_standard_resolution(name):
+    spec = get_task("occlusion-recall", "standard")  # 64x64: an 8x8 token grid, 9 action components
+    model = load_model(name, {"checkpoint": "none", "layers": 2})
+    frames = torch.rand(1, 3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    actions = torch.randint(0, 3, (1, 4, 9), generator=torch.Generator().manual_seed(0))
+    model.reset(spec, 1)
+    model.observe(frames, actions[:, :3])
+    check_output(model.predict(actions[:, 3:]), (1, 1, 3, 64, 64))
