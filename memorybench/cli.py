@@ -402,7 +402,9 @@ def leaderboard_cmd(runs: List[Path] = RunDirsArg,
                     protocol: Optional[str] = typer.Option(None, "--protocol", help="Only this protocol (default: all, "
                                                                                      "one table each)."),
                     split: bool = typer.Option(False, "--split", help="Give runs of different task specs separate columns "
-                                                                      "instead of refusing.")):
+                                                                      "instead of refusing."),
+                    profile: Optional[List[Path]] = typer.Option(None, "--profile", help="profile.json from `memorybench "
+                                                                 "profile`: adds the efficiency table (repeatable).")):
     """Leaderboard of runs: rows are models, columns tasks x metrics, with 95% CIs.
 
     Refuses (exit code 4) to put runs of different task specs or datasets in one column.
@@ -412,9 +414,12 @@ def leaderboard_cmd(runs: List[Path] = RunDirsArg,
 
     if fmt not in lb.RENDERERS:
         raise MemorybenchError(f"--format must be one of {', '.join(lb.RENDERERS)}, got {fmt!r}")
+    from .profile import load_profiles
+
     loaded = lb.load_runs(runs)
+    profiles = [p for f in (profile or []) for p in load_profiles(f)]
     board = lb.build(loaded, metrics=[m.strip() for m in metrics.split(",") if m.strip()], split=split,
-                     protocols=[protocol] if protocol else None)
+                     protocols=[protocol] if protocol else None, profiles=profiles)
     if fmt == "html":
         figs = {}
         for p in board.protocols():
@@ -432,7 +437,8 @@ def leaderboard_cmd(runs: List[Path] = RunDirsArg,
 
 
 @app.command("plot")
-def plot_cmd(runs: List[Path] = RunDirsArg,
+def plot_cmd(runs: List[Path] = typer.Argument(None, help="Run directories (or directories of runs)."),
+             profile: Optional[List[Path]] = typer.Option(None, "--profile", help="profile.json files: cost vs context."),
              out: Path = typer.Option(Path("plots"), "--out", "-o", help="Directory for the figures."),
              protocol: str = typer.Option("rollout", "--protocol"),
              formats: str = typer.Option("png,pdf", "--formats", help="Comma-separated: png, pdf, svg.")):
@@ -440,13 +446,22 @@ def plot_cmd(runs: List[Path] = RunDirsArg,
     from . import leaderboard as lb
     from . import plots
 
-    loaded = lb.load_runs(runs)
+    from .profile import FIELDS, load_profiles
+
+    if not runs and not profile:
+        raise MemorybenchError("give run directories and/or --profile files")
     fmts = [f.strip() for f in formats.split(",") if f.strip()]
     written = []
-    for metric in ("psnr_memory", "lpips_memory", "retention"):
-        written += plots.save(plots.memory_curves(loaded, metric, protocol), out / f"memory-curve-{metric}-{protocol}", fmts)
-    for metric in ("psnr", "lpips"):
-        written += plots.save(plots.step_curves(loaded, metric, protocol), out / f"steps-{metric}-{protocol}", fmts)
+    if runs:
+        loaded = lb.load_runs(runs)
+        for metric in ("psnr_memory", "lpips_memory", "retention"):
+            written += plots.save(plots.memory_curves(loaded, metric, protocol), out / f"memory-curve-{metric}-{protocol}", fmts)
+        for metric in ("psnr", "lpips"):
+            written += plots.save(plots.step_curves(loaded, metric, protocol), out / f"steps-{metric}-{protocol}", fmts)
+    profiles = [p for f in (profile or []) for p in load_profiles(f)]
+    for field in FIELDS if profiles else ():
+        if any(p["fits"][field]["slope"] is not None for p in profiles):
+            written += plots.save(plots.efficiency_curves(profiles, field), out / f"efficiency-{field}", fmts)
     for p in written:
         console.print(f"[green]✓[/] {p}")
 
@@ -490,7 +505,9 @@ def cite_cmd(runs: Optional[List[Path]] = typer.Argument(None, help="Run directo
 @app.command("report")
 def report_cmd(runs: List[Path] = RunDirsArg,
                out: Path = typer.Option(Path("results"), "--out", "-o", help="Directory for every format and figure."),
-               title: str = typer.Option("memorybench leaderboard", "--title")):
+               title: str = typer.Option("memorybench leaderboard", "--title"),
+               profile: Optional[List[Path]] = typer.Option(None, "--profile", help="profile.json files: efficiency table "
+                                                                                    "and figures.")):
     """Write the leaderboard in every format (md, csv, tex, html, json) and the figures into --out.
 
     This is the one command that regenerates the committed results/ directory.
@@ -498,10 +515,17 @@ def report_cmd(runs: List[Path] = RunDirsArg,
     from . import leaderboard as lb
     from . import plots
 
+    from .profile import FIELDS, load_profiles
+
     loaded = lb.load_runs(runs)
-    board = lb.build(loaded)
+    profiles = [p for f in (profile or []) for p in load_profiles(f)]
+    board = lb.build(loaded, profiles=profiles)
     out.mkdir(parents=True, exist_ok=True)
     figs = {}
+    for field in FIELDS if profiles else ():
+        if any(p["fits"][field]["slope"] is not None for p in profiles):
+            figs[f"{field} per generated frame vs context length"] = plots.png_bytes(plots.efficiency_curves(profiles, field))
+            plots.save(plots.efficiency_curves(profiles, field), out / "figures" / f"efficiency-{field}")
     for p in board.protocols():
         for metric in ("psnr_memory", "retention"):
             fig = plots.memory_curves(loaded, metric, p)

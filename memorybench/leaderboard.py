@@ -54,9 +54,14 @@ def load_runs(paths: Sequence[str | Path]) -> list[dict]:
 
 
 def _task_variant(meta_task: dict) -> tuple:
+    """What must be equal for two runs' results on a task to share a column: the task spec, the
+    dataset, the generator and task-format versions, and the episodes evaluated."""
+    import hashlib
+
     spec = meta_task["spec"]
+    episodes = hashlib.sha256(json.dumps(sorted(meta_task.get("episodes_selected") or [])).encode()).hexdigest()
     return (meta_task["spec_hash"], meta_task["dataset_sha256"], spec.get("generator_version"),
-            spec.get("task_format_version"))
+            spec.get("task_format_version"), episodes)
 
 
 def model_labels(runs: list[dict]) -> dict[str, str]:
@@ -84,6 +89,7 @@ class Board:
     notes: dict = field(default_factory=dict)  # (model, column, protocol) -> footnote text for incomplete cells
     runs: list = field(default_factory=list)
     metrics: tuple = DEFAULT_COLUMNS
+    profiles: list = field(default_factory=list)  # from `memorybench profile`, for the efficiency table
 
     def protocols(self) -> list[str]:
         return list(dict.fromkeys(self.cells["protocol"]))
@@ -125,7 +131,7 @@ class Board:
 
 
 def build(runs: list[dict], metrics: Sequence[str] = DEFAULT_COLUMNS, gap_metrics: Sequence[str] = GAP_METRICS,
-          split: bool = False, protocols: Sequence[str] | None = None) -> Board:
+          split: bool = False, protocols: Sequence[str] | None = None, profiles: Sequence[dict] = ()) -> Board:
     """Check that the runs can share columns, and collect their cells."""
     if not runs:
         raise MemorybenchError("no runs given")
@@ -137,13 +143,13 @@ def build(runs: list[dict], metrics: Sequence[str] = DEFAULT_COLUMNS, gap_metric
     column_of = {}
     for key, vs in variants.items():
         if len(vs) > 1 and not split:
-            lines = [f"  spec {v[0][:12]} dataset {v[1][:12]} (generator v{v[2]}, task format v{v[3]}): {', '.join(p)}"
-                     for v, p in vs.items()]
+            lines = [f"  spec {v[0][:12]} dataset {v[1][:12]} (generator v{v[2]}, task format v{v[3]}, episodes "
+                     f"{v[4][:8]}): {', '.join(p)}" for v, p in vs.items()]
             raise IncomparableRunsError(
                 f"runs disagree on what task {key} is, so they cannot share a column:\n" + "\n".join(lines)
                 + "\nre-run them on the same task spec, or pass --split to give each variant its own column")
         for v in vs:
-            column_of[(key, v)] = key if len(vs) == 1 else f"{key} [{v[0][:8]}]"
+            column_of[(key, v)] = key if len(vs) == 1 else f"{key} [{v[0][:8]}/{v[4][:4]}]"
 
     labels = model_labels(runs)
     seen: dict[tuple, str] = {}
@@ -179,7 +185,25 @@ def build(runs: list[dict], metrics: Sequence[str] = DEFAULT_COLUMNS, gap_metric
     cells = pd.DataFrame(rows)
     if cells.empty:
         raise MemorybenchError("the runs hold no results for the requested protocols")
-    return Board(cells=cells, notes=notes, runs=runs, metrics=tuple(metrics))
+    return Board(cells=cells, notes=notes, runs=runs, metrics=tuple(metrics), profiles=list(profiles))
+
+
+def efficiency_rows(board: Board) -> list[list[str]]:
+    """Header and rows of the efficiency table (per generated frame, from `memorybench profile`)."""
+    from .profile import summary_rows
+
+    if not board.profiles:
+        return []
+    f = lambda v, d: "—" if v is None else f"{v:.{d}f}"  # noqa: E731
+    rows = [["Model", "Device", "Context", "Latency ms", "× (slope)", "Peak memory MiB", "×", "State MiB"]]
+    for r in summary_rows(board.profiles):
+        rows.append([r["model"], r["device"], f"{r['context_min']} → {r['context_max']}",
+                     f"{f(r['latency_ms_min_ctx'], 2)} → {f(r['latency_ms_max_ctx'], 2)}",
+                     f"{f(r['latency_ms_ratio'], 2)} ({f(r['latency_ms_slope'], 2)})",
+                     f"{f(r['peak_memory_mb_min_ctx'], 0)} → {f(r['peak_memory_mb_max_ctx'], 0)}",
+                     f(r["peak_memory_mb_ratio"], 2),
+                     f"{f(r['state_mb_min_ctx'], 2)} → {f(r['state_mb_max_ctx'], 2)}"])
+    return rows
 
 
 def _num(v: dict) -> dict:
@@ -270,6 +294,14 @@ def to_markdown(board: Board) -> str:
                         row.append((f"**{mean}**" if best else mean) + (f" {ci}" if ci else ""))
                     out.append("| " + " | ".join(row) + " |")
                 out.append("")
+    eff = efficiency_rows(board)
+    if eff:
+        out += ["### Efficiency (per generated frame, against context length)", "",
+                "| " + " | ".join(eff[0]) + " |", "|---|---|" + "---:|" * (len(eff[0]) - 2)]
+        out += ["| " + " | ".join(r) + " |" for r in eff[1:]]
+        out += ["", "Latency: median over repeats after warm-up; ×: cost at the longest context over the shortest, "
+                "slope: fitted on log-log axes (0 = constant per-frame cost). Peak memory: CUDA allocator on GPU, "
+                "process peak RSS on CPU.", ""]
     out.append("Cells: mean over episodes [95% bootstrap CI]. Bold: best non-reference model. "
                "Retention: 0 = copy-last (no memory), 1 = perfect-memory.")
     out += [""] + footnotes if footnotes else []
@@ -281,7 +313,7 @@ def to_markdown(board: Board) -> str:
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
         "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "†": r"$^\dagger$",
-        "—": "--", "·": r"$\cdot$"}
+        "—": "--", "·": r"$\cdot$", "→": r"$\to$", "×": r"$\times$"}
 
 
 def tex_escape(s: str) -> str:
@@ -325,6 +357,15 @@ def to_latex(board: Board) -> str:
             caption += " $^\\dagger$" + tex_escape("; ".join(notes)) + "."
         out += [rf"\caption{{{caption}}}", rf"\label{{tab:memorybench-{tex_escape(p).replace(chr(92), '')}}}",
                 r"\end{table*}", ""]
+    eff = efficiency_rows(board)
+    if eff:
+        out += [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{ll" + "r" * (len(eff[0]) - 2) + "}",
+                r"\toprule", " & ".join(tex_escape(c) for c in eff[0]) + r" \\", r"\midrule"]
+        out += [" & ".join(tex_escape(c) for c in r) + r" \\" for r in eff[1:]]
+        out += [r"\bottomrule", r"\end{tabular}",
+                r"\caption{Per generated frame against context length: median latency, peak memory, state size; "
+                r"ratio longest/shortest context and log-log slope.}", r"\label{tab:memorybench-efficiency}",
+                r"\end{table}", ""]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -351,7 +392,10 @@ def to_json(board: Board) -> str:
     runs = [{"path": str(r["path"]), "model": r["meta"]["model"], "tasks": [
         {k: t[k] for k in ("key", "spec_hash", "dataset_sha256")} for t in r["meta"]["tasks"]],
         "protocols": r["meta"]["protocols"], "memorybench_version": r["meta"]["memorybench_version"]} for r in board.runs]
-    return json.dumps({"memorybench_version": __version__, "runs": runs, "cells": rows}, indent=1) + "\n"
+    from .profile import summary_rows
+
+    return json.dumps({"memorybench_version": __version__, "runs": runs, "cells": rows,
+                       "efficiency": summary_rows(board.profiles) if board.profiles else []}, indent=1) + "\n"
 
 
 # ------------------------------------------------------------------------------------------
@@ -436,6 +480,13 @@ def to_html(board: Board, figures: dict[str, bytes] | None = None, title: str = 
                     row += [_html_cell(board.value(model, c, p, m, b), m, board.best(c, p, m, b) == model, None) for b in bins]
                     parts.append(f"<tr{' class=ref' if priv else ''}>{''.join(row)}</tr>")
                 parts.append("</tbody></table>")
+    eff = efficiency_rows(board)
+    if eff:
+        parts.append("<h2>Efficiency (per generated frame, against context length)</h2><table class='sortable'><thead><tr>"
+                     + "".join(f"<th>{html.escape(c)}</th>" for c in eff[0]) + "</tr></thead><tbody>")
+        for r in eff[1:]:
+            parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>")
+        parts.append("</tbody></table>")
     for caption, png in (figures or {}).items():
         b64 = base64.b64encode(png).decode()
         parts.append(f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{b64}'>"

@@ -115,7 +115,15 @@ def test_incomparable_runs_are_refused_or_split(runs, tmp_path):
         lb.build(loaded)
     board = lb.build(loaded, split=True)
     cols = board.columns("rollout")
-    assert any(c.endswith("[ffffffff]") for c in cols) and len(cols) == 3
+    assert any("[ffffffff/" in c for c in cols) and len(cols) == 3
+    # another selection of episodes is another experiment too
+    fewer = copy_run(runs / "mean-frame", tmp_path / "fewer")
+    meta = json.loads((fewer / "run.json").read_text())
+    meta["tasks"][0]["episodes_selected"] = [0]
+    meta["model"]["identity_hash"] = "d" * 64
+    (fewer / "run.json").write_text(json.dumps(meta))
+    with pytest.raises(lb.IncomparableRunsError, match="episodes"):
+        lb.build(lb.load_runs([runs / "copy-last", fewer]))
     assert main(["leaderboard", str(runs / "copy-last"), str(other)]) == 4
 
 

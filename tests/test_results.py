@@ -1,0 +1,58 @@
+"""The committed results/: regenerated from the committed run summaries, they must not differ
+(no hand edits), the README must show the same table, and the CI gate baseline must pass."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from memorybench.cli import main
+
+ROOT = Path(__file__).parents[1]
+RESULTS = ROOT / "results"
+RUNS = RESULTS / "runs" / "standard"
+
+pytestmark = pytest.mark.skipif(not RUNS.is_dir(), reason="no committed results/runs/standard yet")
+
+
+def regenerate(tmp_path) -> Path:
+    args = ["report", str(RUNS), "--out", str(tmp_path)]
+    for prof in sorted((RESULTS / "profiles").glob("*.json")):
+        args += ["--profile", str(prof)]
+    assert main(args) == 0
+    return tmp_path
+
+
+def test_committed_leaderboard_is_regenerated_exactly(tmp_path):
+    new = regenerate(tmp_path / "out")
+    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.tex", "leaderboard.json"):
+        assert (RESULTS / name).read_text() == (new / name).read_text(), f"results/{name} differs from its regeneration"
+    # the HTML embeds figures whose PNG bytes depend on the matplotlib build: compare it without them
+    strip = lambda t: re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "data:image/png;base64,…", t)  # noqa: E731
+    assert strip((RESULTS / "leaderboard.html").read_text()) == strip((new / "leaderboard.html").read_text())
+    committed = sorted(p.name for p in (RESULTS / "figures").iterdir())
+    assert committed == sorted(p.name for p in (new / "figures").iterdir())
+
+
+def test_readme_shows_the_committed_table():
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- leaderboard:start -->")[1].split("<!-- leaderboard:end -->")[0].strip()
+    table = (RESULTS / "leaderboard.md").read_text()
+    for line in block.splitlines():
+        if line.startswith("|"):
+            assert line in table, f"README table line not in results/leaderboard.md: {line[:80]}"
+
+
+@pytest.mark.parametrize("model", ["copy-last"])
+def test_gate_baseline_passes_on_this_machine(tmp_path, model):
+    """What .github/workflows/memory-gate.yml does, with the committed smoke baseline."""
+    base = RESULTS / "gate" / model
+    assert (base / "run.json").exists() and (base / "summary.json").exists()
+    import yaml
+
+    wf = yaml.safe_load((ROOT / ".github" / "workflows" / "memory-gate.yml").read_text())
+    tasks = wf["env"]["TASKS"]
+    assert main(["run", "--model", model, "--tasks", tasks, "--device", "cpu", "--out", str(tmp_path)]) == 0
+    assert main(["compare", str(base), str(tmp_path / model)]) == 0
