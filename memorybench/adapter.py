@@ -55,6 +55,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
+from .hashing import file_sha256
+
 if TYPE_CHECKING:  # torch is imported lazily so that `memorybench tasks ...` starts fast
     import torch
 
@@ -135,14 +137,6 @@ class WorldModel(ABC):
     def describe(self) -> dict:
         return {**self.identity(), "identity_hash": self.identity_hash(), "parameters": self.num_parameters(),
                 "citation": self.citation, "privileged": self.privileged}
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _jsonable(x):

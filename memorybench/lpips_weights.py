@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import MemorybenchError
+from .hashing import file_sha256
 
 if TYPE_CHECKING:  # torch is imported lazily so that `memorybench tasks ...` starts fast
     import torch
@@ -122,12 +123,6 @@ def downloads_allowed(allow_download: bool | None = None) -> bool:
 
 
 # -- checksums --------------------------------------------------------------------------------
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def content_sha256(tensors: dict[str, "torch.Tensor"]) -> str:

@@ -337,7 +337,7 @@ def train(model: str, tasks: Sequence[TaskSpec], steps: int, out_dir: str | Path
     net.eval()
     data_hash = training_data_hash(tasks)
     model_path = save_checkpoint(net, cls.name, out / MODEL_FILE, extra={"training_data_hash": data_hash, "steps": done})
-    from .adapter import file_sha256
+    from .hashing import file_sha256
 
     card = {
         "model": cls.name,

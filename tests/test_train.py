@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from memorybench.adapter import file_sha256
+from memorybench.hashing import file_sha256
 from memorybench.errors import MemorybenchError
 from memorybench.generators import get_generator
 from memorybench.models import load_model

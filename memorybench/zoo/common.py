@@ -191,6 +191,27 @@ class SpatialAttention(nn.Module):
         return self.proj(o.transpose(1, 2).reshape(B, T, h, w, D))
 
 
+class PerPositionLayer(nn.Module):
+    """A temporal mixer (``ssm``: S4D or Mamba) along time at every token position, then attention
+    within each frame, then an MLP (pre-norm residuals). ``ssm`` maps ``[N, T, D]`` sequences and
+    its state to ``(y, new_state)``; the layer's state is the mixer's."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: int, ssm: nn.Module):
+        super().__init__()
+        self.norm_ssm, self.norm_attn, self.norm_mlp = (nn.RMSNorm(width) for _ in range(3))
+        self.ssm = ssm
+        self.attn = SpatialAttention(width, heads)
+        self.mlp = MLP(width, mlp_ratio)
+
+    def forward(self, x: torch.Tensor, state=None):
+        B, T, h, w, D = x.shape
+        seq = self.norm_ssm(x).permute(0, 2, 3, 1, 4).reshape(B * h * w, T, D)  # one sequence per position
+        y, state = self.ssm(seq, state)
+        x = x + y.view(B, h, w, T, D).permute(0, 3, 1, 2, 4)
+        x = x + self.attn(self.norm_attn(x))
+        return x + self.mlp(self.norm_mlp(x)), state
+
+
 def weighted_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
     """Mean squared error over frames ``[B, T, 3, H, W]``; ``weight [B, T, H, W]`` (per pixel) or None."""
     err = (pred - target).square()

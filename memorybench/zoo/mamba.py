@@ -42,7 +42,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import MLP, NetConfig, NeuralWorldModel, NextFrameNet, SpatialAttention
+from .common import NetConfig, NeuralWorldModel, NextFrameNet, PerPositionLayer
 
 
 def selective_step(x, dt, A, B, C, D, h):
@@ -149,24 +149,11 @@ class MambaConfig(NetConfig):
     d_conv: int = 4
 
 
-class MambaLayer(nn.Module):
+class MambaLayer(PerPositionLayer):
     """Mamba along time at every token position, then attention within each frame, then an MLP."""
 
     def __init__(self, c: MambaConfig):
-        super().__init__()
-        self.norm_ssm, self.norm_attn, self.norm_mlp = (nn.RMSNorm(c.width) for _ in range(3))
-        self.ssm = SelectiveSSM(c.width, c.d_state, c.expand, c.d_conv)
-        self.attn = SpatialAttention(c.width, c.heads)
-        self.mlp = MLP(c.width, c.mlp_ratio)
-
-    def forward(self, x: torch.Tensor, state: MambaState | None = None) -> tuple[torch.Tensor, MambaState]:
-        B, T, h, w, D = x.shape
-        seq = self.norm_ssm(x).permute(0, 2, 3, 1, 4).reshape(B * h * w, T, D)  # one sequence per position
-        y, state = self.ssm(seq, state)
-        x = x + y.view(B, h, w, T, D).permute(0, 3, 1, 2, 4)
-        x = x + self.attn(self.norm_attn(x))
-        return x + self.mlp(self.norm_mlp(x)), state
-
+        super().__init__(c.width, c.heads, c.mlp_ratio, SelectiveSSM(c.width, c.d_state, c.expand, c.d_conv))
 
 class MambaNet(NextFrameNet):
     Config = MambaConfig

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import MLP, NetConfig, NeuralWorldModel, NextFrameNet, SpatialAttention
+from .common import NetConfig, NeuralWorldModel, NextFrameNet, PerPositionLayer
 
 
 def fft_causal_conv(u: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -97,24 +97,11 @@ class S4Config(NetConfig):
     d_state: int = 64  # S: state size per channel (S/2 complex modes)
 
 
-class S4Layer(nn.Module):
+class S4Layer(PerPositionLayer):
     """S4D along time at every token position, then attention within each frame, then an MLP."""
 
     def __init__(self, c: S4Config):
-        super().__init__()
-        self.norm_ssm, self.norm_attn, self.norm_mlp = (nn.RMSNorm(c.width) for _ in range(3))
-        self.ssm = S4Block(c.width, c.d_state)
-        self.attn = SpatialAttention(c.width, c.heads)
-        self.mlp = MLP(c.width, c.mlp_ratio)
-
-    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        B, T, h, w, D = x.shape
-        seq = self.norm_ssm(x).permute(0, 2, 3, 1, 4).reshape(B * h * w, T, D)  # one sequence per position
-        y, state = self.ssm(seq, state)
-        x = x + y.view(B, h, w, T, D).permute(0, 3, 1, 2, 4)
-        x = x + self.attn(self.norm_attn(x))
-        return x + self.mlp(self.norm_mlp(x)), state
-
+        super().__init__(c.width, c.heads, c.mlp_ratio, S4Block(c.width, c.d_state))
 
 class S4Net(NextFrameNet):
     Config = S4Config
