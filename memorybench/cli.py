@@ -20,7 +20,7 @@ from rich.table import Table
 
 from . import __version__
 from .console import console, err_console, progress_bar
-from .errors import MemorybenchError
+from .errors import DataError, MemorybenchError
 
 app = typer.Typer(
     name="memorybench",
@@ -384,6 +384,30 @@ def score_cmd(pred_dir: Path = typer.Argument(..., help="A run directory made wi
     path = rescore(pred_dir, dest, device=device, retention=retention)
     print_overview(load_runs([path]))
     console.print(f"re-scored results in {path}")
+
+
+@app.command("summarize")
+def summarize_cmd(run_dir: Path = typer.Argument(..., help="A run directory (finished, or stopped part way)."),
+                  device: str = typer.Option("auto", "--device"),
+                  retention: bool = typer.Option(True, "--retention/--no-retention")):
+    """(Re)write a run's summary.json from its records.
+
+    For a run that was stopped part way (killed, out of time), this scores the episodes that
+    finished and marks every task with missing episodes incomplete; leaderboards show those cells as
+    incomplete, never as complete. `memorybench run --resume` can still finish the run later.
+    """
+    from .leaderboard import load_runs, print_overview
+    from .results import RUN_JSON
+    from .runner import resolve_device, summarize_run
+
+    if not (run_dir / RUN_JSON).exists():
+        raise DataError(f"{run_dir} is not a run directory (no {RUN_JSON})")
+    summary = summarize_run(run_dir, retention=retention, device=resolve_device(device))
+    print_overview(load_runs([run_dir]))
+    state = "complete" if summary["complete"] else "INCOMPLETE: " + ", ".join(
+        f"{k} {len(g['missing_episodes'])} of {g['episodes_selected']} episodes missing"
+        for k, g in summary["groups"].items() if not g["complete"])
+    console.print(f"summary written to {run_dir / 'summary.json'} ({state})")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -8,8 +8,10 @@ a synthetic 64x64 episode, then generate ``warmup + repeats`` frames one at a ti
   (after ``warmup`` untimed ones; ``torch.cuda.synchronize`` around each step on a GPU);
 * ``peak_memory_mb``: on CUDA, the allocator's peak (``torch.cuda.max_memory_allocated``) during the
   generated frames; on the CPU, the process's peak resident memory during the generated frames
-  (Linux: ``VmHWM`` after resetting it through ``/proc/self/clear_refs``; each measurement runs in
-  a fresh subprocess, so the peak is this model at this context and nothing else);
+  (Linux: ``VmHWM`` after returning freed heap pages to the OS with glibc's ``malloc_trim`` and
+  resetting the mark through ``/proc/self/clear_refs``; each measurement runs in a fresh
+  subprocess, so the peak is this model at this context and nothing else; without the trim, the
+  context pass's freed scratch memory stays resident and reads as a peak that grows with context);
 * ``state_mb``: the size of what the model keeps between frames (``WorldModel.state_nbytes``:
   recurrent states, KV caches), measured after the timed steps.
 
@@ -79,6 +81,22 @@ def _current_rss_mb() -> float:
     return 0.0
 
 
+def _release_free_heap() -> bool:
+    """Hand freed heap memory back to the OS (glibc ``malloc_trim``), so the resident set counts
+    live memory only. Without it, the scratch buffers of the context pass (e.g. a chunked scan's
+    [B, chunk, D, N] tensors) stay resident in malloc's free lists, and a peak measured from
+    there reports the allocator's cache as the generation's memory."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # returns whether anything was released: either way it ran
+        return True
+    except (OSError, AttributeError):  # not glibc: the peak may include freed-but-cached memory
+        return False
+
+
 def _peak_rss_mb() -> float:
     try:
         with open("/proc/self/status") as f:
@@ -120,7 +138,9 @@ def measure_point(model_name: str, context: int, cfg: ProfileConfig) -> dict:
         if cuda:
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
+        trimmed = _release_free_heap() if not cuda else False
         rss_reset = _clear_peak_rss() if not cuda else False
+        live = _current_rss_mb() if not cuda else 0.0
         times = []
         for i in range(steps):
             a = actions[:, context + i: context + i + 1] if context + i < actions.shape[1] else actions[:, -1:]
@@ -137,8 +157,8 @@ def measure_point(model_name: str, context: int, cfg: ProfileConfig) -> dict:
     return {"context": context, "latency_ms": 1000 * statistics.median(times[cfg.warmup:]),
             "latency_ms_p90": 1000 * float(np.quantile(times[cfg.warmup:], 0.9)),
             "peak_memory_mb": peak, "peak_memory_kind": "cuda_max_allocated" if cuda else
-            ("vmhwm_after_reset" if rss_reset else "ru_maxrss_process"),
-            "process_baseline_mb": baseline, "state_mb": None if nbytes is None else nbytes / 2**20, "batch_size": B}
+            (("vmhwm_after_trim_reset" if trimmed else "vmhwm_after_reset") if rss_reset else "ru_maxrss_process"),
+            "process_baseline_mb": baseline, "rss_before_generation_mb": live, "state_mb": None if nbytes is None else nbytes / 2**20, "batch_size": B}
 
 
 def _measure_in_subprocess(model_name: str, context: int, cfg: ProfileConfig) -> dict:

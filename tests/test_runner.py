@@ -145,6 +145,12 @@ def test_bad_adapter_output_is_named_and_resumable(tmp_path, registry, monkeypat
     # episode 0 was finished before the failure and is intact; episode 1 left nothing behind
     assert RunDir(out).done_episodes(spec.key, "rollout") == {0}
     assert not list(out.rglob("*.tmp"))
+    if kind == "raise":  # a stopped run can be summarized as it stands: incomplete, and still resumable
+        assert main(["summarize", str(out), "--no-retention", "--device", "cpu"]) == 0
+        part = load_summary(out)
+        group = part["groups"][f"{spec.key}/rollout"]
+        assert not part["complete"] and not group["complete"] and group["episodes"] == 1
+        assert group["missing_episodes"] == list(range(1, spec.episodes))
     monkeypatch.delenv("MB_FAULT")
     evaluate(RunRequest(**req, resume=True))
     assert load_summary(out)["complete"]
