@@ -301,7 +301,8 @@ def to_markdown(board: Board) -> str:
         out += ["| " + " | ".join(r) + " |" for r in eff[1:]]
         out += ["", "Latency: median over repeats after warm-up; ×: cost at the longest context over the shortest, "
                 "slope: fitted on log-log axes (0 = constant per-frame cost). Peak memory: CUDA allocator on GPU, "
-                "process peak RSS on CPU.", ""]
+                "process peak RSS on CPU (freed heap returned to the OS first; includes the ~0.5 GB of Python and "
+                "torch). State: what the model keeps between frames (recurrent states, KV caches).", ""]
     out.append("Cells: mean over episodes [95% bootstrap CI]. Bold: best non-reference model. "
                "Retention: 0 = copy-last (no memory), 1 = perfect-memory.")
     out += [""] + footnotes if footnotes else []
