@@ -24,8 +24,9 @@ time): the prediction for frame ``t`` uses ``z_{<=t}`` only.
 
   Each denoising step attends to the cached history and writes the current frame's keys/values
   only into scratch space beyond it, so ``predict`` leaves the history unchanged. The initial
-  noise comes from a generator seeded with ``sampler_seed`` at every ``reset``, drawn on the CPU:
-  predictions are reproducible, on any device.
+  noise comes from one CPU generator per episode, seeded with ``sampler_seed`` and a hash of the
+  episode's first observed frame (``sampler_seed`` alone when it predicts before observing): predictions are reproducible on any device, and an episode gets
+  the same noise whatever batch it is evaluated in and at whatever position.
 """
 
 from __future__ import annotations
@@ -153,11 +154,24 @@ class DiffusionForcing(NeuralWorldModel):
 
     def reset(self, spec, batch_size: int) -> None:
         super().reset(spec, batch_size)
-        self.noise = torch.Generator().manual_seed(self.net.config.sampler_seed)
-        self.shape = (batch_size, 1, 3, *spec.resolution)
+        self.noise: list[torch.Generator] | None = None  # one per episode, seeded at the first observe
+        self.shape = (1, 1, 3, *spec.resolution)
+
+    def _seed_noise(self, first_frames: torch.Tensor) -> None:
+        """Per-episode generators: seeded by ``sampler_seed`` and the episode's first frame (as 8-bit
+        pixels), never by its row in the batch, so batching does not change an episode's samples."""
+        import hashlib
+
+        pixels = (first_frames.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+        self.noise = []
+        for row in pixels:
+            digest = hashlib.sha256(row.tobytes() + str(self.net.config.sampler_seed).encode()).digest()
+            self.noise.append(torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1))
 
     @torch.no_grad()
     def observe(self, frames: torch.Tensor, actions: torch.Tensor) -> None:
+        if self.noise is None:
+            self._seed_noise(frames[:, 0])
         frames = frames.to(self.device, self._dtype())
         clean = torch.zeros(frames.shape[:2], device=self.device, dtype=frames.dtype)
         _, self.state = self.net.trunk(self.net.inputs(2 * frames - 1, actions.to(self.device), clean), self.state)
@@ -168,7 +182,9 @@ class DiffusionForcing(NeuralWorldModel):
         actions = actions.to(self.device)
         state, frames = self.state, []
         for i in range(actions.shape[1]):
-            noise = torch.randn(self.shape, generator=self.noise).to(self.device, self._dtype())
+            if self.noise is None:  # nothing observed yet: every episode alike, seeded by sampler_seed alone
+                self.noise = [torch.Generator().manual_seed(self.net.config.sampler_seed) for _ in range(actions.shape[0])]
+            noise = torch.cat([torch.randn(self.shape, generator=g) for g in self.noise]).to(self.device, self._dtype())
             frame = self.net.sample(state, actions[:, i:i + 1], noise)
             frames.append(frame)
             if i + 1 < actions.shape[1]:  # later frames are conditioned on this sample (not committed)
