@@ -113,9 +113,10 @@ class Board:
         return None if sub.empty else sub.iloc[0].to_dict()
 
     def best(self, column: str, protocol: str, metric: str, gap_bin: str | None = None) -> str | None:
-        """The contender (non-reference) with the best mean in a column."""
+        """The contender (non-reference, complete) with the best mean in a column: a partial run's
+        mean is over other episodes, so it is shown (marked) but never ranked."""
         c = self.cells
-        sel = (c.column == column) & (c.protocol == protocol) & (c.metric == metric) & ~c.privileged
+        sel = (c.column == column) & (c.protocol == protocol) & (c.metric == metric) & ~c.privileged & c.complete
         sel &= c.gap_bin.isna() if gap_bin is None else (c.gap_bin == gap_bin)
         sub = c[sel].dropna(subset=["mean"])
         if len(sub) < 2:
@@ -288,10 +289,12 @@ def to_markdown(board: Board) -> str:
                 out.append("|---|" + "---:|" * len(bins))
                 for model, priv in board.models(p):
                     row = [f"*{model}*" if priv else model]
+                    partial = " †" if board.notes.get((model, c, p)) else ""
                     for b in bins:
                         mean, ci = fmt_value(board.value(model, c, p, m, b), m)
                         best = mean != "—" and board.best(c, p, m, b) == model
-                        row.append((f"**{mean}**" if best else mean) + (f" {ci}" if ci else ""))
+                        row.append((f"**{mean}**" if best else mean) + (f" {ci}" if ci else "")
+                                   + (partial if mean != "—" else ""))
                     out.append("| " + " | ".join(row) + " |")
                 out.append("")
     eff = efficiency_rows(board)
@@ -478,7 +481,8 @@ def to_html(board: Board, figures: dict[str, bytes] | None = None, title: str = 
                 parts.append(f"<table class='sortable'><thead><tr><th>Model</th>{head}</tr></thead><tbody>")
                 for model, priv in board.models(p):
                     row = [f"<td>{html.escape(model)}</td>"]
-                    row += [_html_cell(board.value(model, c, p, m, b), m, board.best(c, p, m, b) == model, None) for b in bins]
+                    note = board.notes.get((model, c, p))
+                    row += [_html_cell(board.value(model, c, p, m, b), m, board.best(c, p, m, b) == model, note) for b in bins]
                     parts.append(f"<tr{' class=ref' if priv else ''}>{''.join(row)}</tr>")
                 parts.append("</tbody></table>")
     eff = efficiency_rows(board)

@@ -136,6 +136,15 @@ def test_incomplete_run_is_marked_never_zero(runs, tmp_path):
     assert "†" in text and "incomplete: 1 of 2 episodes" in text
     frame = lb.to_frame(lb.build(lb.load_runs([part])))
     assert (frame[frame.note != ""]["complete"] == False).all()  # noqa: E712
+    # a partial run is shown, marked in the by-gap tables too, and never ranked best
+    board = lb.build(lb.load_runs([part, runs / "mean-frame"]))
+    cells = board.cells[board.cells.model == "copy-last"]
+    partial = cells[cells.column.isin({c for (_, c, _) in board.notes})]
+    assert not partial.empty
+    for _, cell in partial.iterrows():
+        assert board.best(cell.column, cell.protocol, cell.metric, cell.gap_bin) in (None, "mean-frame")
+    gap_rows = [line for line in lb.to_markdown(board).split("by memory gap")[1].splitlines() if line.startswith("| copy-last")]
+    assert gap_rows and "†" in gap_rows[0]
 
 
 def test_duplicate_runs_refused(runs, tmp_path):
