@@ -23,6 +23,17 @@ def _isolated_cache(_session_cache, monkeypatch):
     monkeypatch.delenv("MEMORYBENCH_TASKS_DIR", raising=False)
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one thread is as fast, and immune to a busy machine's oversubscription."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def registry() -> TaskRegistry:
     return TaskRegistry()

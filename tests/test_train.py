@@ -18,12 +18,7 @@ from memorybench.train import TRAIN_SEED_OFFSET, EpisodeBatches, train, training
 TINY = {"width": 32, "layers": 1, "heads": 2, "stem_channels": 8, "mlp_ratio": 2}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

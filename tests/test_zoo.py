@@ -26,13 +26,7 @@ TASKS = ["occlusion-recall", "scene-retrieval", "scene-reasoning"]
 TINY = {"width": 32, "layers": 2, "heads": 2, "stem_channels": 8, "mlp_ratio": 2}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is as fast, and immune to a busy machine's oversubscription."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def episode(task: str, frames: int, tier: str = "smoke", index: int = 0):
