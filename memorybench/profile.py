@@ -70,15 +70,21 @@ def _clear_peak_rss() -> bool:
         return False
 
 
-def _current_rss_mb() -> float:
+def _proc_status_mb(field: str) -> float | None:
+    """A memory field of /proc/self/status (``VmRSS``, ``VmHWM``) in MiB; None where there is none."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024.0
     except OSError:
         pass
-    return 0.0
+    return None
+
+
+def _current_rss_mb() -> float:
+    rss = _proc_status_mb("VmRSS")
+    return 0.0 if rss is None else rss
 
 
 def _release_free_heap() -> bool:
@@ -98,13 +104,9 @@ def _release_free_heap() -> bool:
 
 
 def _peak_rss_mb() -> float:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
+    peak = _proc_status_mb("VmHWM")
+    if peak is not None:
+        return peak
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
