@@ -15,4 +15,4 @@ __version__ = "0.1.0"
 
 # Bump when the meaning of a stored episode or of a task spec field changes: it is part of every
 # task hash, so results computed under another format are never mixed with new ones.
-TASK_FORMAT_VERSION = 1
+TASK_FORMAT_VERSION = 2

@@ -78,6 +78,10 @@ class WorldModel(ABC):
     #: True only for calibration references that read the ground truth (``bind``); they are
     #: marked as references in every table and never rank as contenders
     privileged: ClassVar[bool] = False
+    #: calibration references say what they are: ``"no-memory"`` (copy-last, blur, means,
+    #: inpainting, shifted copies: ``recall`` must be at chance), ``"lossy-memory"`` (mean-frame),
+    #: ``"oracle"`` (privileged: ground-truth, perfect-memory). ``None``: a contender.
+    reference_kind: ClassVar[str | None] = None
 
     # set by the registry when built from the command line
     _init_args: dict[str, Any] = {}
@@ -136,7 +140,7 @@ class WorldModel(ABC):
 
     def describe(self) -> dict:
         return {**self.identity(), "identity_hash": self.identity_hash(), "parameters": self.num_parameters(),
-                "citation": self.citation, "privileged": self.privileged}
+                "citation": self.citation, "privileged": self.privileged, "reference_kind": self.reference_kind}
 
 
 def _jsonable(x):

@@ -249,8 +249,9 @@ def _protocols(value: str) -> list[str]:
 @app.command("run")
 def run_cmd(
     model: str = typer.Option("copy-last,mean-frame,ground-truth,perfect-memory", "--model", "-m",
-                              help="Model name(s), comma-separated: a built-in name, a plugin name, or package.module:Class. "
-                                   "Default: the four calibration baselines."),
+                              help="Model name(s), comma-separated: a built-in name, a plugin name, or package.module:Class; "
+                                   "or a group: calibration (the default: copy-last, mean-frame, ground-truth, "
+                                   "perfect-memory), no-memory (every no-memory reference), zoo (the reference models)."),
     model_args: Optional[str] = typer.Option(None, "--model-args", help="Constructor arguments: key=value,key=value."),
     tasks: str = typer.Option("smoke", "--tasks", help="smoke | standard | NAME | NAME@TIER, comma-separated."),
     tier: str = typer.Option("standard", "--tier", help="Tier used for bare task names in --tasks."),
@@ -287,7 +288,9 @@ def run_cmd(
     for key, reason in skipped:
         err_console.print(f"[yellow]skipping {key}:[/] {escape(reason)}")
     protocols = _protocols(protocol)
-    models = [m.strip() for m in model.split(",") if m.strip()]
+    from .models import expand_model_names
+
+    models = expand_model_names(model)
     agg = AggregationConfig(resamples=bootstrap, seed=seed)
     common = dict(tasks=specs, model_args=model_args, protocols=protocols, batch_size=batch_size, resume=resume,
                   save_predictions=save_predictions, limit=limit, aggregation=agg, retention=retention,
@@ -560,6 +563,45 @@ def report_cmd(runs: List[Path] = RunDirsArg,
         text = render(board, figs, title) if fmt == "html" else render(board)
         (out / f"leaderboard.{lb.SUFFIX[fmt]}").write_text(text, encoding="utf-8")
     console.print(f"[green]✓[/] wrote {out}/leaderboard.{{md,tex,csv,json,html}} and {out}/figures/")
+
+
+@app.command("validity")
+def validity_cmd(tasks: str = typer.Option("smoke", "--tasks", help="smoke | standard | NAME | NAME@TIER, comma-separated."),
+                 tier: str = typer.Option("standard", "--tier", help="Tier used for bare task names in --tasks."),
+                 protocol: str = typer.Option("all", "--protocol", "-p", help="rollout, teacher-forced, or all."),
+                 models: Optional[str] = typer.Option(None, "--model", "-m", help="Models to check (default: every "
+                                                      "no-memory reference, perfect-memory and ground-truth)."),
+                 out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the table here (.md) and the "
+                                                    "numbers next to it (.json)."),
+                 device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
+                 tasks_dir: Optional[List[Path]] = TasksDirOpt):
+    """Check that the memory score is valid: every no-memory strategy at chance, the oracles near 1.
+
+    Runs the no-memory references (copy-last, means, blur, inpainting, shifted copies) and the
+    oracles on the tasks and scores recall only (fast). Exit code 1 if a check fails.
+    """
+    from .models import expand_model_names
+    from .runner import resolve_device
+    from .validity import check
+
+    specs = _registry(tasks_dir).select(tasks, default_tier=tier)
+    with progress_bar() as bar:
+        job = bar.add_task("validity", total=None)
+        result = check(specs, _protocols(protocol), expand_model_names(models) if models else None,
+                       device=resolve_device(device), progress=lambda what: bar.update(job, description=what))
+    text = result.to_markdown()
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+        out.with_suffix(".json").write_text(result.to_json(), encoding="utf-8")
+        console.print(f"[green]✓[/] wrote {out} and {out.with_suffix('.json')}")
+    else:
+        console.print(text, markup=False, highlight=False)
+    problems = result.problems()
+    if problems:
+        err_console.print(f"[bold red]not valid:[/] {len(problems)} problem(s)")
+        raise typer.Exit(1)
+    console.print("[green]valid[/]: every no-memory strategy at chance, every oracle near 1")
 
 
 # ------------------------------------------------------------------------------------------------

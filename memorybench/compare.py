@@ -19,20 +19,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .aggregate import HIGHER_IS_BETTER
+from . import metric_registry as registry
 from .leaderboard import IncomparableRunsError
 from .results import load_run_json, load_summary
 
-DEFAULT_METRICS = ("psnr", "ssim", "lpips", "psnr_memory", "ssim_memory", "lpips_memory", "retention")
-DEFAULT_TOLERANCE = {"psnr": 0.5, "ssim": 0.01, "lpips": 0.01, "retention": 0.05}
+DEFAULT_METRICS = ("recall", "psnr", "ssim", "lpips", "psnr_memory", "ssim_memory", "lpips_memory")
 EXIT_OK, EXIT_REGRESSION, EXIT_NOT_COMPARABLE = 0, 1, 4
 
 
 def tolerance_for(metric: str, overrides: dict[str, float]) -> float:
+    """``overrides[metric]``, else ``overrides[base name]`` (``psnr`` for ``psnr_memory``), else the
+    registry's default tolerance of the metric."""
     if metric in overrides:
         return overrides[metric]
     base = metric.split("_")[0]
-    return overrides.get(base, DEFAULT_TOLERANCE.get(base, 0.0))
+    if base in overrides:
+        return overrides[base]
+    m = registry.all_metrics().get(metric)
+    return m.tolerance if m is not None else 0.0
 
 
 def parse_tolerances(text: str | None) -> dict[str, float]:
@@ -44,7 +48,7 @@ def parse_tolerances(text: str | None) -> dict[str, float]:
         k, sep, v = part.partition("=")
         try:
             if not sep:
-                return {m: float(k) for m in set(DEFAULT_TOLERANCE) | set(DEFAULT_METRICS)}
+                return {m: float(k) for m in registry.all_metrics()}
             out[k.strip()] = float(v)
         except ValueError:
             from .errors import MemorybenchError
@@ -66,7 +70,9 @@ class Row:
 
 
 def _values(group: dict) -> dict:
-    return {**group.get("metrics", {}), **group.get("retention", {})}
+    from .leaderboard import group_values
+
+    return group_values(group)
 
 
 def check_comparable(base_meta: dict, base_sum: dict, cur_meta: dict, cur_sum: dict) -> None:
@@ -112,7 +118,7 @@ def compare(baseline: str | Path, current: str | Path, metrics: Sequence[str] = 
             if not c or c.get("mean") is None:
                 rows.append(Row(bg["task"], bg["protocol"], m, b, c or {}, tol, None, "missing"))
                 continue
-            higher = HIGHER_IS_BETTER.get(m, True)
+            higher = registry.higher_is_better(m)
             worse_by = (b["mean"] - c["mean"]) if higher else (c["mean"] - b["mean"])
             outside_ci = True
             if c.get("ci_low") is not None:

@@ -136,7 +136,7 @@ def merge(shard_paths: Sequence[str | Path], out: str | Path, retention: bool = 
     tmp.mkdir(parents=True)
     atomic_write_json(tmp / RUN_JSON, merged)
     for path, _ in metas:
-        for sub in ("records", "predictions"):
+        for sub in ("records", "items", "predictions"):
             src = path / sub
             if src.is_dir():
                 shutil.copytree(src, tmp / sub, dirs_exist_ok=True)

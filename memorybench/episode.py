@@ -17,7 +17,21 @@ Definitions (pinned; they are part of the task format, ``TASK_FORMAT_VERSION``):
 * ``memory_gap[t]`` (one number per frame): the median ``age`` over the frame's memory-only
   pixels when there are at least ``min_memory_pixels`` of them; otherwise the median ``age`` over
   the frame's non-novel pixels (usually 1: everything was visible a frame ago); ``NEVER_SEEN``
-  when every pixel is novel.
+  when every pixel is novel. This is the gap under the ``teacher-forced`` protocol, where the
+  model observes the true history.
+* ``memory_gap_rollout[t]``: the same, with ages counted from **what a model under the rollout
+  protocol saw**: it observes the context (frames ``< C``) and then only its own predictions, so
+  for ``t >= C`` a pixel's age is ``t - s`` with ``s`` the last *context* frame that showed its
+  content (predicted frames of the true trajectory do not count: the model never saw them).
+  For ``t < C`` it equals ``memory_gap``. The memory *mask* is the same under both protocols (it
+  says which content left the view and came back, a property of the trajectory); only the gap,
+  the time over which a model must carry the content, depends on what it observed.
+
+**Memory items** (``MemoryItems``, one record per episode) are the identification tests behind
+the headline ``recall`` metric (``memorybench.recall``): each names a predicted frame, the pixels
+of one piece of remembered content there (an object, a tile), the true candidate among a set of
+alternatives the task could have shown there (defined by the family), and the item's gaps under
+both protocols. Items are derived from the same memory masks; see each family's docstring.
 """
 
 from __future__ import annotations
@@ -39,9 +53,126 @@ ARRAY_LAYOUT: dict[str, tuple[str, tuple[str, ...]]] = {
     "actions": ("int64", ("T", "A")),
     "poses": ("float32", ("T", "P")),
     "memory_gap": ("int32", ("T",)),
+    "memory_gap_rollout": ("int32", ("T",)),
     "memory_mask": ("bool", ("T", "H", "W")),
     "novel_mask": ("bool", ("T", "H", "W")),
 }
+
+
+ITEM_ARRAYS: dict[str, str] = {
+    "frame": "int32",  # [I] the predicted frame the item is tested in
+    "gap": "int32",  # [I] frames since its content was last visible (true history: teacher-forced)
+    "gap_rollout": "int32",  # [I] frames since it was last visible in a context frame (rollout)
+    "truth": "int32",  # [I] index of the true candidate in the family's candidate list
+    "key": "int32",  # [I] family-defined (occlusion: the slot; scene: the tile)
+    "pixel_offsets": "int64",  # [I + 1] item i's pixels are pixels[pixel_offsets[i]:pixel_offsets[i + 1]]
+    "pixels": "int32",  # [P] flat pixel indices y * W + x, in increasing order per item
+    "exclude_offsets": "int64",  # [I + 1] candidates item i excludes (see ``MemoryItems``)
+    "exclude": "int32",  # [X]
+}
+
+
+@dataclass
+class MemoryItems:
+    """The identification tests of one episode (see ``memorybench.recall``).
+
+    Item ``i`` asks: in predicted frame ``frame[i]``, on the pixels ``pixels_of(i)``, is the
+    prediction closer (mean squared error) to the true content than to every other *candidate*
+    the task could have shown there? The candidates are defined by the generator family
+    (``Generator.item_candidates``): e.g. every object of the object space in that slot, or every
+    colour of the palette for that tile. ``exclude`` lists candidates that are not offered for an
+    item because a model without memory could rule them out from the recent true frames (e.g. an
+    object visible in another slot right now); ``truth`` is never excluded. ``extra`` holds the
+    family's data for rendering candidates (e.g. the background behind the objects).
+    """
+
+    frame: np.ndarray
+    gap: np.ndarray
+    gap_rollout: np.ndarray
+    truth: np.ndarray
+    key: np.ndarray
+    pixel_offsets: np.ndarray
+    pixels: np.ndarray
+    exclude_offsets: np.ndarray
+    exclude: np.ndarray
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.frame.shape[0])
+
+    def pixels_of(self, i: int) -> np.ndarray:
+        return self.pixels[self.pixel_offsets[i]:self.pixel_offsets[i + 1]]
+
+    def excluded(self, i: int) -> np.ndarray:
+        return self.exclude[self.exclude_offsets[i]:self.exclude_offsets[i + 1]]
+
+    @classmethod
+    def build(cls, rows: list[dict], extra: dict | None = None) -> "MemoryItems":
+        """From one dict per item: ``frame, gap, gap_rollout, truth, key, pixels`` (1-D int array)
+        and optionally ``exclude`` (1-D int array)."""
+        rows = sorted(rows, key=lambda r: (r["frame"], r["key"]))
+        pix = [np.asarray(r["pixels"], np.int32) for r in rows]
+        exc = [np.asarray(r.get("exclude", ()), np.int32) for r in rows]
+
+        def offsets(parts):
+            return np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
+
+        col = lambda k: np.array([r[k] for r in rows], dtype=np.int32)  # noqa: E731
+        return cls(frame=col("frame"), gap=col("gap"), gap_rollout=col("gap_rollout"), truth=col("truth"),
+                   key=col("key"), pixel_offsets=offsets(pix),
+                   pixels=np.concatenate(pix) if pix else np.zeros(0, np.int32),
+                   exclude_offsets=offsets(exc), exclude=np.concatenate(exc) if exc else np.zeros(0, np.int32),
+                   extra={k: np.ascontiguousarray(v) for k, v in (extra or {}).items()})
+
+    @classmethod
+    def empty(cls) -> "MemoryItems":
+        return cls.build([])
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = {k: np.ascontiguousarray(getattr(self, k), dtype=d) for k, d in ITEM_ARRAYS.items()}
+        out.update({f"extra.{k}": v for k, v in sorted(self.extra.items())})
+        return out
+
+    def to_bytes(self) -> bytes:
+        """An ``.npz`` archive (uncompressed, no pickles)."""
+        import io
+
+        buf = io.BytesIO()
+        np.savez(buf, **self.arrays())
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "MemoryItems":
+        import io
+
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        missing = sorted(set(ITEM_ARRAYS) - set(arrays))
+        if missing:
+            raise ValueError(f"memory items lack arrays {missing}")
+        extra = {k[len("extra."):]: v for k, v in arrays.items() if k.startswith("extra.")}
+        return cls(**{k: arrays[k].astype(d, copy=False) for k, d in ITEM_ARRAYS.items()}, extra=extra)
+
+    def check(self, frames: int, height: int, width: int) -> None:
+        """Raise ``ValueError`` if the arrays are inconsistent with an episode of that size."""
+        n = len(self)
+        for k in ("gap", "gap_rollout", "truth", "key"):
+            if getattr(self, k).shape != (n,):
+                raise ValueError(f"memory items: '{k}' has shape {getattr(self, k).shape}, expected ({n},)")
+        for off, data, name in ((self.pixel_offsets, self.pixels, "pixels"), (self.exclude_offsets, self.exclude, "exclude")):
+            if off.shape != (n + 1,) or off[0] != 0 or off[-1] != len(data) or np.any(np.diff(off) < 0):
+                raise ValueError(f"memory items: '{name}' offsets are inconsistent")
+        if n and (self.frame.min() < 0 or self.frame.max() >= frames):
+            raise ValueError("memory items: a frame index is outside the episode")
+        if len(self.pixels) and (self.pixels.min() < 0 or self.pixels.max() >= height * width):
+            raise ValueError("memory items: a pixel index is outside the frame")
+        if n and np.any(np.diff(self.pixel_offsets) == 0):
+            raise ValueError("memory items: an item has no pixels")
+
+    def sha256_update(self, h) -> None:
+        for name, a in self.arrays().items():
+            h.update(f"items.{name}:{a.dtype.str}:{a.shape};".encode())
+            h.update(a.tobytes())
 
 
 @dataclass
@@ -54,9 +185,12 @@ class Episode:
     frames: np.ndarray  # uint8 [T, H, W, 3]
     actions: np.ndarray  # int64 [T, A]
     poses: np.ndarray  # float32 [T, P]
-    memory_gap: np.ndarray  # int32 [T]
+    memory_gap: np.ndarray  # int32 [T] (teacher-forced: from the true history)
+    memory_gap_rollout: np.ndarray  # int32 [T] (rollout: from what the context showed)
     memory_mask: np.ndarray  # bool [T, H, W]
     novel_mask: np.ndarray  # bool [T, H, W]
+    #: the identification tests of the headline ``recall`` metric (None: the family has none)
+    items: MemoryItems | None = None
     #: JSON-serialisable facts about the episode (e.g. each occlusion trial's gap, reveal frame and
     #: object); stored and hashed with the arrays
     info: dict = field(default_factory=dict)
@@ -71,6 +205,10 @@ class Episode:
     def arrays(self) -> dict[str, np.ndarray]:
         return {k: getattr(self, k) for k in ARRAY_LAYOUT}
 
+    def gaps(self, protocol: str) -> np.ndarray:
+        """Per-frame memory gaps counted from what a model under ``protocol`` observed."""
+        return self.memory_gap_rollout if protocol == "rollout" else self.memory_gap
+
     def check(self, frames: int, resolution: tuple[int, int], action_dims: int, pose_dims: int) -> None:
         """Raise ``ValueError`` naming the array if any shape or dtype is not what the spec says."""
         dims = {"T": frames, "H": resolution[0], "W": resolution[1], "A": action_dims, "P": pose_dims, "3": 3}
@@ -83,41 +221,54 @@ class Episode:
                 raise ValueError(
                     f"episode {self.index}: '{name}' has dtype {a.dtype} and shape {a.shape}, "
                     f"expected {dtype} {want}")
+        if self.items is not None:
+            self.items.check(frames, resolution[0], resolution[1])
 
     def info_json(self) -> str:
         return json.dumps(self.info, sort_keys=True, separators=(",", ":"))
 
     def sha256(self) -> str:
-        """Hash of every stored array (shape, dtype and bytes, in ``ARRAY_LAYOUT`` order) and ``info``."""
+        """Hash of every stored array (shape, dtype and bytes, in ``ARRAY_LAYOUT`` order), the memory
+        items and ``info``."""
         h = hashlib.sha256()
         for name in ARRAY_LAYOUT:
             a = np.ascontiguousarray(getattr(self, name))
             h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
             h.update(a.tobytes())
+        if self.items is not None:
+            self.items.sha256_update(h)
         h.update(b"info:" + self.info_json().encode())
         return h.hexdigest()
 
 
 @dataclass
 class MemoryMetadata:
-    age: np.ndarray  # int32 [T, H, W], NEVER_SEEN where novel
+    age: np.ndarray  # int32 [T, H, W], NEVER_SEEN where novel (true history)
     memory_gap: np.ndarray  # int32 [T]
     memory_mask: np.ndarray  # bool [T, H, W]
     novel_mask: np.ndarray  # bool [T, H, W]
+    #: int32 [T, H, W]: ages counted from the context for t >= C (see the module docstring)
+    age_rollout: np.ndarray | None = None
+    memory_gap_rollout: np.ndarray | None = None
 
 
 def memory_metadata(content_ids: np.ndarray, recent_window: int, context_frames: int | None = None,
-                    num_ids: int | None = None, min_memory_pixels: int = MIN_MEMORY_PIXELS) -> MemoryMetadata:
+                    num_ids: int | None = None, min_memory_pixels: int = MIN_MEMORY_PIXELS,
+                    memory_eligible: np.ndarray | None = None) -> MemoryMetadata:
     """Ages, masks and per-frame gaps from a ``[T, H, W]`` map of content identities.
 
     One pass over time with a ``last_seen`` table indexed by content id: O(T * H * W). Pass
     ``num_ids`` (all ids are below it) to index the table directly; otherwise ids are compacted.
+    ``memory_eligible`` (bool, indexed by content id; needs ``num_ids``) restricts the memory mask
+    to the content a family tests memory on (e.g. objects, not the background around them).
     """
     ids = np.asarray(content_ids)
     if ids.ndim != 3:
         raise ValueError(f"content_ids must be [T, H, W], got shape {ids.shape}")
     if ids.size and ids.min() < 0:
         raise ValueError("content ids must be non-negative")
+    if memory_eligible is not None and num_ids is None:
+        raise ValueError("memory_eligible needs num_ids")
     T, H, W = ids.shape
     flat = ids.reshape(T, H * W)
     if num_ids is not None and (ids.size == 0 or ids.max() < num_ids):
@@ -127,20 +278,33 @@ def memory_metadata(content_ids: np.ndarray, recent_window: int, context_frames:
         inv, table = inv.reshape(T, H * W), uniq.size
     last = np.full(table, -1, dtype=np.int64)
     age = np.empty((T, H * W), dtype=np.int32)
+    age_r = np.empty((T, H * W), dtype=np.int32)
     novel = np.empty((T, H * W), dtype=bool)
     C = T if context_frames is None else context_frames
     in_context = None
+    last_ctx = None
     for t in range(T):  # the scan over time is inherently sequential
         if t == C:
             in_context = last >= 0  # content some context frame shows
+            last_ctx = last.copy()  # ... and the last context frame that showed it
         row = inv[t]
         prev = last[row]
         age[t] = np.where(prev >= 0, t - prev, NEVER_SEEN)
-        novel[t] = prev < 0 if in_context is None else ~in_context[row]
+        if last_ctx is None:
+            age_r[t] = age[t]
+            novel[t] = prev < 0
+        else:
+            pc = last_ctx[row]
+            age_r[t] = np.where(pc >= 0, t - pc, NEVER_SEEN)
+            novel[t] = ~in_context[row]
         last[row] = t
     memory = ~novel & (age > recent_window)
+    if memory_eligible is not None:
+        memory &= np.asarray(memory_eligible, bool)[flat]
     gap = frame_gaps(age, memory, novel, min_memory_pixels)
-    return MemoryMetadata(age.reshape(T, H, W), gap, memory.reshape(T, H, W), novel.reshape(T, H, W))
+    gap_r = frame_gaps(age_r, memory, novel, min_memory_pixels)
+    return MemoryMetadata(age.reshape(T, H, W), gap, memory.reshape(T, H, W), novel.reshape(T, H, W),
+                          age_r.reshape(T, H, W), gap_r)
 
 
 def _masked_lower_median(age: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -29,17 +29,23 @@ from typing import Sequence
 import pandas as pd
 
 from . import __version__
-from .aggregate import HIGHER_IS_BETTER
+from . import metric_registry as registry
 from .errors import MemorybenchError
 from .results import expand_run_dirs, load_run_json, load_summary
 
-HEADLINE = ("psnr", "ssim", "lpips", "psnr_memory", "ssim_memory", "lpips_memory", "retention")
-DEFAULT_COLUMNS = ("psnr", "lpips", "psnr_memory", "lpips_memory", "retention")
-GAP_METRICS = ("psnr_memory", "retention")
-LABELS = {"psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS", "psnr_known": "PSNR known", "ssim_known": "SSIM known",
-          "lpips_known": "LPIPS known", "psnr_memory": "PSNR mem", "ssim_memory": "SSIM mem",
-          "lpips_memory": "LPIPS mem", "retention": "Retention", "retention_lpips": "Retention (LPIPS)",
-          "retention_ssim": "Retention (SSIM)"}
+HEADLINE = ("recall", "memory_horizon", "psnr", "lpips", "psnr_memory", "lpips_memory", "retention")
+DEFAULT_COLUMNS = ("recall", "memory_horizon", "psnr", "lpips", "psnr_memory", "lpips_memory", "retention")
+GAP_METRICS = ("recall", "psnr_memory")
+
+
+class _Labels(dict):
+    """Metric labels from the registry (a mapping, for the renderers)."""
+
+    def get(self, key, default=None):
+        return registry.label(key)
+
+
+LABELS = _Labels()
 
 
 class IncomparableRunsError(MemorybenchError):
@@ -85,7 +91,7 @@ def model_labels(runs: list[dict]) -> dict[str, str]:
 class Board:
     """The cells of a leaderboard, in long form, plus what the renderers need to know."""
 
-    cells: pd.DataFrame  # model, privileged, column (task label), task, protocol, metric, gap_bin, mean, ci_low, ci_high, n
+    cells: pd.DataFrame  # model, reference, kind, column (task label), task, protocol, metric, gap_bin, mean, ci_low, ci_high, n
     notes: dict = field(default_factory=dict)  # (model, column, protocol) -> footnote text for incomplete cells
     runs: list = field(default_factory=list)
     metrics: tuple = DEFAULT_COLUMNS
@@ -100,10 +106,15 @@ class Board:
 
     def models(self, protocol: str) -> list[tuple[str, bool]]:
         sub = self.cells[self.cells.protocol == protocol]
-        order = sub.drop_duplicates("model")[["model", "privileged"]]
-        # contenders first (alphabetical), references last
-        rows = sorted(order.itertuples(index=False), key=lambda r: (bool(r.privileged), r.model))
-        return [(r.model, bool(r.privileged)) for r in rows]
+        order = sub.drop_duplicates("model")[["model", "reference", "kind"]]
+        # contenders first (alphabetical), then the references: no-memory, lossy memory, oracles
+        rank = {"contender": 0, "no-memory": 1, "lossy-memory": 2, "oracle": 3}
+        rows = sorted(order.itertuples(index=False), key=lambda r: (rank.get(r.kind, 1), r.model))
+        return [(r.model, bool(r.reference)) for r in rows]
+
+    def kind(self, model: str) -> str:
+        sub = self.cells[self.cells.model == model]
+        return str(sub["kind"].iloc[0]) if len(sub) else "contender"
 
     def value(self, model: str, column: str, protocol: str, metric: str, gap_bin: str | None = None) -> dict | None:
         c = self.cells
@@ -116,12 +127,12 @@ class Board:
         """The contender (non-reference, complete) with the best mean in a column: a partial run's
         mean is over other episodes, so it is shown (marked) but never ranked."""
         c = self.cells
-        sel = (c.column == column) & (c.protocol == protocol) & (c.metric == metric) & ~c.privileged & c.complete
+        sel = (c.column == column) & (c.protocol == protocol) & (c.metric == metric) & ~c.reference & c.complete
         sel &= c.gap_bin.isna() if gap_bin is None else (c.gap_bin == gap_bin)
         sub = c[sel].dropna(subset=["mean"])
         if len(sub) < 2:
             return None
-        higher = HIGHER_IS_BETTER.get(metric, True)
+        higher = registry.higher_is_better(metric)
         row = sub.loc[sub["mean"].idxmax() if higher else sub["mean"].idxmin()]
         return row["model"]
 
@@ -158,7 +169,8 @@ def build(runs: list[dict], metrics: Sequence[str] = DEFAULT_COLUMNS, gap_metric
     for r in runs:
         meta, summary = r["meta"], r["summary"]
         model = labels[meta["model"]["identity_hash"]]
-        priv = bool(meta["model"].get("privileged"))
+        kind = model_kind(meta["model"])
+        priv = kind != "contender"
         tasks = {t["key"]: t for t in meta["tasks"]}
         for g in summary["groups"].values():
             if protocols and g["protocol"] not in protocols:
@@ -172,9 +184,9 @@ def build(runs: list[dict], metrics: Sequence[str] = DEFAULT_COLUMNS, gap_metric
             if not g.get("complete", False):
                 done = g.get("episodes", 0)
                 notes[(model, col, g["protocol"])] = f"incomplete: {done} of {g.get('episodes_selected', '?')} episodes"
-            base = {"model": model, "privileged": priv, "column": col, "task": g["task"], "protocol": g["protocol"],
+            base = {"model": model, "reference": priv, "kind": kind, "column": col, "task": g["task"], "protocol": g["protocol"],
                     "complete": bool(g.get("complete", False)), "run": str(r["path"])}
-            values = {**g.get("metrics", {}), **g.get("retention", {})}
+            values = group_values(g)
             for m in metrics:
                 v = values.get(m) or {}
                 rows.append({**base, "metric": m, "gap_bin": None, "gap_lo": None, **_num(v)})
@@ -207,6 +219,23 @@ def efficiency_rows(board: Board) -> list[list[str]]:
     return rows
 
 
+def model_kind(model_meta: dict) -> str:
+    """``contender``, or the kind of calibration reference (``no-memory``, ``lossy-memory``, ``oracle``)."""
+    kind = model_meta.get("reference_kind")
+    if kind:
+        return str(kind)
+    return "oracle" if model_meta.get("privileged") else "contender"
+
+
+def group_values(g: dict) -> dict:
+    """Every metric of a summary group by name (metrics, retention indices, the memory horizon)."""
+    values = {**g.get("metrics", {}), **g.get("retention", {})}
+    if g.get("memory_horizon") is not None:
+        values["memory_horizon"] = {"mean": g["memory_horizon"], "ci_low": None, "ci_high": None,
+                                    "n": g.get("episodes", 0)}
+    return values
+
+
 def _num(v: dict) -> dict:
     f = lambda x: float("nan") if x is None else float(x)  # noqa: E731
     return {"mean": f(v.get("mean")), "ci_low": f(v.get("ci_low")), "ci_high": f(v.get("ci_high")), "n": v.get("n", 0)}
@@ -217,7 +246,7 @@ def _num(v: dict) -> dict:
 
 
 def _digits(metric: str) -> int:
-    return 2 if metric.startswith("psnr") else 3
+    return registry.decimals(metric)
 
 
 def fmt_value(v: dict | None, metric: str) -> tuple[str, str]:
@@ -244,7 +273,59 @@ def fmt_ci(v: dict | None, digits: int = 3) -> str:
 
 
 def _arrow(metric: str) -> str:
-    return "↑" if HIGHER_IS_BETTER.get(metric, True) else "↓"
+    return "↑" if registry.higher_is_better(metric) else "↓"
+
+
+# ------------------------------------------------------------------------------------------
+# the headline: one compact row per model
+
+#: the context length at which the headline reports the cost per generated frame
+HEADLINE_CONTEXT = 512
+KIND_LABEL = {"contender": "", "no-memory": "no memory", "lossy-memory": "lossy memory", "oracle": "oracle"}
+
+
+def _latency(profiles: Sequence[dict], model: str) -> str:
+    """ms per generated frame of ``model`` at ``HEADLINE_CONTEXT`` (or the nearest profiled context)."""
+    for p in profiles:
+        if p["model"] == model.split(" (")[0] and p.get("points"):
+            pt = min(p["points"], key=lambda q: abs(q["context"] - HEADLINE_CONTEXT))
+            return f"{pt['latency_ms']:.1f}" + ("" if pt["context"] == HEADLINE_CONTEXT else f" @{pt['context']}")
+    return "—"
+
+
+def headline_table(board: Board, protocol: str = "rollout") -> list[list[str]]:
+    """Header and rows: a row per model with ``recall`` per task [95% CI], their mean, the memory
+    horizon per task (frames) and the cost per generated frame (ms, from profiles)."""
+    cols = [c for c in board.columns(protocol) if board.cells[(board.cells.column == c) & (board.cells.metric == "recall")
+                                                               & board.cells["mean"].notna()].shape[0]]
+    header = ["Model", "kind"] + [f"{c} recall ↑" for c in cols] + ["mean recall ↑", "horizon (frames) ↑",
+                                                                     f"ms / frame @{HEADLINE_CONTEXT}"]
+    rows = []
+    for model, ref in board.models(protocol):
+        kind = board.kind(model)
+        cells = [f"*{model}*" if ref else model, KIND_LABEL.get(kind, kind)]
+        means, horizons = [], []
+        for c in cols:
+            v = board.value(model, c, protocol, "recall")
+            mean, ci = fmt_value(v, "recall")
+            note = board.notes.get((model, c, protocol))
+            best = mean != "—" and not ref and board.best(c, protocol, "recall") == model
+            cells.append((f"**{mean}**" if best else mean) + (f" {ci}" if ci else "") + (" †" if note and mean != "—" else ""))
+            means.append(None if mean == "—" else v["mean"])
+            h = board.value(model, c, protocol, "memory_horizon")
+            horizons.append("—" if not h or h.get("mean") is None or math.isnan(h["mean"]) else str(int(h["mean"])))
+        cells.append(f"{sum(means) / len(means):.3f}" if means and None not in means else "—")
+        cells.append(" / ".join(horizons))
+        cells.append(_latency(board.profiles, model))
+        rows.append(cells)
+    return [header] + rows
+
+
+def headline_markdown(board: Board, protocol: str = "rollout") -> str:
+    table = headline_table(board, protocol)
+    out = ["| " + " | ".join(table[0]) + " |", "|---|---|" + "---:|" * (len(table[0]) - 2)]
+    out += ["| " + " | ".join(r) + " |" for r in table[1:]]
+    return "\n".join(out) + "\n"
 
 
 # ------------------------------------------------------------------------------------------
@@ -254,6 +335,13 @@ def _arrow(metric: str) -> str:
 def to_markdown(board: Board) -> str:
     out = ["<!-- generated by memorybench; do not edit by hand -->", ""]
     footnotes: list[str] = []
+    for p in board.protocols():
+        if "recall" in board.metrics and (board.cells.metric == "recall").any():
+            out += [f"### Headline ({p}): recall (0 = chance, 1 = perfect identification) and memory horizon", "",
+                    headline_markdown(board, p).rstrip(), "",
+                    "Horizon: the largest memory gap (frames, lower edge of its bin) at which recall's 95% CI stays "
+                    "above the no-memory band (0.05), per task in column order. References in italics are never "
+                    "ranked.", ""]
     for p in board.protocols():
         out.append(f"### Protocol: {p}")
         out.append("")
@@ -381,7 +469,7 @@ def to_frame(board: Board) -> pd.DataFrame:
     df = board.cells.copy()
     df["gap_bin"] = df["gap_bin"].fillna("")
     df["note"] = [board.notes.get((m, c, p), "") for m, c, p in zip(df.model, df.column, df.protocol)]
-    cols = ["model", "privileged", "task", "column", "protocol", "metric", "gap_bin", "mean", "ci_low", "ci_high", "n",
+    cols = ["model", "kind", "task", "column", "protocol", "metric", "gap_bin", "mean", "ci_low", "ci_high", "n",
             "complete", "note"]
     return df[cols].reset_index(drop=True)
 
@@ -515,9 +603,9 @@ def long_frame(runs: list[dict]) -> pd.DataFrame:
     for r in runs:
         model = r["meta"]["model"]
         for g in r["summary"]["groups"].values():
-            values = {**g.get("metrics", {}), **g.get("retention", {})}
+            values = group_values(g)
             for metric, v in values.items():
-                rows.append({"model": labels[model["identity_hash"]], "privileged": model.get("privileged", False),
+                rows.append({"model": labels[model["identity_hash"]], "reference": model_kind(model) != "contender",
                              "task": g["task"], "protocol": g["protocol"], "metric": metric, "mean": v["mean"],
                              "ci_low": v["ci_low"], "ci_high": v["ci_high"], "n": v["n"],
                              "complete": g.get("complete", False), "run": str(r["path"])})

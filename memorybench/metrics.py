@@ -28,10 +28,15 @@ Definitions (pinned; they are also in :data:`METRIC_DEFINITIONS`, saved with eve
   ``lin_l`` (= ``lpips.LPIPS(spatial=False)``); masked LPIPS = mean over the masked pixels of the
   map ``sum_l upsample(lin_l, (H, W), bilinear, align_corners=False)`` (= ``spatial=True``).
   Computed in float32 like the ``lpips`` package.
+* **MSE**: ``mse``, ``mse_known``, ``mse_memory``: the mean squared error PSNR is computed from,
+  float64, per frame. Aggregates convert the *mean* MSE to PSNR (``memorybench.metric_registry``).
 * **Variants**: ``psnr``/``ssim``/``lpips`` over the whole frame; ``*_known`` over the pixels that
   are not novel (``~novel_mask``: content seen before); ``*_memory`` over the memory-only pixels
   (``memory_mask``). A mask with no pixels gives NaN; aggregates over frames are NaN-aware means.
-  Note that ``ssim_known`` of a frame without novel pixels is the uncropped-map mean, not ``ssim``.
+  Masked SSIM and LPIPS are computed on a **composite**: the prediction inside the mask, the truth
+  outside it (``where(mask, pred, target)`` against ``target``), then their maps are averaged over
+  the mask: they read the masked content, not the errors of its neighbours that their windows and
+  receptive fields straddle. (A frame whose mask covers every pixel is its own composite.)
 
 Sizes: SSIM needs ``H, W >= 11`` (scikit-image's window); LPIPS needs ``H, W >= 31`` (AlexNet's
 second max-pool needs a 3x3 input). 32x32 and 64x64 frames work.
@@ -64,10 +69,10 @@ SSIM_MIN_SIZE = 2 * SSIM_RADIUS + 1
 #: default work unit of FrameScorer: frames per chunk = PIXELS_PER_CHUNK // (H * W)
 PIXELS_PER_CHUNK = 1 << 20
 
-BASE_METRICS = ("psnr", "ssim", "lpips")
+BASE_METRICS = ("mse", "psnr", "ssim", "lpips")
 VARIANTS = ("", "_known", "_memory")
 HIGHER_IS_BETTER: dict[str, bool] = {
-    m + v: better for m, better in (("psnr", True), ("ssim", True), ("lpips", False)) for v in VARIANTS}
+    m + v: better for m, better in (("mse", False), ("psnr", True), ("ssim", True), ("lpips", False)) for v in VARIANTS}
 COUNT_KEYS = ("memory_pixels", "novel_pixels")
 
 
@@ -80,25 +85,30 @@ def _version(dist: str) -> str | None:
 
 #: Saved into every results file: what the numbers mean and what computed them.
 METRIC_DEFINITIONS: dict = {
-    "per_frame": "every metric is computed per frame; aggregates are NaN-aware means over frames",
+    "per_frame": "every metric is computed per frame; aggregates are NaN-aware means over frames; task-level PSNR is "
+                 "10*log10(1/mean MSE) (mean over frames, then episodes), not a mean of per-frame PSNR",
+    "mse": "mean squared error over the (masked) pixels and 3 channels, float64, data range 1.0",
     "psnr": ("MSE over the (masked) pixels and 3 channels, computed in float64; PSNR = 10*log10(1/MSE), "
              f"data range 1.0; capped at {PSNR_CAP_DB} dB (MSE <= {PSNR_MIN_MSE} gives {PSNR_CAP_DB})"),
     "ssim": ("skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, "
              "data_range=1.0, channel_axis=-1) in float64: Gaussian window sigma 1.5 truncate 3.5 (11 taps), "
              "scipy 'reflect' (symmetric) borders, K1=0.01, K2=0.03, per channel then averaged over channels; "
              "whole frame = mean of the map cropped by 5 pixels at each border (skimage's value); masked = mean "
-             "of the full (uncropped) map over channels and masked pixels"),
+             "over channels and masked pixels of the full (uncropped) map of the composite where(mask, pred, target) "
+             "against target"),
     "lpips": ("LPIPS v0.1 net='alex' in float32: inputs 2x-1, scaling layer shift (-0.030,-0.088,-0.188) "
               "scale (0.458,0.448,0.450), torchvision AlexNet relu1..relu5, channel-unit-normalised squared "
               "feature differences, 1x1 linear layers of the lpips package; whole frame = sum over layers of "
               "the spatial mean (lpips.LPIPS(spatial=False)); masked = mean over masked pixels of the sum over "
-              "layers of bilinear upsampling (align_corners=False) to HxW (lpips.LPIPS(spatial=True)); "
+              "layers of bilinear upsampling (align_corners=False) to HxW (lpips.LPIPS(spatial=True)) of the "
+              "composite where(mask, pred, target) against target; "
               "convolutions in full float32 precision (TF32 disabled on GPUs)"),
     "variants": {
         "": "whole frame",
         "_known": "pixels not in novel_mask (content seen before)",
         "_memory": "pixels in memory_mask (content seen before, but not in the recent window)",
         "empty_mask": "NaN",
+        "composite": "masked SSIM and LPIPS score where(mask, pred, target) against target, averaged over the mask",
     },
     "higher_is_better": HIGHER_IS_BETTER,
     "libraries": {name: _version(name) for name in ("torch", "torchmetrics", "lpips", "scikit-image", "safetensors")},
@@ -307,9 +317,13 @@ class FrameScorer:
     """
 
     def __init__(self, device: str | torch.device = "cpu", lpips: bool = True, chunk_size: int | None = None,
-                 allow_download: bool | None = None):
+                 allow_download: bool | None = None, user_metrics: bool = True):
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        from .metric_registry import user_metrics as registered
+
+        #: metrics registered by plugins (entry points ``memorybench.metrics``), scored per frame too
+        self.user_metrics = registered() if user_metrics else []
         self.device = torch.device(device)
         self.chunk_size = chunk_size
         self.with_lpips = bool(lpips)
@@ -324,12 +338,15 @@ class FrameScorer:
 
     @property
     def keys(self) -> tuple[str, ...]:
-        metrics = BASE_METRICS if self.with_lpips else BASE_METRICS[:2]
-        return tuple(m + v for v in VARIANTS for m in metrics)
+        metrics = BASE_METRICS if self.with_lpips else BASE_METRICS[:3]
+        return tuple(m + v for v in VARIANTS for m in metrics) + tuple(m.name for m in self.user_metrics)
 
     def definitions(self) -> dict:
         """:data:`METRIC_DEFINITIONS` plus where this scorer's LPIPS weights actually came from."""
         d = copy.deepcopy(METRIC_DEFINITIONS)
+        if self.user_metrics:
+            d["user_metrics"] = {m.name: {"description": m.description, "fn": f"{m.fn.__module__}:{m.fn.__qualname__}"}
+                                 for m in self.user_metrics}
         if self.with_lpips:
             d["lpips_weights"]["loaded_from"] = self.weights_source
             d["lpips_weights"]["loaded_backbone_content_sha256"] = self.backbone_sha256
@@ -360,23 +377,46 @@ class FrameScorer:
         out: dict[str, torch.Tensor] = {}
 
         sq_err = ((pred.to(torch.float64) - target.to(torch.float64)) ** 2).sum(dim=1)  # [n, H, W]
-        out["psnr"] = psnr_per_frame(sq_err)
+        out["mse"] = sq_err.mean(dim=(1, 2)) / 3
         for v, m in masks.items():
-            out["psnr" + v] = psnr_per_frame(sq_err, m)
+            out["mse" + v] = masked_mean(sq_err, m) / 3  # 0 / 0 = NaN for an empty mask, on purpose
+        for v in VARIANTS:
+            out["psnr" + v] = _psnr_from_mse(out["mse" + v])
+
+        # the frames whose mask covers some but not all pixels need a composite; a full mask is the
+        # prediction itself, an empty one gives NaN
+        partial = {v: m.any(dim=(1, 2)) & ~m.all(dim=(1, 2)) for v, m in masks.items()}
+        comps = {v: torch.where(m[partial[v]][:, None], pred[partial[v]], target[partial[v]]) for v, m in masks.items()}
 
         smap = ssim_map(pred, target, self._taps)
         out["ssim"] = ssim_whole(smap, (self._taps.numel() - 1) // 2)
         smap_c = smap.mean(dim=1)  # mean over channels, then over the masked pixels
         for v, m in masks.items():
-            out["ssim" + v] = masked_mean(smap_c, m)
+            vmap = smap_c.clone()
+            if partial[v].any():
+                vmap[partial[v]] = ssim_map(comps[v], target[partial[v]], self._taps).mean(dim=1)
+            out["ssim" + v] = masked_mean(vmap, m)
 
         if self.net is not None:
             n = pred.shape[0]
+            size = tuple(pred.shape[2:])
             feats = self.net.features(torch.cat([pred, target]))  # one pass for both images
-            whole, spatial = self.net.distances([f[:n] for f in feats], [f[n:] for f in feats], tuple(pred.shape[2:]))
+            ft = [f[n:] for f in feats]
+            whole, spatial = self.net.distances([f[:n] for f in feats], ft, size)
             out["lpips"] = whole.to(torch.float64)
             for v, m in masks.items():
-                out["lpips" + v] = masked_mean(spatial.to(torch.float64), m)
+                vmap = spatial.clone()
+                if partial[v].any():
+                    fc = self.net.features(comps[v])
+                    _, vmap[partial[v]] = self.net.distances(fc, [f[partial[v]] for f in ft], size)
+                out["lpips" + v] = masked_mean(vmap.to(torch.float64), m)
+
+        for metric in self.user_metrics:
+            values = metric.fn(pred, target, masks["_memory"], ~masks["_known"])
+            if not isinstance(values, torch.Tensor) or tuple(values.shape) != (pred.shape[0],):
+                raise ValueError(f"user metric '{metric.name}' returned {getattr(values, 'shape', type(values))}, "
+                                 f"expected a tensor of shape ({pred.shape[0]},)")
+            out[metric.name] = values.to(torch.float64)
 
         res = {k: out[k].to("cpu", torch.float64) for k in self.keys}
         res["memory_pixels"] = masks["_memory"].sum(dim=(1, 2)).to("cpu", torch.int64)
@@ -422,13 +462,16 @@ class MemoryMetrics(torchmetrics.Metric):
         return {k: _cat(getattr(self, k), torch.int64 if k in COUNT_KEYS else torch.float64) for k in self.score_keys}
 
     def compute(self) -> dict[str, torch.Tensor]:
-        """NaN-aware means over frames of every metric (NaN where no frame has a value), plus
-        ``frames`` and ``frames_with_memory`` (frames with at least one memory-only pixel)."""
+        """NaN-aware means over frames of every metric (NaN where no frame has a value), PSNR from
+        the mean MSE (as the aggregates do), plus ``frames`` and ``frames_with_memory`` (frames
+        with at least one memory-only pixel)."""
         out = {}
         for k in self.score_keys:
             if k in COUNT_KEYS:
                 continue
             out[k] = torch.nanmean(_cat(getattr(self, k), torch.float64))
+        for v in VARIANTS:
+            out["psnr" + v] = _psnr_from_mse(out["mse" + v])
         mem = _cat(self.memory_pixels, torch.int64)
         out["frames"] = torch.tensor(mem.numel())
         out["frames_with_memory"] = (mem > 0).sum()

@@ -13,6 +13,10 @@ One run directory holds one model evaluated on some tasks under some protocols::
                                 (episode, frame, memory_gap, pixel counts, every metric).
                                 Written to a temporary name and renamed: a file is either whole
                                 or absent, never half-written.
+      items/<task>@<tier>/<protocol>/ep-000012.jsonl
+                                the episode's memory items (memorybench.recall): one JSON line
+                                per item (frame, gap, hit, chance, premature, score); written
+                                just before the episode's records, atomically.
       predictions/<task>@<tier>/<protocol>/ep-000012.npz
                                 (--save-predictions) the generated frames, uint8 [N, H, W, 3].
       summary.json              aggregates with confidence intervals, completeness, timings.
@@ -188,6 +192,25 @@ class RunDir:
     def write_episode_records(self, task_key: str, protocol: str, episode: int, rows: list[dict]) -> None:
         body = "".join(json.dumps(r, allow_nan=True) + "\n" for r in rows)
         atomic_write_bytes(self.record_path(task_key, protocol, episode), body.encode())
+
+    def items_path(self, task_key: str, protocol: str, episode: int) -> Path:
+        return self.path / "items" / group_dir(task_key, protocol) / f"ep-{episode:06d}.jsonl"
+
+    def write_episode_items(self, task_key: str, protocol: str, episode: int, rows: list[dict]) -> None:
+        body = "".join(json.dumps(r, allow_nan=True) + "\n" for r in rows)
+        atomic_write_bytes(self.items_path(task_key, protocol, episode), body.encode())
+
+    def iter_items(self, task_key: str, protocol: str) -> Iterator[dict]:
+        """The per-item records of the finished episodes (those with a records file) of a group."""
+        for episode in sorted(self.done_episodes(task_key, protocol)):
+            f = self.items_path(task_key, protocol, episode)
+            if not f.exists():
+                continue
+            for i, line in enumerate(f.read_text(encoding="utf-8").splitlines()):
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{f}:{i + 1}: corrupt item record ({e})") from None
 
     def write_predictions(self, task_key: str, protocol: str, episode: int, frames_u8: np.ndarray,
                           start_frame: int) -> None:

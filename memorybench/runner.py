@@ -29,14 +29,17 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import storage
-from .aggregate import NO_MEMORY_REFERENCE, PERFECT_REFERENCE, AggregationConfig, records_frame, summarize_group
+from .aggregate import (NO_MEMORY_REFERENCE, PERFECT_REFERENCE, AggregationConfig, items_frame, records_frame,
+                        summarize_group)
 from .errors import MemorybenchError
 from .results import (RUN_JSON, SUMMARY, RunDir, RunExistsError, append_event, atomic_write_json, check_same_run,
                       load_run_json, new_run_meta, task_protocols)
 from .spec import TaskSpec, spec_from_dict
 
-#: bump when the scoring pipeline changes what a number means (part of run identity)
-METRICS_VERSION = 1
+#: bump when the scoring pipeline changes what a number means (part of run identity). 2: recall
+#: (identification of memory items), gaps counted from what the model observed, PSNR from the
+#: mean MSE, masked SSIM/LPIPS on composites, generator v2 masks.
+METRICS_VERSION = 2
 
 
 class AdapterError(MemorybenchError):
@@ -74,9 +77,15 @@ class RunRequest:
 
 def metrics_meta(scorer) -> dict:
     """The metric definitions a run used, including where the LPIPS weights actually came from."""
-    return {"version": METRICS_VERSION, **scorer.definitions(),
+    from .metric_registry import all_metrics
+    from .recall import RECALL_DEFINITION
+
+    return {"version": METRICS_VERSION, **scorer.definitions(), "recall": RECALL_DEFINITION,
+            "registry": {n: m.to_dict() for n, m in all_metrics().items()},
             "predictions": "quantised to uint8 as round(255 * x) before scoring",
-            "scored_frames": "the predicted frames: context_frames .. frames-1"}
+            "scored_frames": "the predicted frames: context_frames .. frames-1",
+            "memory_gap": "per protocol: rollout counts from the last context frame that showed the content, "
+                          "teacher-forced from the true history (memorybench.episode)"}
 
 
 def select_episodes(spec: TaskSpec, limit: int | None, shard: tuple[int, int] | None) -> list[int]:
@@ -262,8 +271,13 @@ def _progress(req: RunRequest, progress, total: int, name: str):
     return bar, bar.add_task(name, total=total)
 
 
-def _evaluate_batch(model, spec: TaskSpec, protocol: str, batch, device: str, scorer, run: RunDir,
-                    req: RunRequest, tm: dict, advance) -> None:
+def predict_episodes(model, spec: TaskSpec, protocol: str, batch, device: str, context_chunk: int = 128,
+                     advance: Callable[[int], None] | None = None) -> np.ndarray:
+    """Run the protocol on a batch of episodes; the predicted frames, uint8 ``[B, T - C, H, W, 3]``.
+
+    ``reset -> (bind) -> observe(context, in chunks) -> [predict(a_t) -> check -> observe(prediction
+    or truth)]``; every output is checked (``check_prediction``) and quantised as ``round(255 x)``.
+    """
     import torch
 
     B, C, T = len(batch), spec.context_frames, spec.frames
@@ -281,15 +295,14 @@ def _evaluate_batch(model, spec: TaskSpec, protocol: str, batch, device: str, sc
         return f"model '{name}', task {spec.key} ({protocol}), {eps}, frame {t}"
 
     preds = np.empty((B, T - C, H, W, 3), dtype=np.uint8)
-    t0 = time.perf_counter()
     with torch.inference_mode():
         with _calling(name, "reset", where_t(0)):
             model.reset(spec, B)
         if model.privileged:
             with _calling(name, "bind", where_t(0)):
                 model.bind(batch)
-        for s in range(0, C, req.context_chunk):
-            e = min(C, s + req.context_chunk)
+        for s in range(0, C, context_chunk):
+            e = min(C, s + context_chunk)
             with _calling(name, "observe", where_t(s)):
                 model.observe(_to_tensor(frames_u8[:, s:e], device), actions[:, s:e])
         for t in range(C, T):
@@ -301,21 +314,36 @@ def _evaluate_batch(model, spec: TaskSpec, protocol: str, batch, device: str, sc
             seen = pred if protocol == "rollout" else _to_tensor(frames_u8[:, t:t + 1], device)
             with _calling(name, "observe", where_t(t)):
                 model.observe(seen, a)
-            advance(B)
+            if advance is not None:
+                advance(B)
+    return preds
+
+
+def _evaluate_batch(model, spec: TaskSpec, protocol: str, batch, device: str, scorer, run: RunDir,
+                    req: RunRequest, tm: dict, advance) -> None:
+    C = spec.context_frames
+    t0 = time.perf_counter()
+    preds = predict_episodes(model, spec, protocol, batch, device, req.context_chunk, advance)
     tm["model_seconds"] += time.perf_counter() - t0
 
     t0 = time.perf_counter()
     for b, ep in enumerate(batch):
-        rows = score_episode(scorer, ep, preds[b], C, device)
+        rows, items = score_episode(scorer, ep, preds[b], C, device, spec, protocol)
         if req.save_predictions:  # before the records: a record file marks the episode as done
             run.write_predictions(spec.key, protocol, ep.index, preds[b], C)
+        run.write_episode_items(spec.key, protocol, ep.index, items)
         run.write_episode_records(spec.key, protocol, ep.index, rows)
     tm["score_seconds"] += time.perf_counter() - t0
 
 
-def score_episode(scorer, ep, pred_u8: np.ndarray, start: int, device: str) -> list[dict]:
-    """Per-frame records of one episode's predictions ``pred_u8`` [N, H, W, 3] for frames start.."""
+def score_episode(scorer, ep, pred_u8: np.ndarray, start: int, device: str, spec: TaskSpec | None = None,
+                  protocol: str = "rollout") -> tuple[list[dict], list[dict]]:
+    """Per-frame records and per-item records (``memorybench.recall``) of one episode's predictions
+    ``pred_u8`` [N, H, W, 3] for frames ``start..``; gaps are those of ``protocol``."""
     import torch
+
+    from .generators import get_generator
+    from .recall import score_items
 
     n = pred_u8.shape[0]
     target = _to_tensor(ep.frames[None, start:start + n], device)[0]
@@ -324,13 +352,17 @@ def score_episode(scorer, ep, pred_u8: np.ndarray, start: int, device: str) -> l
     nov = torch.from_numpy(np.array(ep.novel_mask[start:start + n])).to(device)
     values = scorer.score(pred, target, mem, nov)
     cols = {k: v.tolist() if hasattr(v, "tolist") else list(v) for k, v in values.items()}
+    gaps = ep.gaps(protocol)
     rows = []
     for i in range(n):
         t = start + i
-        row = {"episode": ep.index, "frame": t, "step": i, "memory_gap": int(ep.memory_gap[t])}
+        row = {"episode": ep.index, "frame": t, "step": i, "memory_gap": int(gaps[t])}
         row.update({k: cols[k][i] for k in cols})
         rows.append(row)
-    return rows
+    items = []
+    if spec is not None and ep.items is not None:
+        items = score_items(get_generator(spec.family)(spec), ep, pred_u8, start, protocol)
+    return rows, items
 
 
 # -----------------------------------------------------------------------------------------
@@ -366,12 +398,14 @@ def summarize_run(run_dir: str | Path, retention: bool = True, device: str = "cp
             done = run.done_episodes(t["key"], p)
             missing = sorted(set(t["episodes_selected"]) - done)
             df = records_frame(run.iter_records(t["key"], p))
+            items = items_frame(run.iter_items(t["key"], p))
             key = f"{t['key']}/{p}"
             refs = None
             if retention and not df.empty:
                 refs = {m: reference_records(m, spec, p, device=device, progress=progress)
                         for m in (NO_MEMORY_REFERENCE, PERFECT_REFERENCE)}
-            g = summarize_group(df, spec.gap_bins, cfg, key, refs) if not df.empty else {"episodes": 0, "frames": 0}
+            g = (summarize_group(df, spec.gap_bins, cfg, key, refs, items if len(items) else None)
+                 if not df.empty else {"episodes": 0, "frames": 0})
             g.update({"task": t["key"], "protocol": p, "complete": not missing, "missing_episodes": missing,
                       "episodes_selected": len(t["episodes_selected"]), "spec_hash": t["spec_hash"],
                       "dataset_sha256": t["dataset_sha256"]})
@@ -451,7 +485,8 @@ def rescore(pred_run: str | Path, out: str | Path, device: str = "cpu", retentio
         with torch.inference_mode():
             for spec, store, p, i in work:
                 frames, start = src.read_predictions(spec.key, p, i)
-                rows = score_episode(scorer, store[i], frames, start, device)
+                rows, items = score_episode(scorer, store[i], frames, start, device, spec, p)
+                dst.write_episode_items(spec.key, p, i, items)
                 dst.write_episode_records(spec.key, p, i, rows)
                 if bar is not None:
                     bar.advance(job)

@@ -7,7 +7,8 @@ Layout of a dataset directory (one per task, tier and spec hash)::
         data-00000-of-0000N.arrow     one row per episode (written by ``datasets``)
         dataset_info.json, state.json
 
-Each row holds ``episode`` (int), ``info`` (JSON text) and one ``binary`` column per array of ``episode.ARRAY_LAYOUT``:
+Each row holds ``episode`` (int), ``info`` (JSON text), ``items`` (the memory items: an ``.npz``
+archive without pickles, empty for families without items) and one ``binary`` column per array of ``episode.ARRAY_LAYOUT``:
 the array's C-order bytes (masks bit-packed with ``numpy.packbits``); shapes and dtypes are fixed by
 the spec and written in the manifest. Raw bytes keep the files compact (a fixed-shape ``ArrayND``
 feature costs an offset per innermost row) and make reading a memory-mapped slice.
@@ -35,7 +36,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from . import TASK_FORMAT_VERSION, __version__
-from .episode import ARRAY_LAYOUT, Episode
+from .episode import ARRAY_LAYOUT, Episode, MemoryItems
 from .errors import DataError, MemorybenchError
 from .spec import TaskSpec
 
@@ -64,7 +65,7 @@ def _shapes(spec: TaskSpec) -> dict[str, tuple[int, ...]]:
 
 
 def encode(ep: Episode) -> dict:
-    row = {"episode": ep.index, "info": ep.info_json()}
+    row = {"episode": ep.index, "info": ep.info_json(), "items": ep.items.to_bytes() if ep.items is not None else b""}
     for name in ARRAY_LAYOUT:
         a = np.ascontiguousarray(getattr(ep, name))
         row[name] = (np.packbits(a) if name in PACKED else a).tobytes()
@@ -91,13 +92,19 @@ def decode(row: dict, spec: TaskSpec) -> Episode:
         info = json.loads(row.get("info") or "{}")
     except json.JSONDecodeError as e:
         raise DataError(f"episode {row.get('episode')}: 'info' is not valid JSON: {e}") from None
-    return Episode(task=spec.name, index=int(row["episode"]), info=info, **arrays)
+    items = None
+    if row.get("items"):
+        try:
+            items = MemoryItems.from_bytes(row["items"])
+        except (ValueError, OSError, KeyError) as e:
+            raise DataError(f"episode {row.get('episode')}: its memory items are unreadable: {e}") from None
+    return Episode(task=spec.name, index=int(row["episode"]), info=info, items=items, **arrays)
 
 
 def _features():
     from datasets import Features, Value
 
-    return Features({"episode": Value("int64"), "info": Value("string"),
+    return Features({"episode": Value("int64"), "info": Value("string"), "items": Value("binary"),
                      **{name: Value("binary") for name in ARRAY_LAYOUT}})
 
 

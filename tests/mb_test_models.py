@@ -85,3 +85,146 @@ class Noisy(CopyLast):
         g = torch.Generator().manual_seed(self.seed)
         noise = torch.rand(out.shape[1:], generator=g) * self.amount
         return (out + noise.to(out.device)).clamp(0, 1)
+
+
+# -- genuine memories built from observed frames only (no privileged information) -----------------
+# They read only what any adapter may: the observed frames, the actions and the TaskSpec. They
+# remember what they observed for ``horizon`` frames (None: forever) and then forget it. Used to
+# check that ``recall`` and the memory horizon see real memory, and at the right gaps.
+
+import numpy as np  # noqa: E402
+
+from memorybench.adapter import WorldModel  # noqa: E402
+
+
+class OcclusionMemory(WorldModel):
+    """occlusion_recall: remembers each slot's image from the last frame it saw the slot fully open.
+
+    When a slot is opened (the ``open`` or ``reveal`` action), it paints the remembered image if it
+    is at most ``horizon`` frames old; with ``everywhere=True`` it paints every remembered object
+    into its slot at every frame, closed curtain or not (a model that recalls at the wrong time).
+    """
+
+    name = "occlusion-memory"
+
+    def __init__(self, horizon: int | None = None, everywhere: bool = False):
+        self.horizon, self.everywhere = horizon, everywhere
+
+    def reset(self, spec, batch_size):
+        from memorybench.generators.occlusion import _layout
+
+        self.lay = _layout(spec.params, *spec.resolution)
+        self.t = 0
+        self.last = None
+        self.slot_image = [[None] * len(self.lay.origins) for _ in range(batch_size)]
+        self.slot_time = np.full((batch_size, len(self.lay.origins)), -(10 ** 9))
+
+    def _open(self, frame, k) -> bool:
+        """The slot is fully open when its top row is not a curtain row (a curtain row is grey and flat)."""
+        y0, x0 = self.lay.origins[k]
+        row = frame[:, y0, x0:x0 + self.lay.cs]  # [3, cs]
+        flat_grey = bool((row == row[:, :1]).all() and (row[0] == row[1]).all() and (row[1] == row[2]).all())
+        return not flat_grey
+
+    def observe(self, frames, actions):
+        cs = self.lay.cs
+        for i in range(frames.shape[1]):
+            for b in range(frames.shape[0]):
+                f = frames[b, i]
+                for k, (y0, x0) in enumerate(self.lay.origins):
+                    if self._open(f, k):
+                        self.slot_image[b][k] = f[:, y0:y0 + cs, x0:x0 + cs].clone()
+                        self.slot_time[b, k] = self.t
+            self.t += 1
+        self.last = frames[:, -1]
+
+    def predict(self, actions):
+        from memorybench.generators.occlusion import OPEN, REVEAL
+
+        cs = self.lay.cs
+        out = self.last.clone()
+        for b in range(out.shape[0]):
+            for k, (y0, x0) in enumerate(self.lay.origins):
+                a = int(actions[b, 0, k])
+                image = self.slot_image[b][k]
+                fresh = image is not None and (self.horizon is None or self.t - self.slot_time[b, k] <= self.horizon)
+                wanted = self.everywhere or a in (OPEN, REVEAL)
+                if wanted and fresh:
+                    out[b, :, y0:y0 + cs, x0:x0 + cs] = image
+        return out.unsqueeze(1)
+
+
+class SceneMemory(WorldModel):
+    """scene_consistency: a map of the tiles it observed, built by dead reckoning from the actions.
+
+    It tracks its pose relative to where it started (the task's step and turns; its heading
+    relative to the unknown starting heading), writes every observed pixel's colour into the map
+    texel it shows, and predicts the next view from the map: a texel last observed at most
+    ``horizon`` frames ago is painted from memory; anything else is copied from the last observed
+    frame at the same pixel (no memory).
+    """
+
+    name = "scene-memory"
+
+    def __init__(self, horizon: int | None = None):
+        self.horizon = horizon
+
+    def reset(self, spec, batch_size):
+        self.spec = spec
+        self.step = spec.params.step
+        self.t = 0
+        self.pose = np.zeros((batch_size, 3), np.int64)  # y, x, heading relative to the start
+        # a dense map of texels around the start, large enough for any walk on the task's map
+        self.off = max(spec.params.map_size) + 2
+        g = 2 * self.off + 1
+        self.colour = torch.zeros(batch_size, g, g, 3)
+        self.seen = np.full((batch_size, g, g), -(10 ** 9), np.int64)
+        self.last = None
+
+    def _move(self, pose, a):
+        from memorybench.generators.scene import BACKWARD, FORWARD, FWD, LEFT, RIGHT
+
+        y, x, h = pose
+        if a == FORWARD:
+            return np.array([y + self.step * FWD[h][0], x + self.step * FWD[h][1], h])
+        if a == BACKWARD:
+            return np.array([y - self.step * FWD[h][0], x - self.step * FWD[h][1], h])
+        if a == LEFT:
+            return np.array([y, x, (h - 1) % 4])
+        if a == RIGHT:
+            return np.array([y, x, (h + 1) % 4])
+        return pose.copy()
+
+    def _tiles(self, pose):
+        """([H, W], [H, W]) map-grid indices of the texels under each view pixel (the generator's geometry)."""
+        from memorybench.generators.scene import FWD, RGT
+
+        H, W = self.spec.resolution
+        di = np.arange(H)[:, None] - H // 2
+        dj = np.arange(W)[None, :] - W // 2
+        f, r = FWD[pose[2]], RGT[pose[2]]
+        wy = pose[0] - di * f[0] + dj * r[0]
+        wx = pose[1] - di * f[1] + dj * r[1]
+        return wy + self.off, wx + self.off
+
+    def observe(self, frames, actions):
+        for i in range(frames.shape[1]):
+            for b in range(frames.shape[0]):
+                self.pose[b] = self._move(self.pose[b], int(actions[b, i, 0]))
+                ty, tx = self._tiles(self.pose[b])
+                self.colour[b, ty, tx] = frames[b, i].permute(1, 2, 0).cpu()
+                self.seen[b, ty, tx] = self.t
+            self.t += 1
+        self.last = frames[:, -1]
+
+    def predict(self, actions):
+        out = self.last.clone()
+        for b in range(out.shape[0]):
+            pose = self._move(self.pose[b], int(actions[b, 0, 0]))
+            ty, tx = self._tiles(pose)
+            fresh = self.seen[b, ty, tx] > -(10 ** 9)
+            if self.horizon is not None:
+                fresh &= self.t - self.seen[b, ty, tx] <= self.horizon
+            mem = self.colour[b, ty, tx].permute(2, 0, 1).to(out.device)
+            out[b] = torch.where(torch.from_numpy(fresh).to(out.device), mem, out[b])
+        return out.unsqueeze(1)

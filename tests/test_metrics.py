@@ -29,7 +29,7 @@ from memorybench.metrics import (
     gaussian_taps,
 )
 
-METRIC_KEYS = [m + v for v in ("", "_known", "_memory") for m in ("psnr", "ssim", "lpips")]
+METRIC_KEYS = [m + v for v in ("", "_known", "_memory") for m in ("mse", "psnr", "ssim", "lpips")]
 
 
 # -- fixtures ----------------------------------------------------------------------------------------
@@ -117,6 +117,11 @@ def hwc(t: torch.Tensor) -> np.ndarray:
     return t.permute(1, 2, 0).double().numpy()
 
 
+def composite(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """[H, W, 3]: the prediction on the mask, the truth elsewhere."""
+    return np.where(mask[..., None], pred, target)
+
+
 # -- PSNR and SSIM against scikit-image ----------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["random", "noisy", "structured"])
 @pytest.mark.parametrize("size", [32, 64])
@@ -137,8 +142,10 @@ def test_psnr_and_ssim_match_skimage(scorer, kind, size):
             # masked PSNR = skimage's PSNR of the masked pixels (all 3 channels)
             assert r["psnr" + suffix][i].item() == pytest.approx(
                 peak_signal_noise_ratio(b[m], a[m], data_range=1.0), rel=1e-12)
-            # masked SSIM = skimage's full map, averaged over channels and the masked pixels
-            assert r["ssim" + suffix][i].item() == pytest.approx(smap[m].mean(), rel=1e-9, abs=1e-12)
+            # masked SSIM = skimage's full map of the composite (prediction inside the mask, truth
+            # outside) against the truth, averaged over channels and the masked pixels
+            _, cmap = sk_ssim(composite(a, b, m), b, full=True)
+            assert r["ssim" + suffix][i].item() == pytest.approx(cmap[m].mean(), rel=1e-9, abs=1e-12)
         assert r["memory_pixels"][i] == memory[i].sum() and r["novel_pixels"][i] == novel[i].sum()
 
 
@@ -149,9 +156,28 @@ def test_masked_ssim_uses_the_border(scorer_nolpips):
     border[:, :, :3] = True  # entirely inside skimage's 5-pixel crop
     r = scorer_nolpips.score(pred, target, border, torch.zeros_like(border))
     for i in range(2):
-        _, smap = sk_ssim(hwc(pred[i]), hwc(target[i]), full=True)
+        m = border[i].numpy()
+        _, smap = sk_ssim(composite(hwc(pred[i]), hwc(target[i]), m), hwc(target[i]), full=True)
         assert r["ssim_memory"][i].item() == pytest.approx(smap[:, :3].mean(), rel=1e-9)
         assert r["ssim_memory"][i].item() != pytest.approx(r["ssim"][i].item(), abs=1e-6)
+
+
+def test_masked_metrics_read_only_the_masked_content(scorer):
+    """On the composite, errors outside the mask do not leak into the masked SSIM and LPIPS: a
+    prediction exact inside the mask and wrong around it is perfect there; the converse is not."""
+    _, target = make_frames("structured", n=2)
+    memory = torch.zeros(2, 64, 64, dtype=torch.bool)
+    memory[:, 20:36, 24:40] = True
+    noise = torch.rand(target.shape, generator=torch.Generator().manual_seed(5))
+    outside_wrong = torch.where(memory[:, None], target, noise)
+    inside_wrong = torch.where(memory[:, None], noise, target)
+    novel = torch.zeros_like(memory)
+    good = scorer.score(outside_wrong, target, memory, novel)
+    bad = scorer.score(inside_wrong, target, memory, novel)
+    torch.testing.assert_close(good["ssim_memory"], torch.ones(2, dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(good["lpips_memory"], torch.zeros(2, dtype=torch.float64), rtol=0, atol=1e-6)
+    assert (good["psnr_memory"] == 100).all() and (good["psnr"] < 20).all()
+    assert (bad["ssim_memory"] < 0.5).all() and (bad["lpips_memory"] > 0.1).all()
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -170,7 +196,8 @@ def test_psnr_ssim_property_any_size_and_mask(scorer_nolpips, h, w, seed, densit
         assert r["ssim"][i].item() == pytest.approx(whole, rel=1e-9, abs=1e-12)
         m = memory[i].numpy()
         if m.any():
-            assert r["ssim_memory"][i].item() == pytest.approx(smap[m].mean(), rel=1e-9, abs=1e-12)
+            _, cmap = sk_ssim(composite(a, b, m), b, full=True)
+            assert r["ssim_memory"][i].item() == pytest.approx(cmap[m].mean(), rel=1e-9, abs=1e-12)
             assert r["psnr_memory"][i].item() == pytest.approx(peak_signal_noise_ratio(b[m], a[m], data_range=1.0))
         else:
             assert math.isnan(r["ssim_memory"][i]) and math.isnan(r["psnr_memory"][i])
@@ -221,11 +248,15 @@ def test_lpips_matches_lpips_package(scorer, lpips_ref, kind, size):
         spatial = lpips_ref[True](pred * 2 - 1, target * 2 - 1)[:, 0].double()  # [N, H, W]
     torch.testing.assert_close(r["lpips"], whole, rtol=1e-5, atol=1e-6)
     for suffix, mask in (("_known", ~novel), ("_memory", memory)):
+        comp = torch.where(mask[:, None], pred, target)
+        with torch.no_grad():
+            cspatial = lpips_ref[True](comp * 2 - 1, target * 2 - 1)[:, 0].double()
         for i in range(pred.shape[0]):
             if not mask[i].any():
                 assert math.isnan(r["lpips" + suffix][i])
                 continue
-            assert r["lpips" + suffix][i].item() == pytest.approx(spatial[i][mask[i]].mean().item(), rel=1e-5, abs=1e-6)
+            ref = (spatial if mask[i].all() else cspatial)[i][mask[i]].mean().item()
+            assert r["lpips" + suffix][i].item() == pytest.approx(ref, rel=1e-5, abs=1e-6)
     assert (r["lpips"] > 0).all()
 
 
@@ -357,7 +388,10 @@ def test_memory_metrics_accumulates_per_frame(backbone, scorer):
     out = metric.compute()
     ref = scorer.score(pred, target, memory, novel)
     for k in METRIC_KEYS:
-        want = ref[k][~torch.isnan(ref[k])].mean()
+        src = k.replace("psnr", "mse")  # PSNR of the mean MSE, not a mean of PSNRs
+        want = ref[src][~torch.isnan(ref[src])].mean()
+        if k.startswith("psnr"):
+            want = 10 * torch.log10(1 / want)
         torch.testing.assert_close(out[k], want, rtol=1e-6, atol=1e-9, msg=k)
     assert not torch.isnan(out["psnr_memory"])
     assert out["frames"] == 10 and out["frames_with_memory"] == 7

@@ -29,6 +29,11 @@ class Generator(ABC):
     has_content_ids: ClassVar[bool] = True
     #: protocols a task of this family gets when its file does not list them
     default_protocols: ClassVar[tuple[str, ...]] = ("rollout", "teacher-forced")
+    #: whether ``recall`` checks its items for false recall (content painted in the frame before it
+    #: becomes visible: ``memorybench.recall``). Meaningful where the frame before shows a
+    #: distinct, visible state that no memory is needed for (a closed curtain), not where content
+    #: scrolls in (the check would then void chance hits of constant predictions).
+    premature_check: ClassVar[bool] = False
 
     def __init__(self, spec: "TaskSpec"):
         self.spec = spec
@@ -63,4 +68,17 @@ class Generator(ABC):
 
     @abstractmethod
     def generate(self, index: int) -> "Episode":
-        """Render episode ``index`` with its memory metadata (and ``content_ids``)."""
+        """Render episode ``index`` with its memory metadata (and ``content_ids``), and its memory
+        items (``Episode.items``) if the family defines identification tests."""
+
+    # -- memory items (the headline ``recall`` metric, ``memorybench.recall``) --------------------
+    @classmethod
+    def num_candidates(cls, spec: "TaskSpec") -> int | None:
+        """How many candidates each memory item is identified among (None: the family has no items)."""
+        return None
+
+    def item_candidates(self, episode: "Episode", i: int) -> np.ndarray:
+        """uint8 ``[num_candidates, P, 3]``: item ``i``'s ``P`` pixels as each candidate would show
+        them (candidate ``episode.items.truth[i]`` is what the frame shows). Deterministic, from the
+        stored episode alone (its frames, poses, items and their ``extra`` arrays)."""
+        raise NotImplementedError(f"family '{self.family}' defines no memory items")

@@ -575,5 +575,6 @@ class MemoryMaze(Generator):
             "targets_reached": agent.rewards,
         }
         return Episode(task=spec.name, index=index, frames=frames, actions=actions, poses=poses,
-                       memory_gap=meta.memory_gap, memory_mask=meta.memory_mask, novel_mask=meta.novel_mask,
+                       memory_gap=meta.memory_gap, memory_gap_rollout=meta.memory_gap_rollout,
+                       memory_mask=meta.memory_mask, novel_mask=meta.novel_mask,
                        info=info)

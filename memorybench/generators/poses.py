@@ -23,6 +23,8 @@ largely predictable from the true previous frame. Tasks built on these masks the
 rollout protocol only.
 * ``memory_gap[t]`` = ``age[t]`` when ``t`` is not novel, else ``NEVER_SEEN`` (what
   ``memorybench.episode.frame_gaps`` gives for whole-frame masks).
+* ``memory_gap_rollout[t]`` (``t >= C``): ``t - s`` for the last *context* frame ``s`` near ``t``:
+  under the rollout protocol the model observed only the context (``memorybench.episode``).
 
 Choosing the thresholds: they must be *smaller than the motion of one step* of a moving agent,
 or every frame is near the frame before it (``age`` 1) and only the first frame of a return
@@ -93,10 +95,12 @@ def frame_ages(near: np.ndarray, context_frames: int | None = None) -> tuple[np.
 
 
 def _ages_chunked(positions: np.ndarray, headings: np.ndarray, near_distance: float, near_angle: float,
-                  context_frames: int | None, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """``frame_ages(near_matrix(...))`` computed ``chunk`` rows at a time (memory O(chunk * T))."""
+                  context_frames: int | None, chunk: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``frame_ages(near_matrix(...))`` computed ``chunk`` rows at a time (memory O(chunk * T)), and
+    the rollout ages (from the last near context frame; equal to ``age`` before the context ends)."""
     T = len(headings)
     age = np.empty(T, np.int32)
+    age_r = np.empty(T, np.int32)
     novel = np.empty(T, bool)
     C = T if context_frames is None else context_frames
     for a in range(0, T, chunk):
@@ -107,12 +111,16 @@ def _ages_chunked(positions: np.ndarray, headings: np.ndarray, near_distance: fl
         earlier = near & (np.arange(b)[None, :] < rows[:, None])
         last = np.where(earlier, np.arange(b)[None, :], -1).max(1, initial=-1)
         age[a:b] = np.where(last >= 0, rows - last, NEVER_SEEN)
+        age_r[a:b] = age[a:b]
         nov = last < 0
         after = rows >= C
         if after.any():
-            nov[after] = ~earlier[after, :C].any(1)
+            ctx = earlier[after, :C]
+            nov[after] = ~ctx.any(1)
+            last_ctx = np.where(ctx, np.arange(C)[None, :], -1).max(1, initial=-1)
+            age_r[a:b][after] = np.where(last_ctx >= 0, rows[after] - last_ctx, NEVER_SEEN)
         novel[a:b] = nov
-    return age, novel
+    return age, novel, age_r
 
 
 def pose_memory_metadata(positions: np.ndarray, headings: np.ndarray, resolution: tuple[int, int],
@@ -127,7 +135,7 @@ def pose_memory_metadata(positions: np.ndarray, headings: np.ndarray, resolution
     headings = np.asarray(headings, dtype=np.float64)
     if positions.ndim != 2 or headings.shape != (positions.shape[0],):
         raise ValueError(f"positions must be [T, D] and headings [T], got {positions.shape} and {headings.shape}")
-    age, novel = _ages_chunked(positions, headings, near_distance, near_angle, context_frames)
+    age, novel, age_r = _ages_chunked(positions, headings, near_distance, near_angle, context_frames)
     T = len(age)
     memory = ~novel & (age > recent_window)
     age3 = np.ascontiguousarray(np.broadcast_to(age[:, None, None], (T, H, W)))
@@ -136,7 +144,9 @@ def pose_memory_metadata(positions: np.ndarray, headings: np.ndarray, resolution
     # the per-frame gap is age where seen; computed through frame_gaps on a single "pixel" per
     # frame so that the definition stays the one of memorybench.episode
     gap = frame_gaps(age[:, None], memory[:, None], novel[:, None], min_memory_pixels=1)
-    return MemoryMetadata(age3, gap, mem3, nov3)
+    gap_r = frame_gaps(age_r[:, None], memory[:, None], novel[:, None], min_memory_pixels=1)
+    age_r3 = np.ascontiguousarray(np.broadcast_to(age_r[:, None, None], (T, H, W)))
+    return MemoryMetadata(age3, gap, mem3, nov3, age_r3, gap_r)
 
 
 def unscored_metadata(frames: int, resolution: tuple[int, int]) -> MemoryMetadata:
@@ -145,5 +155,6 @@ def unscored_metadata(frames: int, resolution: tuple[int, int]) -> MemoryMetadat
     Only whole-frame metrics are meaningful for such episodes; memory scores are empty.
     """
     H, W = resolution
-    return MemoryMetadata(np.full((frames, H, W), NEVER_SEEN, np.int32), np.full(frames, NEVER_SEEN, np.int32),
-                          np.zeros((frames, H, W), bool), np.ones((frames, H, W), bool))
+    never = np.full(frames, NEVER_SEEN, np.int32)
+    return MemoryMetadata(np.full((frames, H, W), NEVER_SEEN, np.int32), never, np.zeros((frames, H, W), bool),
+                          np.ones((frames, H, W), bool), np.full((frames, H, W), NEVER_SEEN, np.int32), never.copy())

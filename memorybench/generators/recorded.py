@@ -336,5 +336,6 @@ class Recorded(Generator):
         info = {"source": name,
                 "start_frame": s0, "poses": bool(p.position_key)}
         return Episode(task=spec.name, index=index, frames=frames, actions=actions[:, None],
-                       poses=poses.astype(np.float32), memory_gap=meta.memory_gap, memory_mask=meta.memory_mask,
+                       poses=poses.astype(np.float32), memory_gap=meta.memory_gap, memory_gap_rollout=meta.memory_gap_rollout,
+                       memory_mask=meta.memory_mask,
                        novel_mask=meta.novel_mask, info=info)

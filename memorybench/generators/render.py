@@ -7,12 +7,15 @@ generator quantises the final frames to uint8.
 from __future__ import annotations
 
 import colorsys
+import functools
 
 import numpy as np
 
 SHAPES = ("circle", "square", "triangle", "diamond", "cross", "ring")
 TEXTURES = ("solid", "hstripes", "vstripes", "checker", "dots", "diagonal")
-HUES = 12
+HUES = 24
+#: an object's two colours: pattern pixels take the light variant (polarity 0) or the saturated one (1)
+POLARITIES = 2
 
 
 def palette_colour(hue_index: int, light: bool = False) -> np.ndarray:
@@ -91,16 +94,54 @@ def texture_pattern(texture: str, size: int, period: int = 4) -> np.ndarray:
     return p.astype(np.float32)
 
 
-def object_sprite(shape: str, texture: str, hue: int, size: int, period: int) -> tuple[np.ndarray, np.ndarray]:
+def object_sprite(shape: str, texture: str, hue: int, size: int, period: int,
+                  polarity: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """An object's RGB ``[size, size, 3]`` image and its ``[size, size]`` silhouette.
 
     Its two colours are a saturated hue and a light variant of the same hue, so colour, shape and
-    texture each tell objects apart.
+    texture each tell objects apart; ``polarity`` 1 swaps which of the two the pattern takes.
     """
     mask = shape_mask(shape, size)
     pat = texture_pattern(texture, size, period)[..., None]
+    if polarity:
+        pat = 1 - pat
     rgb = palette_colour(hue) * (1 - pat) + palette_colour(hue, light=True) * pat
     return rgb.astype(np.float32), mask
+
+
+#: number of distinct objects: every (shape, texture, hue, polarity)
+NUM_OBJECTS = len(SHAPES) * len(TEXTURES) * HUES * POLARITIES
+
+
+def object_parts(obj: int) -> tuple[int, int, int, int]:
+    """``(shape, texture, hue, polarity)`` indices of object ``obj`` in ``range(NUM_OBJECTS)``."""
+    obj, polarity = divmod(int(obj), POLARITIES)
+    obj, hue = divmod(obj, HUES)
+    shape, texture = divmod(obj, len(TEXTURES))
+    return shape, texture, hue, polarity
+
+
+@functools.lru_cache(maxsize=8)
+def object_bank(size: int, period: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every object of the object space: uint8 RGB ``[NUM_OBJECTS, size, size, 3]`` (quantised as a
+    frame shows them) and its silhouette ``[NUM_OBJECTS, size, size]``; read-only, cached. Object
+    ``o`` is ``object_sprite(*object_parts(o), size, period)``, computed the same way."""
+    dark = np.stack([palette_colour(h) for h in range(HUES)])  # [HUES, 3]
+    light = np.stack([palette_colour(h, light=True) for h in range(HUES)])
+    rgb = np.empty((len(SHAPES), len(TEXTURES), HUES, POLARITIES, size, size, 3), np.uint8)
+    sil = np.empty((len(SHAPES), len(TEXTURES), HUES, POLARITIES, size, size), bool)
+    for s, shape in enumerate(SHAPES):
+        m = shape_mask(shape, size)
+        for t, texture in enumerate(TEXTURES):
+            pat = texture_pattern(texture, size, period)
+            for pol in range(POLARITIES):
+                p = (1 - pat if pol else pat)[None, :, :, None]  # [1, size, size, 1]
+                im = dark[:, None, None, :] * (1 - p) + light[:, None, None, :] * p
+                rgb[s, t, :, pol] = quantise(im.astype(np.float32))
+                sil[s, t, :, pol] = m
+    rgb, sil = rgb.reshape(NUM_OBJECTS, size, size, 3), sil.reshape(NUM_OBJECTS, size, size)
+    rgb.flags.writeable = sil.flags.writeable = False
+    return rgb, sil
 
 
 def quantise(rgb: np.ndarray) -> np.ndarray:

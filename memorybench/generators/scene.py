@@ -1,13 +1,20 @@
 """scene-consistency: explore a large procedural world, come back, and the view must match.
 
-The world is a 2-D map (``map_size`` texels) of textured regions (a Voronoi partition, each cell
-with its own colour and pattern) with distinct landmarks (objects of a colour, a shape and a
-texture) scattered over it. The agent sees an egocentric top-down view of ``resolution`` pixels
-centred on itself, rotated so that its heading points up; headings are the four compass
-directions, so every view pixel is exactly one map texel (the content identity of that pixel).
+The world is a 2-D map (``map_size`` texels) tiled with square tiles of ``step`` x ``step`` texels,
+each of one colour drawn uniformly and independently from a palette of ``palette_levels^3``
+colours (generator version 2). The agent sees an egocentric top-down view of ``resolution``
+pixels centred on itself, rotated so that its heading points up; headings are the four compass
+directions, so every view pixel is exactly one map texel.
 
-Actions (one discrete component): 0 noop, 1 forward, 2 backward (``step`` texels), 3 turn left,
-4 turn right (90 degrees). Poses: ``(y, x, heading)`` with heading 0 north, 1 east, 2 south, 3 west.
+Why independent tiles: a tile that comes back into view cannot be predicted from anything a model
+without memory sees (its neighbours, the recent frames): its colour is independent of them. Smooth
+textures and large objects would let inpainting from the visible edge guess returning content,
+which is not memory (measured on version 1: 44-51% of its memory pixels had their colour at the
+same pixel of a recent frame).
+
+Actions (one discrete component): 0 noop, 1 forward, 2 backward (``step`` texels: one tile), 3 turn
+left, 4 turn right (90 degrees). Poses: ``(y, x, heading)`` with heading 0 north, 1 east, 2 south,
+3 west.
 
 Episode structure: the agent *explores* during the context frames, along a random walk that keeps
 going forward, turning with probability ``turn_prob`` or at the edge of the map. Then, in the
@@ -20,6 +27,16 @@ frames the model must predict, depending on ``mode``:
   axis-aligned route chosen to pass through the *least recently* seen parts of the map, arriving
   from another direction than it left; the answer is not in any recent frame and often must be
   recalled rotated.
+
+**Content and memory**: the content identity of a pixel is its *tile*. A pixel is memory-only when
+its tile was seen before but no pixel of that tile was visible in the last ``K`` frames (a tile
+half in view is not memory: its colour is in view).
+
+**Memory items** (``memorybench.recall``): one per tile returning into view in a predicted frame,
+on that tile's memory-only pixels; the candidates are the ``palette_levels^3`` colours of the
+palette; the truth is the tile's colour. A model that remembers the place but shifted by a tile,
+or another place, picks another colour. Chance is ``1 / palette_levels^3`` for any prediction
+made without memory, since tile colours are independent of everything else in view.
 """
 
 from __future__ import annotations
@@ -28,9 +45,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..episode import Episode, memory_metadata
+from ..episode import Episode, MemoryItems, memory_metadata
 from ..spec import ActionSpace, param
-from . import render
 from .base import Generator
 
 NOOP, FORWARD, BACKWARD, LEFT, RIGHT = range(5)
@@ -40,31 +56,35 @@ FWD = np.array([(-1, 0), (0, 1), (1, 0), (0, -1)])
 RGT = np.array([(0, 1), (1, 0), (0, -1), (-1, 0)])
 
 
+def palette(levels: int) -> np.ndarray:
+    """uint8 ``[levels^3, 3]``: every (r, g, b) with each channel on ``levels`` even steps in [32, 224]."""
+    v = np.rint(np.linspace(32, 224, levels)).astype(np.uint8)
+    r, g, b = np.meshgrid(v, v, v, indexing="ij")
+    return np.stack([r.ravel(), g.ravel(), b.ravel()], 1)
+
+
 @dataclass(frozen=True)
 class SceneParams:
     mode: str = param("retrace", choices=("retrace", "revisit"), doc="how the agent comes back")
     map_size: tuple[int, ...] = param([384, 384], min=64, max=4096, doc="world size [height, width] in texels")
-    step: int = param(4, min=1, max=64, doc="texels per forward or backward move")
+    step: int = param(4, min=1, max=64, doc="texels per forward or backward move, and the side of a tile")
     turn_prob: float = param(0.1, min=0.0, max=1.0, doc="chance of turning at each exploration step")
     noop_prob: float = param(0.02, min=0.0, max=1.0, doc="chance of standing still at each exploration step")
-    regions: int = param(28, min=1, max=4096, doc="Voronoi regions of ground texture")
-    landmarks: int = param(60, min=0, max=10_000, doc="distinct objects scattered over the map")
-    landmark_size: tuple[int, ...] = param([8, 14], min=3, max=128, doc="landmark side range [min, max]")
-    texture_cell: int = param(24, min=2, max=512, doc="feature size of the ground noise, in texels")
+    palette_levels: int = param(4, min=2, max=16, doc="levels per colour channel: palette_levels^3 tile colours")
     min_revisit_age: int = param(128, min=1, max=1_000_000, doc="revisit: targets were last seen at least this long ago")
 
     def __post_init__(self):
         if len(self.map_size) != 2:
             raise ValueError(f"map_size must be [height, width], got {list(self.map_size)}")
-        if len(self.landmark_size) != 2 or self.landmark_size[0] > self.landmark_size[1]:
-            raise ValueError(f"landmark_size must be [min, max], got {list(self.landmark_size)}")
+        if self.map_size[0] % self.step or self.map_size[1] % self.step:
+            raise ValueError(f"map_size {list(self.map_size)} must be a multiple of the tile side step={self.step}")
         if self.turn_prob + self.noop_prob > 0.9:
             raise ValueError("turn_prob + noop_prob must leave room for forward moves (<= 0.9)")
 
 
 class SceneConsistency(Generator):
     family = "scene_consistency"
-    version = 1
+    version = 2
     Params = SceneParams
 
     @classmethod
@@ -85,63 +105,26 @@ class SceneConsistency(Generator):
         if p.mode == "retrace" and spec.predict_frames > spec.context_frames - 1:
             raise ValueError(f"retrace needs predict frames ({spec.predict_frames}) <= context_frames - 1 "
                              f"({spec.context_frames - 1}): the return undoes the exploration")
-        if p.landmark_size[1] >= min(p.map_size) // 4:
-            raise ValueError("landmark_size must be under a quarter of the map")
 
     @staticmethod
     def margin(spec) -> int:
+        """Distance from the map's edge the agent keeps (a rotated view stays on the map), rounded up
+        to a whole number of tiles so that poses sit on tile corners."""
         h, w = spec.resolution
-        return int(np.ceil(np.hypot(h, w) / 2)) + 2
+        m = int(np.ceil(np.hypot(h, w) / 2)) + 2
+        s = spec.params.step
+        return -(-m // s) * s
 
     # ------------------------------------------------------------------------------------------
     def make_map(self, rng: np.random.Generator) -> np.ndarray:
-        """The world's texels as uint8 RGB ``[Hm, Wm, 3]``."""
+        """The palette index of every tile: uint8/int ``[Hm / step, Wm / step]``, uniform and independent."""
         p = self.params
-        Hm, Wm = p.map_size
-        # Voronoi regions, each with a colour and a pattern
-        seeds = rng.random((p.regions, 2)) * [Hm, Wm]
-        yy = np.arange(Hm, dtype=np.float32)[:, None]
-        xx = np.arange(Wm, dtype=np.float32)[None, :]
-        best = np.full((Hm, Wm), np.inf, np.float32)
-        region = np.zeros((Hm, Wm), np.int64)
-        for r, (sy, sx) in enumerate(seeds):
-            d2 = (yy - sy) ** 2 + (xx - sx) ** 2
-            closer = d2 < best
-            best = np.where(closer, d2, best)
-            region = np.where(closer, r, region)
-        hue = rng.integers(0, render.HUES, p.regions)
-        shade = rng.uniform(0.45, 0.9, p.regions).astype(np.float32)
-        period = rng.integers(3, 9, p.regions)
-        kind = rng.integers(0, 4, p.regions)  # 0 plain, 1 stripes, 2 checks, 3 speckle
-        base = np.stack([render.palette_colour(h, light=bool(h % 2)) for h in range(render.HUES)])[hue] * shade[:, None]
-        yi, xi = np.mgrid[0:Hm, 0:Wm]
-        per = period[region]
-        patt = np.select(
-            [kind[region] == 1, kind[region] == 2, kind[region] == 3],
-            [((yi + xi) // per) % 2, ((yi // per) + (xi // per)) % 2, (rng.random((Hm, Wm)) < 0.15)],
-            default=0).astype(np.float32)
-        noise = render.fractal_noise(rng, Hm, Wm, p.texture_cell)
-        rgb = base[region] * (0.75 + 0.35 * noise[..., None]) * (1 - 0.25 * patt[..., None])
-        # landmarks: distinct (shape, texture, colour) sprites with a dark outline
-        lo, hi = p.landmark_size
-        margin = self.margin(self.spec)
-        for _ in range(p.landmarks):
-            s = int(rng.integers(lo, hi + 1))
-            y0 = int(rng.integers(margin // 2, Hm - s - margin // 2))
-            x0 = int(rng.integers(margin // 2, Wm - s - margin // 2))
-            spr, sil = render.object_sprite(render.SHAPES[rng.integers(len(render.SHAPES))],
-                                            render.TEXTURES[rng.integers(len(render.TEXTURES))],
-                                            int(rng.integers(render.HUES)), s, max(2, s // 4))
-            outline = np.zeros_like(sil)
-            outline[1:, :] |= sil[:-1, :]
-            outline[:-1, :] |= sil[1:, :]
-            outline[:, 1:] |= sil[:, :-1]
-            outline[:, :-1] |= sil[:, 1:]
-            outline &= ~sil
-            box = rgb[y0:y0 + s, x0:x0 + s]
-            box[outline] = 0.08
-            box[sil] = spr[sil]
-        return render.quantise(np.clip(rgb, 0, 1))
+        return rng.integers(0, p.palette_levels ** 3, size=(p.map_size[0] // p.step, p.map_size[1] // p.step))
+
+    def tile_of(self, texels: np.ndarray) -> np.ndarray:
+        """Tile index (row-major over the tile grid) of map texel indices ``y * Wm + x``."""
+        s, Wm = self.params.step, self.params.map_size[1]
+        return (texels // Wm // s) * (Wm // s) + (texels % Wm) // s
 
     def _move(self, pose: np.ndarray, action: int) -> np.ndarray:
         y, x, hd = pose
@@ -273,7 +256,7 @@ class SceneConsistency(Generator):
         spec, p = self.spec, self.params
         T, C = spec.frames, spec.context_frames
         rng = self.rng(index)
-        world = self.make_map(rng)
+        tiles = self.make_map(rng)
         actions, poses = self.explore(rng, C)
         if p.mode == "retrace":
             back = INVERSE[actions[::-1][: T - C]]
@@ -284,10 +267,45 @@ class SceneConsistency(Generator):
             actions = np.concatenate([actions, back])
         else:
             actions, poses = self.revisit(rng, actions, poses, T - C)
-        ids = self.view_ids(poses)
-        frames = world.reshape(-1, 3)[ids]
-        meta = memory_metadata(ids, spec.recent_window, spec.context_frames, num_ids=world.shape[0] * world.shape[1])
+        ids = self.tile_of(self.view_ids(poses))  # [T, H, W] tile under each pixel
+        colour = tiles.ravel()[ids]  # palette index of each pixel
+        frames = palette(p.palette_levels)[colour]
+        meta = memory_metadata(ids, spec.recent_window, spec.context_frames, num_ids=tiles.size)
+        items = self._items(ids, colour, meta)
         info = {"mode": p.mode, "map_size": list(p.map_size), "start": [int(v) for v in poses[0]]}
         return Episode(task=spec.name, index=index, frames=frames, actions=actions.astype(np.int64)[:, None],
-                       poses=poses.astype(np.float32), memory_gap=meta.memory_gap, memory_mask=meta.memory_mask,
-                       novel_mask=meta.novel_mask, info=info, content_ids=ids)
+                       poses=poses.astype(np.float32), memory_gap=meta.memory_gap,
+                       memory_gap_rollout=meta.memory_gap_rollout, memory_mask=meta.memory_mask,
+                       novel_mask=meta.novel_mask, items=items, info=info, content_ids=ids)
+
+    # ----------------------------------------------------------------------------------------
+    # memory items and their candidates
+
+    def _items(self, ids: np.ndarray, colour: np.ndarray, meta) -> MemoryItems:
+        """One item per (predicted frame, tile) with memory-only pixels: that tile's pixels."""
+        T, H, W = ids.shape
+        rows = []
+        for t in range(self.spec.context_frames, T):
+            mem = meta.memory_mask[t].ravel()
+            if not mem.any():
+                continue
+            pix = np.flatnonzero(mem)
+            tile = ids[t].ravel()[pix]
+            order = np.argsort(tile, kind="stable")
+            pix, tile = pix[order], tile[order]
+            starts = np.flatnonzero(np.r_[True, tile[1:] != tile[:-1]])
+            for a, b in zip(starts, np.r_[starts[1:], len(tile)]):
+                q = pix[a]
+                rows.append({"frame": t, "gap": int(meta.age.reshape(T, -1)[t, q]),
+                             "gap_rollout": int(meta.age_rollout.reshape(T, -1)[t, q]),
+                             "truth": int(colour[t].ravel()[q]), "key": int(tile[a]), "pixels": np.sort(pix[a:b])})
+        return MemoryItems.build(rows)
+
+    @classmethod
+    def num_candidates(cls, spec) -> int:
+        return spec.params.palette_levels ** 3
+
+    def item_candidates(self, episode: Episode, i: int) -> np.ndarray:
+        """uint8 ``[palette size, P, 3]``: item ``i``'s pixels painted in each colour of the palette."""
+        n = len(episode.items.pixels_of(i))
+        return np.repeat(palette(self.params.palette_levels)[:, None, :], n, axis=1)

@@ -24,12 +24,24 @@ from ..adapter import WorldModel
 from ..errors import MemorybenchError, UnknownNameError
 
 CALIBRATION = ("copy-last", "mean-frame", "ground-truth", "perfect-memory")
+#: every strategy without memory; ``recall`` must put each at chance (the suite's validity test)
+NO_MEMORY = ("copy-last", "context-mean-colour", "recent-mean", "recent-median", "blur-last", "shift-last",
+             "inpaint-last")
+#: names that stand for several models on the command line
+MODEL_GROUPS = {"calibration": CALIBRATION, "no-memory": NO_MEMORY,
+                "zoo": ("lssvwm", "full-attention", "frame-local-attention", "s4", "mamba", "diffusion")}
 
 BUILTIN_MODELS: dict[str, str] = {
     "copy-last": "memorybench.models.calibration:CopyLast",
     "mean-frame": "memorybench.models.calibration:MeanFrame",
     "ground-truth": "memorybench.models.calibration:GroundTruth",
     "perfect-memory": "memorybench.models.calibration:PerfectMemory",
+    "context-mean-colour": "memorybench.models.nomemory:ContextMeanColour",
+    "recent-mean": "memorybench.models.nomemory:RecentMean",
+    "recent-median": "memorybench.models.nomemory:RecentMedian",
+    "blur-last": "memorybench.models.nomemory:BlurLast",
+    "shift-last": "memorybench.models.nomemory:ShiftLast",
+    "inpaint-last": "memorybench.models.nomemory:InpaintLast",
     "lssvwm": "memorybench.zoo.lssvwm:LSSVWM",
     "full-attention": "memorybench.zoo.attention:FullAttention",
     "frame-local-attention": "memorybench.zoo.attention:FrameLocalAttention",
@@ -55,6 +67,16 @@ def _plugins() -> dict[str, str]:
 
 def model_names() -> list[str]:
     return sorted({**BUILTIN_MODELS, **_plugins()})
+
+
+def expand_model_names(text: str) -> list[str]:
+    """Comma-separated model names with the groups of ``MODEL_GROUPS`` expanded (order kept, no repeats)."""
+    out: list[str] = []
+    for name in (m.strip() for m in text.split(",")):
+        for m in MODEL_GROUPS.get(name, (name,) if name else ()):
+            if m not in out:
+                out.append(m)
+    return out
 
 
 def resolve(name: str) -> type[WorldModel]:

@@ -2,7 +2,10 @@
 
 * ``copy-last``      repeats the last frame it has observed: no memory at all (the retention
                      index's 0).
-* ``mean-frame``     predicts the mean of every frame it has observed.
+* ``mean-frame``     predicts the mean of every frame it has observed: a lossy *long* memory (it keeps
+                     a faint trace of everything seen), not a no-memory baseline. The no-memory
+                     references (blur, means of recent frames, inpainting, shifted copies) are in
+                     ``memorybench.models.nomemory``.
 * ``ground-truth``   returns the true frame (privileged): every metric must be perfect, a check of
                      the scoring pipeline itself.
 * ``perfect-memory`` a non-learned model with perfect recall (privileged: it reads where each pixel's
@@ -27,6 +30,7 @@ from ..spec import TaskSpec
 
 class CopyLast(WorldModel):
     name = "copy-last"
+    reference_kind = "no-memory"
 
     def reset(self, spec: TaskSpec, batch_size: int) -> None:
         self.last = None
@@ -43,6 +47,7 @@ class CopyLast(WorldModel):
 
 class MeanFrame(WorldModel):
     name = "mean-frame"
+    reference_kind = "lossy-memory"
 
     def reset(self, spec: TaskSpec, batch_size: int) -> None:
         self.total, self.count = None, 0
@@ -62,6 +67,7 @@ class MeanFrame(WorldModel):
 
 class _Privileged(WorldModel):
     privileged = True
+    reference_kind = "oracle"
 
     def reset(self, spec: TaskSpec, batch_size: int) -> None:
         self.spec, self.t, self.episodes = spec, 0, None
