@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import shutil
 
@@ -16,7 +15,7 @@ from memorybench import storage
 from memorybench.cli import main
 from memorybench.data import (EpisodeDataset, EpisodeStream, RoundRobinBatches, collate, crop_starts, make_sample,
                               memory_intervals, round_robin_episodes, task_loader)
-from memorybench.episode import MIN_MEMORY_PIXELS, NEVER_SEEN, Episode
+from memorybench.episode import NEVER_SEEN, Episode
 from memorybench.errors import MemorybenchError
 from memorybench.generators import get_generator
 from memorybench.results import load_run_json
