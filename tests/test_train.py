@@ -107,3 +107,9 @@ def test_refuses_to_overwrite_or_to_resume_another_run(specs, tmp_path):
         run("full-attention", specs, tmp_path / "a", steps=2, resume=True, lr=5e-4)
     with pytest.raises(MemorybenchError, match="different resolutions"):
         run("full-attention", specs + [get_task("occlusion-recall", "standard")], tmp_path / "b")
+
+
+def test_workers_do_not_change_the_weights(specs, tmp_path):
+    a = run("s4", specs, tmp_path / "w0", steps=3, workers=0)
+    b = run("s4", specs, tmp_path / "w2", steps=3, workers=2)
+    assert file_sha256(a) == file_sha256(b)
