@@ -85,7 +85,7 @@ def tasks_list(tasks_dir: Optional[List[Path]] = TasksDirOpt,
     console.print(table)
 
 
-def _prepare_with_progress(spec, out: Optional[Path], workers: int, force: bool):
+def _prepare_with_progress(spec, out: Optional[Path], workers: int, force: bool, split: str = "eval"):
     from . import storage
 
     with warnings.catch_warnings(record=True) as caught:
@@ -93,7 +93,7 @@ def _prepare_with_progress(spec, out: Optional[Path], workers: int, force: bool)
         with progress_bar() as bar:
             job = bar.add_task(f"{spec.key}", total=spec.episodes)
             res = storage.prepare(spec, out=out, workers=workers, force=force,
-                                  on_episode=lambda: bar.advance(job))
+                                  on_episode=lambda: bar.advance(job), split=split)
             bar.update(job, completed=spec.episodes)
     for w in caught:
         err_console.print(f"[yellow]warning:[/] {escape(str(w.message))}")
@@ -161,23 +161,48 @@ def tasks_generate(name: str = typer.Argument(..., help="Task name, or a selecto
                        None, "--out", "-o", help="Directory for the dataset (default: the cache, $MEMORYBENCH_CACHE)."),
                    workers: int = typer.Option(1, "--workers", "-j", help="Worker processes (results are identical)."),
                    force: bool = typer.Option(False, "--force", help="Regenerate even if a valid cache exists."),
+                   split: str = typer.Option("eval", "--split", help="eval: the evaluation episodes; train: the "
+                                             "training split (training seeds, never an evaluation episode)."),
+                   episodes: Optional[int] = typer.Option(None, "--episodes", "-n", help="Episodes of the train split "
+                                                          "(default: the tier's count)."),
+                   fmt: str = typer.Option("hf", "--format", help="hf: a Hugging Face dataset with its manifest; npz: "
+                                           "one .npz per episode in the Memory Maze offline layout (needs --out)."),
                    tasks_dir: Optional[List[Path]] = TasksDirOpt):
     """Materialise the episodes of a task (or a tier's tasks) as a verified dataset on disk."""
+    from .splits import FORMATS, export_npz, split_spec, train_dir
+
+    if fmt not in FORMATS:
+        raise MemorybenchError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt == "npz" and out is None:
+        raise MemorybenchError("--format npz needs --out DIR (the directory of .npz files)")
     skipped: list = []
     specs = _registry(tasks_dir).select(name, default_tier=tier, skipped=skipped)
     for key, reason in skipped:
         err_console.print(f"[yellow]skipping {key}:[/] {escape(reason)}")
+    suffix = "" if split == "eval" else f"-{split}"
     if out is not None and len(specs) > 1:
-        out_for = lambda s: out / f"{s.name}-{s.tier}"  # noqa: E731
+        out_for = lambda s: out / f"{s.name}-{s.tier}{suffix}"  # noqa: E731
     else:
         out_for = lambda s: out  # noqa: E731
-    for spec in specs:
+    targets = [split_spec(s, split, episodes) for s in specs]  # every error before any work
+    for spec in targets:
         t0 = time.time()
-        res = _prepare_with_progress(spec, out_for(spec), workers, force)
+        if fmt == "npz":
+            with progress_bar() as bar:
+                job = bar.add_task(f"{spec.key} ({split})", total=spec.episodes)
+                path = export_npz(spec, out_for(spec), split, workers=workers, force=force,
+                                  on_episode=lambda: bar.advance(job))
+            size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+            console.print(f"[green]✓[/] {spec.key} ({split} split, seed {spec.seed}, episodes 0..{spec.episodes - 1}):"
+                          f" {spec.episodes} .npz files -> {path} ({size / 2**20:.1f} MiB; {time.time() - t0:.1f}s)")
+            continue
+        dest = out_for(spec) if out_for(spec) is not None or split == "eval" else train_dir(spec)
+        res = _prepare_with_progress(spec, dest, workers, force, split)
         dt = time.time() - t0
         size = sum(f.stat().st_size for f in Path(res.store.path).iterdir() if f.is_file())
         what = "verified cache" if res.reused else f"generated {spec.episodes * spec.frames / max(dt, 1e-9):,.0f} frames/s"
-        console.print(f"[green]✓[/] {spec.key}: {len(res.store)} episodes x {spec.frames} frames at "
+        console.print(f"[green]✓[/] {spec.key} ({split} split, seed {spec.seed}): {len(res.store)} episodes x "
+                      f"{spec.frames} frames at "
                       f"{spec.resolution[0]}x{spec.resolution[1]} -> {res.store.path} ({size / 2**20:.1f} MiB; "
                       f"{what}; {dt:.1f}s)")
 

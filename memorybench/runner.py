@@ -162,7 +162,8 @@ def _to_tensor(frames_u8: np.ndarray, device: str):
 
 def _task_entry(spec: TaskSpec, store: storage.EpisodeStore, selected: list[int]) -> dict:
     return {"key": spec.key, "spec": spec.to_dict(), "spec_hash": spec.hash(), "dataset_sha256": store.dataset_hash,
-            "dataset_path": str(store.path), "episodes_total": spec.episodes, "episodes_selected": selected}
+            "dataset_path": str(store.path), "episodes_total": spec.episodes, "episodes_selected": selected,
+            "split": "eval", "seed": spec.seed}
 
 
 def evaluate(req: RunRequest, progress=None) -> Path:
@@ -181,6 +182,10 @@ def evaluate(req: RunRequest, progress=None) -> Path:
     with _calling(model.name, "to", f"model '{model.name}'"):
         model.to(device)
     batch_size = min(req.batch_size, model.max_batch_size or req.batch_size)
+    # never score a model on episodes its card says it was trained on, nor on a training split
+    from .splits import check_evaluation_data, check_model_training
+
+    trained_on = check_model_training(model, req.tasks)
 
     # datasets and the episodes each task contributes; a task is evaluated under the requested
     # protocols it supports (e.g. pose-based tasks offer rollout only), and each skipped
@@ -191,7 +196,9 @@ def evaluate(req: RunRequest, progress=None) -> Path:
         skipped += [f"{spec.key}/{p}" for p in req.protocols if p not in spec.protocols]
         if not protocols:
             continue
+        check_evaluation_data(spec)
         store = storage.prepare(spec, workers=req.workers).store
+        check_evaluation_data(spec, store)
         plan.append((spec, store, select_episodes(spec, req.limit, req.shard), protocols))
     if not plan:
         raise MemorybenchError(f"no task supports the protocol(s) {', '.join(req.protocols)}: "
@@ -204,7 +211,8 @@ def evaluate(req: RunRequest, progress=None) -> Path:
     scorer = FrameScorer(device=device)  # loads (or fetches) the LPIPS weights before any work starts
     run = RunDir(Path(req.out))
     meta = new_run_meta(
-        model_desc=model.describe(), tasks=[{**_task_entry(s, st, sel), "protocols": ps} for s, st, sel, ps in plan],
+        model_desc={**model.describe(), "trained_on": trained_on},
+        tasks=[{**_task_entry(s, st, sel), "protocols": ps} for s, st, sel, ps in plan],
         protocols=list(req.protocols), metrics=metrics_meta(scorer), aggregation=req.aggregation.to_dict(),
         run={"device": device, "batch_size": batch_size, "save_predictions": req.save_predictions,
              "limit": req.limit, "shard": list(req.shard) if req.shard else None, "context_chunk": req.context_chunk},

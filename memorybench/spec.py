@@ -73,8 +73,11 @@ class ActionSpace:
 
 def param(default: Any, *, min: float | None = None, max: float | None = None, choices: tuple | None = None,
           doc: str = "") -> Any:
-    """A generator parameter with a default, an allowed range and a description."""
-    meta = {"min": min, "max": max, "choices": choices, "doc": doc}
+    """A generator parameter with a default, an allowed range and a description.
+
+    A list parameter may be given empty only when its default is the empty list (meaning "unset")."""
+    meta = {"min": min, "max": max, "choices": choices, "doc": doc,
+            "allow_empty": isinstance(default, list) and not default}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -202,7 +205,7 @@ def _check_value(src: str, fieldname: str, v, tp, meta: Mapping):
         (inner,) = {a for a in typing.get_args(tp) if a is not Ellipsis}
         if not isinstance(v, (list, tuple)):
             raise TaskSpecError(src, fieldname, f"must be a list, got {v!r}")
-        if len(v) == 0:
+        if len(v) == 0 and not meta.get("allow_empty"):
             raise TaskSpecError(src, fieldname, "must not be empty")
         return tuple(_check_value(src, f"{fieldname}[{i}]", x, inner, meta) for i, x in enumerate(v))
     else:  # pragma: no cover - a generator declared an unsupported type

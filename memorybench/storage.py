@@ -3,7 +3,8 @@
 Layout of a dataset directory (one per task, tier and spec hash)::
 
     <cache>/<task>-<tier>-<spec hash[:12]>/
-        manifest.json                 spec, spec hash, generator version, one SHA-256 per episode
+        manifest.json                 spec, spec hash, generator version, split (eval or train), seed,
+                                      episode range, one SHA-256 per episode
         data-00000-of-0000N.arrow     one row per episode (written by ``datasets``)
         dataset_info.json, state.json
 
@@ -246,8 +247,12 @@ def _combined_hash(hashes: list[str]) -> str:
     return hashlib.sha256("\n".join(hashes).encode()).hexdigest()
 
 
-def write(spec: TaskSpec, path: str | Path, workers: int = 1, on_episode: Callable[[], None] | None = None) -> Path:
-    """Generate every episode of ``spec`` into a new dataset at ``path`` (replacing it atomically)."""
+def write(spec: TaskSpec, path: str | Path, workers: int = 1, on_episode: Callable[[], None] | None = None,
+          split: str = "eval") -> Path:
+    """Generate every episode of ``spec`` into a new dataset at ``path`` (replacing it atomically).
+
+    ``split`` (``eval``, or ``train`` for a training split: ``memorybench.splits``) is written into
+    the manifest with the seed and the episode range."""
     from datasets import Dataset, disable_progress_bars, enable_progress_bars
 
     path = Path(path)
@@ -283,6 +288,9 @@ def write(spec: TaskSpec, path: str | Path, workers: int = 1, on_episode: Callab
             "spec_hash": spec.hash(),
             "generator": spec.family,
             "generator_version": spec.generator_version,
+            "split": split,
+            "seed": spec.seed,
+            "episode_range": [0, spec.episodes],
             "episodes": [{"index": i, "sha256": h} for i, h in enumerate(ordered)],
             "dataset_sha256": _combined_hash(ordered),
             "layout": {k: {"dtype": d, "shape": list(_shapes(spec)[k]), "packbits": k in PACKED}
@@ -312,7 +320,7 @@ class PrepareResult:
 
 
 def prepare(spec: TaskSpec, out: str | Path | None = None, workers: int = 1, force: bool = False,
-            on_episode: Callable[[], None] | None = None, deep_verify: bool = True) -> PrepareResult:
+            on_episode: Callable[[], None] | None = None, deep_verify: bool = True, split: str = "eval") -> PrepareResult:
     """A verified dataset for ``spec``: reuse the cache if sound, else (re)generate it."""
     path = Path(out) if out is not None else dataset_dir(spec)
     problems: list[str] = []
@@ -323,7 +331,7 @@ def prepare(spec: TaskSpec, out: str | Path | None = None, workers: int = 1, for
                 return PrepareResult(open_store(path, spec), True, [])
             warnings.warn(f"cached dataset {path} is unusable ({'; '.join(problems[:3])}); regenerating",
                           CacheWarning, stacklevel=2)
-        write(spec, path, workers=workers, on_episode=on_episode)
+        write(spec, path, workers=workers, on_episode=on_episode, split=split)
         return PrepareResult(open_store(path, spec), False, problems)
 
 

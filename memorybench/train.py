@@ -15,6 +15,7 @@ resolution (e.g. the ``tasks`` of the recipes below); ``model_config`` overrides
 * ``model.safetensors``: the weights, with the model name and config in the metadata (what
   ``--model-args checkpoint=PATH`` loads, and what ``baselines/<name>/`` ships);
 * ``card.json``: the model card (config, parameter count, training tasks and their spec hashes,
+  the split (``train``), each task's training seed and the episode index range used,
   training-data hash, steps, batch, learning rate, loss curve, wall time, device, versions);
 * ``train_state.pt``: the resumable training state (weights, AdamW and schedule state, step, RNG
   states, loss history), written atomically every ``checkpoint_every`` steps and at the end;
@@ -23,15 +24,17 @@ resolution (e.g. the ``tasks`` of the recipes below); ``model_config`` overrides
 
 It returns the path of ``model.safetensors``.
 
-**Data.** Episodes come from the tasks' generators with a *training* seed, ``spec.seed +
-TRAIN_SEED_OFFSET``: never the evaluation episodes. Step ``i`` uses task ``i mod n_tasks``
-(round-robin; one task per batch, so a batch has one episode length and one action layout) and its
-episodes ``i * batch_size + j``, so the data stream is a function of the step index alone (resume
-reproduces it; ``workers > 0`` generates it in background processes without changing it). With
-``window = W`` each sample is a random crop of ``W`` frames that straddles the end of the context
-(between 1/8 and 7/8 of it before frame ``context_frames``, where the tasks' memory events are;
-the crop start drawn from ``numpy.random.default_rng([seed, i])``), its memory-only mask
-recomputed within the crop, and the crop's first frame is predicted from the BOS token like an
+**Data.** Episodes come from the tasks' *train split* (``memorybench.data``, the public API for
+any training loop): the generators with the training seed ``spec.seed + TRAIN_SEED_OFFSET``, never
+the evaluation episodes. Batch ``i`` holds episodes ``(i // n_tasks) * batch_size + j`` of task
+``i mod n_tasks`` (``data.task_loader``: round-robin, one task per batch, so a batch has one
+episode length and one action layout), so the data stream is a function of the step index alone
+(resume reproduces it; ``workers > 0`` generates it in background processes without changing it),
+and each task's episodes used are ``0 .. n - 1`` (the card records ``episode_range`` per task). With
+``window = W`` each sample is a ``W``-frame crop that keeps memory events whole (the crop start
+drawn from ``numpy.random.default_rng([seed, episode])`` among the starts whose crop holds both
+ends of at least one memory event; memory-only pixels whose content was last seen before the crop
+lose their memory weight), and the crop's first frame is predicted from the BOS token like an
 episode's first frame; ``window=None`` trains on whole episodes.
 
 **Loss.** Mean squared error of the predicted frames (the diffusion model: of its clean-frame
@@ -95,7 +98,6 @@ mamba) materialise their ``[L, E, S]`` states (no fused kernel), hence gradient 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -109,67 +111,22 @@ import numpy as np
 import torch
 
 from . import __version__
-from .episode import memory_metadata
+from . import data
+from .data import TRAIN_SEED_OFFSET, training_spec  # noqa: F401 (part of this module's interface)
 from .errors import MemorybenchError
 from .spec import TaskSpec
 
-#: added to a task's evaluation seed to get its training seed
-TRAIN_SEED_OFFSET = 1_000_003
 STATE_FILE, MODEL_FILE, CARD_FILE = "train_state.pt", "model.safetensors", "card.json"
 STATE_FORMAT = "memorybench-train/1"
 BETAS = (0.9, 0.95)
 MIN_LR_RATIO = 0.1
-
-
-def training_spec(spec: TaskSpec) -> TaskSpec:
-    """The spec whose episodes a model trains on: the task with its training seed."""
-    return dataclasses.replace(spec, seed=spec.seed + TRAIN_SEED_OFFSET)
+DATA_STREAM = ("batch i: task i mod n_tasks, its training episodes (i // n_tasks) * batch_size + j, j < batch_size "
+               "(memorybench.data.task_loader)")
 
 
 def training_data_hash(specs: Sequence[TaskSpec]) -> str:
     """SHA-256 over the training specs' hashes (they include the training seeds), in order."""
     return hashlib.sha256(json.dumps([training_spec(s).hash() for s in specs]).encode()).hexdigest()
-
-
-class EpisodeBatches(torch.utils.data.Dataset):
-    """Batch ``i`` of the training stream, a function of ``i`` only (see the module docstring)."""
-
-    def __init__(self, specs: Sequence[TaskSpec], batch_size: int, window: int | None, seed: int):
-        self.specs = [training_spec(s) for s in specs]
-        self.batch_size, self.window, self.seed = batch_size, window, seed
-
-    def __len__(self) -> int:
-        return 2**62  # indexed by step; the sampler says which steps are drawn
-
-    def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
-        from .generators import get_generator
-
-        spec = self.specs[step % len(self.specs)]
-        gen = get_generator(spec.family)(spec)
-        eps = [gen.generate(step * self.batch_size + j) for j in range(self.batch_size)]
-        frames = np.stack([e.frames for e in eps])  # [B, T, H, W, 3] uint8
-        actions = np.stack([e.actions for e in eps])
-        memory = np.stack([e.memory_mask for e in eps])
-        T, W = frames.shape[1], self.window
-        if W is not None and W < T:
-            # crops straddle the end of the context, where the tasks' memory events happen (reveals,
-            # returns): the crop start is drawn so that between 1/8 and 7/8 of it lies before it
-            C = spec.context_frames
-            lo, hi = max(0, C - W + W // 8), max(0, min(T - W, C - W // 8))
-            starts = np.random.default_rng([self.seed, step]).integers(lo, max(lo, hi) + 1, size=len(eps))
-            crop = starts[:, None] + np.arange(W)
-            rows = np.arange(len(eps))[:, None]
-            frames, actions = frames[rows, crop], actions[rows, crop]
-            # what only memory predicts *within the crop*: recomputed from the content identities
-            # (content seen before the crop is not in the model's input); without identities, no
-            # pixel gets the memory weight
-            memory = np.zeros(frames.shape[:-1], bool)
-            for j, e in enumerate(eps):
-                if e.content_ids is not None:
-                    memory[j] = memory_metadata(e.content_ids[crop[j]], spec.recent_window).memory_mask
-        return {"frames": torch.from_numpy(np.ascontiguousarray(frames)),
-                "actions": torch.from_numpy(np.ascontiguousarray(actions)),
-                "memory": torch.from_numpy(np.ascontiguousarray(memory))}
 
 
 def lr_factor(step: int, steps: int, warmup: int) -> float:
@@ -258,7 +215,8 @@ def train(model: str, tasks: Sequence[TaskSpec], steps: int, out_dir: str | Path
         "model": cls.name, "config": config.to_dict(), "seed": seed, "steps": steps, "batch_size": batch_size,
         "lr": lr, "weight_decay": weight_decay, "warmup": warmup, "window": window,
         "memory_weight": memory_weight, "grad_clip": grad_clip,
-        "tasks": [{"key": s.key, "spec_hash": s.hash(), "training_seed": s.seed + TRAIN_SEED_OFFSET} for s in tasks],
+        "tasks": [{"key": s.key, "spec_hash": s.hash(), "training_seed": training_spec(s).seed} for s in tasks],
+        "data_stream": DATA_STREAM,
     }
     run = json.loads(json.dumps(run))  # the form it is saved in (lists, not tuples)
 
@@ -300,17 +258,16 @@ def train(model: str, tasks: Sequence[TaskSpec], steps: int, out_dir: str | Path
                             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_states(),
                             "losses": losses, "wall_seconds": wall}, state_path)
 
-    data = EpisodeBatches(tasks, batch_size, window, seed)
-    loader = torch.utils.data.DataLoader(data, batch_size=None, sampler=range(start, steps), num_workers=workers,
-                                         pin_memory=dev.type == "cuda")
+    loader = data.task_loader(tasks, batch_size, crop=window, seed=seed, start=start, stop=steps, workers=workers,
+                              rank=0, world_size=1, pin_memory=dev.type == "cuda")
     bar = _progress_bar(cls.name, steps, start) if progress else None
     t0 = time.perf_counter()
     done, stopped = start, False
     try:
         for step, batch in zip(range(start, steps), loader):
-            frames = batch["frames"].to(dev, non_blocking=True).permute(0, 1, 4, 2, 3).float().div_(255.0)
+            frames = batch["frames"].to(dev, non_blocking=True).float().div_(255.0)
             actions = batch["actions"].to(dev, non_blocking=True)
-            weight = None if memory_weight == 1 else 1 + (memory_weight - 1) * batch["memory"].to(dev).float()
+            weight = None if memory_weight == 1 else 1 + (memory_weight - 1) * batch["memory_mask"].to(dev).float()
             loss = net.loss(frames, actions, weight, _step_generator(seed, step, dev))
             if not torch.isfinite(loss):
                 raise MemorybenchError(f"train: the loss of step {step} is {loss.item()} (try a lower lr)")
@@ -339,6 +296,7 @@ def train(model: str, tasks: Sequence[TaskSpec], steps: int, out_dir: str | Path
     model_path = save_checkpoint(net, cls.name, out / MODEL_FILE, extra={"training_data_hash": data_hash, "steps": done})
     from .hashing import file_sha256
 
+    used = data.round_robin_episodes(len(tasks), batch_size, done)
     card = {
         "model": cls.name,
         "class": f"{cls.__module__}:{cls.__qualname__}",
@@ -346,10 +304,11 @@ def train(model: str, tasks: Sequence[TaskSpec], steps: int, out_dir: str | Path
         "parameters": num_parameters(net),
         "checkpoint": {"file": MODEL_FILE, "sha256": file_sha256(model_path)},
         "training": {
-            "tasks": run["tasks"],
+            "split": "train",
+            "tasks": [{**t, "episode_range": [0, n]} for t, n in zip(run["tasks"], used)],
             "seed_offset": TRAIN_SEED_OFFSET,
             "data_hash": data_hash,
-            "data_stream": "step i: task i mod n_tasks, its training episodes i*batch_size .. i*batch_size+batch_size-1",
+            "data_stream": DATA_STREAM,
             "seed": seed,
             "steps": done,
             "steps_planned": steps,

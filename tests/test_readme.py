@@ -63,3 +63,18 @@ def test_plugin_by_entry_point(tmp_path, blur_module, monkeypatch):
         assert (out / "blur" / "summary.json").exists()
     finally:
         models._plugins.cache_clear()
+
+
+def test_readme_training_data_example_trains(tmp_path, capsys):
+    import runpy
+
+    section = README.split("## Training data")[1].split("\n## ")[0]
+    (src,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    (tmp_path / "train_example.py").write_text(src)
+    ns = runpy.run_path(str(tmp_path / "train_example.py"))
+    lines = capsys.readouterr().out.splitlines()
+    assert ns["step"] == 4 and len(lines) == 5 and all(p.grad is not None for p in ns["net"].parameters())
+    # 5 batches of 4 consecutive training episodes, in order whatever the number of workers
+    assert [line.split(" [")[1].split("]")[0] for line in lines] == [
+        ", ".join(str(4 * b + j) for j in range(4)) for b in range(5)]
+    assert ns["batch"]["frames"].shape == (4, 32, 3, 32, 32) and ns["loss"].isfinite()

@@ -13,7 +13,8 @@ from memorybench.errors import MemorybenchError
 from memorybench.generators import get_generator
 from memorybench.models import load_model
 from memorybench.tasks import get_task
-from memorybench.train import TRAIN_SEED_OFFSET, EpisodeBatches, train, training_data_hash
+from memorybench import data
+from memorybench.train import TRAIN_SEED_OFFSET, train, training_data_hash, training_spec
 
 TINY = {"width": 32, "layers": 1, "heads": 2, "stem_channels": 8, "mlp_ratio": 2}
 
@@ -32,35 +33,38 @@ def run(model, specs, out, steps=6, **kw):
 
 
 def test_the_data_stream_is_training_data_and_a_function_of_the_step(specs):
-    data = EpisodeBatches(specs, batch_size=2, window=None, seed=0)
-    b = data[4]  # step 4: task 4 mod 3 = scene-retrieval, episodes 8 and 9 of its training seed
+    def step(i, **kw):
+        return next(iter(data.task_loader(specs, 2, start=i, stop=i + 1, **kw)))
+
+    b = step(4)  # step 4: task 4 mod 3 = scene-retrieval, episodes 2 and 3 (4 // 3 * 2 + j) of its training seed
     spec = specs[1]
-    train_ep = get_generator(spec.family)(data.specs[1]).generate(8)
-    assert data.specs[1].seed == spec.seed + TRAIN_SEED_OFFSET
-    assert np.array_equal(b["frames"][0].numpy(), train_ep.frames)
-    assert not np.array_equal(train_ep.frames, get_generator(spec.family)(spec).generate(8).frames)
-    assert torch.equal(EpisodeBatches(specs, 2, None, 0)[4]["frames"], b["frames"])
-    windowed = EpisodeBatches(specs, batch_size=2, window=8, seed=0)[4]
-    assert windowed["frames"].shape[:2] == (2, 8) and windowed["memory"].shape == (2, 8, 32, 32)
+    train_ep = get_generator(spec.family)(training_spec(spec)).generate(2)
+    assert training_spec(spec).seed == spec.seed + TRAIN_SEED_OFFSET
+    assert b["task"] == spec.key and b["episode"].tolist() == [2, 3]
+    assert np.array_equal(b["frames"][0].permute(0, 2, 3, 1).numpy(), train_ep.frames)
+    assert not np.array_equal(train_ep.frames, get_generator(spec.family)(spec).generate(2).frames)
+    assert torch.equal(step(4)["frames"], b["frames"])
+    windowed = step(4, crop=8)
+    assert windowed["frames"].shape[:2] == (2, 8) and windowed["memory_mask"].shape == (2, 8, 32, 32)
 
 
 @pytest.mark.parametrize("model", ["lssvwm", "diffusion"])
 def test_resume_after_a_crash_gives_the_same_weights(specs, tmp_path, monkeypatch, model):
     whole = run(model, specs, tmp_path / "whole")
 
-    real = EpisodeBatches.__getitem__
+    real = data.RoundRobinBatches.batch
 
     def crash_at_step_3(self, step):
         if step == 3:
             raise RuntimeError("killed")
         return real(self, step)
 
-    monkeypatch.setattr(EpisodeBatches, "__getitem__", crash_at_step_3)
+    monkeypatch.setattr(data.RoundRobinBatches, "batch", crash_at_step_3)
     with pytest.raises(RuntimeError, match="killed"):
         run(model, specs, tmp_path / "resumed")
     state = torch.load(tmp_path / "resumed" / "train_state.pt", weights_only=True)
     assert state["step"] == 3 and not (tmp_path / "resumed" / "model.safetensors").exists()
-    monkeypatch.setattr(EpisodeBatches, "__getitem__", real)
+    monkeypatch.setattr(data.RoundRobinBatches, "batch", real)
     resumed = run(model, specs, tmp_path / "resumed", resume=True)
 
     assert file_sha256(resumed) == file_sha256(whole)  # weights and metadata, byte for byte
@@ -76,6 +80,9 @@ def test_outputs_card_and_loadable_checkpoint(specs, tmp_path):
     assert [x["key"] for x in t["tasks"]] == [s.key for s in specs]
     assert [x["spec_hash"] for x in t["tasks"]] == [s.hash() for s in specs]
     assert t["data_hash"] == training_data_hash(specs) and t["seed_offset"] == TRAIN_SEED_OFFSET
+    # batch size 1, 4 steps over 3 tasks: task 0 got steps 0 and 3 (episodes 0, 1), the others one each
+    assert t["split"] == "train" and [(x["training_seed"], x["episode_range"]) for x in t["tasks"]] == [
+        (s.seed + TRAIN_SEED_OFFSET, [0, n]) for s, n in zip(specs, [2, 1, 1])]
     assert t["steps"] == 4 and t["complete"] and [s for s, _ in t["loss_curve"]] == [2, 4]
     assert np.isfinite(t["final_loss"]) and card["checkpoint"]["sha256"] == file_sha256(path)
     model = load_model("mamba", {"checkpoint": str(path)})
@@ -100,3 +107,9 @@ def test_refuses_to_overwrite_or_to_resume_another_run(specs, tmp_path):
         run("full-attention", specs, tmp_path / "a", steps=2, resume=True, lr=5e-4)
     with pytest.raises(MemorybenchError, match="different resolutions"):
         run("full-attention", specs + [get_task("occlusion-recall", "standard")], tmp_path / "b")
+
+
+def test_workers_do_not_change_the_weights(specs, tmp_path):
+    a = run("s4", specs, tmp_path / "w0", steps=3, workers=0)
+    b = run("s4", specs, tmp_path / "w2", steps=3, workers=2)
+    assert file_sha256(a) == file_sha256(b)

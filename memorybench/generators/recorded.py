@@ -10,7 +10,10 @@ Two kinds of source (``params.path``, ``params.format``):
 
       image        [T, H, W, 3] uint8    first-person view
       action       [T, A] one-hot (float/int/bool; a row of zeros is action 0), or [T] integers:
-                   ``action[t]`` is the action that led to ``image[t]`` (memorybench's convention)
+                   ``action[t]`` is the action that led to ``image[t]`` (memorybench's convention);
+                   with ``params.action_nvec`` (multi-component actions, as ``memorybench tasks
+                   generate --format npz`` writes them): integers [T, len(action_nvec)],
+                   component ``i`` in ``0 .. action_nvec[i] - 1``
       agent_pos    [T, 2] float          position (x, y) in maze cells        (optional)
       agent_dir    [T, 2] float          heading as a unit vector (dx, dy),    (optional)
                    or [T] float: heading angle in radians
@@ -111,6 +114,9 @@ class RecordedParams:
     direction_key: str = param("agent_dir", doc="headings: unit vectors [T, 2] or radians [T]; '' for positions only")
     action_labels: tuple[str, ...] = param(list(MEMORY_MAZE_ACTIONS),
                                            doc="names of the discrete actions (their count is A)")
+    action_nvec: tuple[int, ...] = param([], min=1, max=1_000_000,
+                                         doc="multi-component integer actions [T, A]: values per component "
+                                             "(replaces action_labels)")
     near_distance: float = param(NEAR_DISTANCE, min=0.0, max=1e9, doc="same view within this distance ...")
     near_angle: float = param(NEAR_ANGLE, min=0.0, max=180.0, doc="... and this heading difference (degrees)")
     fingerprint_mode: str = param("stat", choices=("stat", "content"), doc="what the source fingerprint covers")
@@ -148,6 +154,10 @@ class Recorded(Generator):
 
     @classmethod
     def action_space(cls, params) -> ActionSpace:
+        if params.action_nvec:
+            nvec = tuple(params.action_nvec)
+            return ActionSpace(nvec=nvec, names=tuple(f"action_{i}" for i in range(len(nvec))),
+                               labels=tuple(tuple(str(v) for v in range(n)) for n in nvec))
         return ActionSpace(nvec=(len(params.action_labels),), names=("action",), labels=(tuple(params.action_labels),))
 
     @classmethod
@@ -290,14 +300,27 @@ class Recorded(Generator):
 
         act = self._frames_of(where, p.action_key, arr[p.action_key], need)
         A = len(p.action_labels)
-        if act.ndim == 2:
+        if p.action_nvec:
+            nvec = np.array(p.action_nvec)
+            if act.ndim == 1 and len(nvec) == 1:
+                act = act[:, None]
+            if act.ndim != 2 or act.shape[1] != len(nvec) or not np.issubdtype(act.dtype, np.integer):
+                raise DataError(f"{where}: array '{p.action_key}' has dtype {act.dtype} and shape {act.shape}, "
+                                f"expected integers [T, {len(nvec)}] (params.action_nvec: {list(p.action_nvec)})")
+            actions = act[sl].astype(np.int64)
+            bad = (actions < 0) | (actions >= nvec)
+            if bad.any():
+                t, i = (int(x) for x in np.argwhere(bad)[0])
+                raise DataError(f"{where}: array '{p.action_key}' has value {int(actions[t, i])} in component {i} "
+                                f"at frame {s0 + t}, outside 0..{int(nvec[i]) - 1}")
+        elif act.ndim == 2:
             if act.shape[1] != A or not (np.issubdtype(act.dtype, np.number) or act.dtype == bool):
                 raise DataError(f"{where}: array '{p.action_key}' has dtype {act.dtype} and shape {act.shape}, "
                                 f"expected one-hot [T, {A}] (or integers [T])")
             a = act[sl]
-            actions = np.where(np.any(a != 0, axis=1), np.argmax(a, axis=1), 0).astype(np.int64)
+            actions = np.where(np.any(a != 0, axis=1), np.argmax(a, axis=1), 0).astype(np.int64)[:, None]
         elif act.ndim == 1 and np.issubdtype(act.dtype, np.integer):
-            actions = act[sl].astype(np.int64)
+            actions = act[sl].astype(np.int64)[:, None]
             bad = (actions < 0) | (actions >= A)
             if bad.any():
                 raise DataError(f"{where}: array '{p.action_key}' has value {int(actions[bad][0])} outside 0..{A - 1} "
@@ -335,7 +358,7 @@ class Recorded(Generator):
             meta = unscored_metadata(T, (H, W))
         info = {"source": name,
                 "start_frame": s0, "poses": bool(p.position_key)}
-        return Episode(task=spec.name, index=index, frames=frames, actions=actions[:, None],
-                       poses=poses.astype(np.float32), memory_gap=meta.memory_gap, memory_gap_rollout=meta.memory_gap_rollout,
-                       memory_mask=meta.memory_mask,
+        return Episode(task=spec.name, index=index, frames=frames, actions=actions,
+                       poses=poses.astype(np.float32), memory_gap=meta.memory_gap,
+                       memory_gap_rollout=meta.memory_gap_rollout, memory_mask=meta.memory_mask,
                        novel_mask=meta.novel_mask, info=info)
