@@ -27,6 +27,7 @@ from ..spec import TaskSpec
 
 class CopyLast(WorldModel):
     name = "copy-last"
+    learned = False
 
     def reset(self, spec: TaskSpec, batch_size: int) -> None:
         self.last = None
@@ -43,6 +44,7 @@ class CopyLast(WorldModel):
 
 class MeanFrame(WorldModel):
     name = "mean-frame"
+    learned = False
 
     def reset(self, spec: TaskSpec, batch_size: int) -> None:
         self.total, self.count = None, 0
@@ -62,6 +64,7 @@ class MeanFrame(WorldModel):
 
 class _Privileged(WorldModel):
     privileged = True
+    learned = False
 
     def reset(self, spec: TaskSpec, batch_size: int) -> None:
         self.spec, self.t, self.episodes = spec, 0, None
