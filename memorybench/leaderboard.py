@@ -87,8 +87,9 @@ def _split_labels(key: str, variants: dict[tuple, dict]) -> dict[tuple, tuple[st
     """``(column label, legend text)`` per variant of one task key: the label names only what
     tells the variants apart (``occlusion-recall@standard [2 episodes]``)."""
     facts = {v: _variant_facts(t, v) for v, t in variants.items()}
-    fields = [f for f in ("episodes", "spec", "data", "generator", "format", "metrics")
-              if len({facts[v][f] for v in variants}) > 1] or ["spec", "data"]
+    # the data hash follows from the spec and the episodes: name it only when nothing else differs
+    fields = [f for f in ("episodes", "spec", "generator", "format", "metrics")
+              if len({facts[v][f] for v in variants}) > 1] or ["data"]
     out = {}
     for v, f in facts.items():
         label = f"{key} [{', '.join(f[x] for x in fields)}]"
