@@ -604,7 +604,11 @@ def _timings(run_dir: Path) -> dict[str, dict]:
 
     out: dict[str, dict] = {}
     legacy: dict[str, dict] = {}
+    session = 0
     for e in read_events(run_dir):
+        if e.get("event") in ("start", "resume"):
+            session += 1
+            continue
         if e.get("event") == "batch_done":
             t = out.setdefault(e["group"], {"episodes": 0, "model_seconds": 0.0, "score_seconds": 0.0,
                                             "wall_seconds": 0.0, "sessions": set()})
@@ -617,7 +621,7 @@ def _timings(run_dir: Path) -> dict[str, dict]:
             continue
         for k in ("model_seconds", "score_seconds", "wall_seconds"):
             t[k] += float(e.get(k, 0.0))
-        t["sessions"].add((e.get("host"), e.get("pid")))
+        t["sessions"].add(session)
     for group, t in legacy.items():
         out.setdefault(group, t)
     return {g: {**t, "sessions": len(t["sessions"])} for g, t in out.items()}
