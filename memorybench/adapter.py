@@ -2,8 +2,10 @@
 
 A model sees a batch of ``B`` episodes of one task at a time, frame by frame::
 
+    model.to(device)                                # once, before the first reset: sets self.device
     model.reset(spec, batch_size=B)                 # new episodes: forget everything
-    model.observe(frames[:, :C], actions[:, :C])    # the context: true frames and their actions
+    for s in range(0, C, 128):                      # the context, in chunks of at most 128 frames
+        model.observe(frames[:, s:s+128], actions[:, s:s+128])   # true frames and their actions
     for t in range(C, T):
         pred = model.predict(actions[:, t:t+1])     # the next frame, given the action that makes it
         model.observe(pred or truth, actions[:, t:t+1])
@@ -73,7 +75,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from .errors import MemorybenchError
-from .hashing import cached_sha256, tree_files, tree_sha256
+from .hashing import cached_sha256, file_sha256, tree_files, tree_sha256  # noqa: F401 - file_sha256 re-exported
 
 if TYPE_CHECKING:  # torch is imported lazily so that `memorybench tasks ...` starts fast
     import torch
