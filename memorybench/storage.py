@@ -439,7 +439,7 @@ def _remove_stale_temporaries(path: Path) -> None:
         for d in path.glob(".tmp-*"):
             shutil.rmtree(d, ignore_errors=True)
     if path.parent.is_dir():
-        for d in path.parent.glob(f".{path.name}.tmp-*"):
+        for d in list(path.parent.glob(f".{path.name}.tmp-*")) + list(path.parent.glob(f"{path.name}.old-*")):
             shutil.rmtree(d, ignore_errors=True)
 
 

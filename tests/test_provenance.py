@@ -191,3 +191,16 @@ def test_the_cache_honours_xdg_cache_home(tmp_path, monkeypatch):
     monkeypatch.delenv("MEMORYBENCH_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/path")  # not absolute: ignored, as the spec says
     assert storage.cache_root() == Path.home() / ".cache" / "memorybench"
+
+
+def test_temporaries_of_a_killed_generation_are_removed_by_the_next(tmp_path, registry):
+    spec = registry.get("scene-retrieval", "smoke")
+    path = tmp_path / "ds"
+    storage.prepare(spec, out=path, episodes=[0])
+    leftovers = [path / ".tmp-killed" / "build", tmp_path / ".ds.tmp-killed" / "data", tmp_path / "ds.old-123"]
+    for d in leftovers:
+        d.mkdir(parents=True)
+        (d / "x.arrow").write_bytes(b"partial")
+    assert storage.prepare(spec, out=path, episodes=[0, 1]).generated == [1]
+    assert not any(d.exists() for d in leftovers)
+    assert storage.verify(path, spec, episodes=[0, 1]) == []
