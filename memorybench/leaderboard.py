@@ -93,7 +93,8 @@ def _split_labels(key: str, variants: dict[tuple, dict]) -> dict[tuple, tuple[st
     out = {}
     for v, f in facts.items():
         label = f"{key} [{', '.join(f[x] for x in fields)}]"
-        out[v] = (label, "; ".join(f.values()) + f" (spec {v[0][:12]}..., dataset {v[1][:12]}...)")
+        legend = {**f, "spec": f"spec {v[0][:16]}", "data": f"dataset {v[1][:16]}"}
+        out[v] = (label, "; ".join(legend.values()))
     # labels must be unique: fall back to the spec and data hashes when the readable facts collide
     if len({lab for lab, _ in out.values()}) < len(out):
         out = {v: (f"{key} [{f['spec']}, {f['data']}, {f['episodes']}]", leg) for (v, (_, leg)), f
