@@ -158,7 +158,8 @@ def tasks_show(name: str = typer.Argument(..., help="Task name."), tier: str = T
 @tasks_app.command("generate")
 def tasks_generate(name: str = typer.Argument(..., help="Task name, or a selector: smoke, standard, NAME@TIER, comma-separated."),
                    tier: str = TierOpt, out: Optional[Path] = typer.Option(
-                       None, "--out", "-o", help="Directory for the dataset (default: the cache, $MEMORYBENCH_CACHE)."),
+                       None, "--out", "-o", help="Directory for the dataset (default: the cache: $MEMORYBENCH_CACHE, "
+                                                 "else $XDG_CACHE_HOME/memorybench, else ~/.cache/memorybench)."),
                    workers: int = typer.Option(1, "--workers", "-j", help="Worker processes (results are identical)."),
                    force: bool = typer.Option(False, "--force", help="Regenerate even if a valid cache exists."),
                    split: str = typer.Option("eval", "--split", help="eval: the evaluation episodes; train: the "
@@ -199,7 +200,7 @@ def tasks_generate(name: str = typer.Argument(..., help="Task name, or a selecto
         dest = out_for(spec) if out_for(spec) is not None or split == "eval" else train_dir(spec)
         res = _prepare_with_progress(spec, dest, workers, force, split)
         dt = time.time() - t0
-        size = sum(f.stat().st_size for f in Path(res.store.path).iterdir() if f.is_file())
+        size = sum(f.stat().st_size for f in Path(res.store.path).rglob("*") if f.is_file())
         what = "verified cache" if res.reused else f"generated {spec.episodes * spec.frames / max(dt, 1e-9):,.0f} frames/s"
         console.print(f"[green]✓[/] {spec.key} ({split} split, seed {spec.seed}): {len(res.store)} episodes x "
                       f"{spec.frames} frames at "
@@ -298,6 +299,8 @@ def run_cmd(
     retention: bool = typer.Option(True, "--retention/--no-retention",
                                    help="Compute the memory retention index (needs the copy-last and perfect-memory references)."),
     tasks_dir: Optional[List[Path]] = TasksDirOpt,
+    debug: bool = typer.Option(False, "--debug", help="When a model raises an exception, print its full traceback "
+                                                      "(it is always saved in the run directory's errors/)."),
 ):
     """Evaluate models on tasks and print a results table.
 
@@ -306,7 +309,7 @@ def run_cmd(
     from .aggregate import AggregationConfig
     from .distributed import dist_env
     from .leaderboard import load_runs, print_overview
-    from .runner import RunRequest, default_out_dir, evaluate, run_dir_name
+    from .runner import AdapterError, RunRequest, default_out_dir, evaluate, run_dir_names
 
     skipped: list = []
     specs = _registry(tasks_dir).select(tasks, default_tier=tier, skipped=skipped)
@@ -330,9 +333,14 @@ def run_cmd(
     else:
         root = out if out is not None else default_out_dir()
         done = []
-        for m in models:
-            run_dir = root / run_dir_name(m)
-            done.append(evaluate(RunRequest(model=m, out=run_dir, device=device, shard=_parse_shard(shard), **common)))
+        for m, name in zip(models, run_dir_names(models)):
+            run_dir = root / name
+            try:
+                done.append(evaluate(RunRequest(model=m, out=run_dir, device=device, shard=_parse_shard(shard), **common)))
+            except AdapterError as e:
+                if debug and e.traceback_text:
+                    err_console.print(e.traceback_text, markup=False, highlight=False)
+                raise
             err_console.print(f"[green]✓[/] {escape(m)}: {run_dir}")
     print_overview(load_runs(done))
     console.print(f"results in {root}  ({time.time() - t0:.1f}s)")
@@ -346,7 +354,7 @@ def _run_distributed(models, out, device, common):
 
     from . import storage
     from .distributed import broadcast, dist_env, init_process_group, merge, shard_dirs, wait_for
-    from .runner import RunRequest, default_out_dir, evaluate, resolve_device, run_dir_name
+    from .runner import RunRequest, default_out_dir, evaluate, resolve_device, run_dir_names, select_episodes
 
     rank, world, local = dist_env()
     dev = resolve_device(device)
@@ -360,11 +368,11 @@ def _run_distributed(models, out, device, common):
     root = Path(broadcast(str(out if out is not None else default_out_dir()), dist))
     if rank == 0:  # one process fills the shared dataset cache; the others then verify and read it
         for spec in common["tasks"]:
-            storage.prepare(spec, workers=common["workers"])
+            storage.prepare(spec, workers=common["workers"], episodes=select_episodes(spec, common["limit"], None))
     dist.barrier()
     done = []
-    for m in models:
-        final = root / run_dir_name(m)
+    for m, name in zip(models, run_dir_names(models)):
+        final = root / name
         shards = shard_dirs(final, world)
         req = RunRequest(model=m, out=shards[rank], device=dev, shard=(rank, world), **{**common, "retention": False})
         req.progress = rank == 0
@@ -399,16 +407,25 @@ def merge_cmd(shards: List[Path] = typer.Argument(..., help="Shard run directori
     console.print(f"merged {len(shards)} shards into {path}")
 
 
+def default_rescore_dir(pred_dir: Path) -> Path:
+    """Where `memorybench score RUN` writes without --out: ``rescored/<date-time>/<RUN's name>`` in
+    the current directory (as `run` writes ``runs/<date-time>/<model>``), never beside the run, so
+    that a leaderboard of a directory of runs does not find a run and its re-scored copy together."""
+    return Path("rescored") / time.strftime("%Y%m%d-%H%M%S") / Path(pred_dir).resolve().name
+
+
 @app.command("score")
 def score_cmd(pred_dir: Path = typer.Argument(..., help="A run directory made with --save-predictions."),
-              out: Optional[Path] = typer.Option(None, "--out", "-o", help="New run directory (default: PRED_DIR-rescored-<time>)."),
+              out: Optional[Path] = typer.Option(None, "--out", "-o", help="The new run directory (must not exist or be "
+                                                 "empty). Default: rescored/<date-time>/<name of PRED_DIR> in the "
+                                                 "current directory."),
               device: str = typer.Option("auto", "--device"),
               retention: bool = typer.Option(True, "--retention/--no-retention")):
     """Re-score saved predictions (after a metric change or fix) without running the model again."""
     from .leaderboard import load_runs, print_overview
     from .runner import rescore
 
-    dest = out or pred_dir.with_name(pred_dir.name + "-rescored-" + time.strftime("%Y%m%d-%H%M%S"))
+    dest = out or default_rescore_dir(pred_dir)
     path = rescore(pred_dir, dest, device=device, retention=retention)
     print_overview(load_runs([path]))
     console.print(f"re-scored results in {path}")
@@ -523,12 +540,17 @@ def compare_cmd(baseline: Path = typer.Argument(..., help="Baseline run director
                 current: Path = typer.Argument(..., help="Current run directory."),
                 tolerance: Optional[str] = typer.Option(None, "--tolerance", help="metric=value,... (defaults: psnr 0.5 dB, "
                                                         "ssim 0.01, lpips 0.01, retention 0.05), or one number for all."),
-                metrics: str = typer.Option("psnr,ssim,lpips,psnr_memory,ssim_memory,lpips_memory,retention", "--metrics")):
+                metrics: str = typer.Option("psnr,ssim,lpips,psnr_memory,ssim_memory,lpips_memory,retention", "--metrics"),
+                tasks: Optional[str] = typer.Option(None, "--tasks", help="Gate only on these tasks of the baseline "
+                                                    "(NAME or NAME@TIER, comma-separated). Default: all of them.")):
     """Regression gate: exit 1 if a metric got worse beyond the tolerance and the CI; 4 if not comparable."""
-    from .compare import compare, parse_tolerances, print_rows
+    from .compare import compare, model_warnings, parse_tolerances, print_rows
+    from .results import load_run_json
 
+    for w in model_warnings(load_run_json(baseline), load_run_json(current)):
+        err_console.print(f"[yellow]warning:[/] {escape(w)}")
     rows, code = compare(baseline, current, [m.strip() for m in metrics.split(",") if m.strip()],
-                         parse_tolerances(tolerance))
+                         parse_tolerances(tolerance), tasks=[t.strip() for t in (tasks or "").split(",") if t.strip()] or None)
     print_rows(rows)
     n_bad = sum(r.status in ("regression", "missing") for r in rows)
     if code:

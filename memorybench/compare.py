@@ -10,7 +10,9 @@ fail a build). Exit codes of ``memorybench compare``:
   an incomplete run): nothing can be concluded, which a CI job must not mistake for a pass.
 
 A baseline is a run directory (``run.json`` + ``summary.json``; the per-frame records are not
-needed, so a committed baseline is two small files).
+needed, so a committed baseline is two small files). ``tasks`` restricts the gate to some of the
+baseline's tasks (``memorybench compare --tasks``); ``model_warnings`` says when the two runs are
+of different models (a gate normally compares one model before and after a change).
 """
 
 from __future__ import annotations
@@ -75,39 +77,80 @@ def _values(group: dict) -> dict:
     return group_values(group)
 
 
-def check_comparable(base_meta: dict, base_sum: dict, cur_meta: dict, cur_sum: dict) -> None:
+def select_tasks(meta: dict, tasks: Sequence[str] | None) -> list[str]:
+    """The task keys of ``meta`` that ``tasks`` names (``NAME@TIER`` or a bare name: every tier of
+    it in the run); every task of the run when ``tasks`` is None."""
+    keys = [t["key"] for t in meta["tasks"]]
+    if not tasks:
+        return keys
+    out = []
+    for want in tasks:
+        hit = [k for k in keys if k == want or k.split("@")[0] == want]
+        if not hit:
+            from .errors import UnknownNameError
+
+            raise UnknownNameError("task of the baseline", want, keys)
+        out += [k for k in hit if k not in out]
+    return out
+
+
+def check_comparable(base_meta: dict, base_sum: dict, cur_meta: dict, cur_sum: dict,
+                     tasks: Sequence[str] | None = None) -> None:
+    """Raise ``IncomparableRunsError`` saying in words why the runs cannot be compared on ``tasks``
+    (task keys; default: every task of the baseline), and how to match them."""
+    from .comparability import metrics_difference, task_differences
+    from .results import task_protocols
+
+    names = ("the baseline", "the current run")
+    keys = list(tasks) if tasks is not None else [t["key"] for t in base_meta["tasks"]]
     problems = []
     bt = {t["key"]: t for t in base_meta["tasks"]}
     ct = {t["key"]: t for t in cur_meta["tasks"]}
-    for key, t in bt.items():
+    for key in keys:
+        t = bt[key]
         if key not in ct:
-            problems.append(f"task {key} is in the baseline but not in the current run")
-        elif (t["spec_hash"], t["dataset_sha256"]) != (ct[key]["spec_hash"], ct[key]["dataset_sha256"]):
-            problems.append(f"task {key}: spec/dataset {t['spec_hash'][:12]}/{t['dataset_sha256'][:12]} in the "
-                            f"baseline, {ct[key]['spec_hash'][:12]}/{ct[key]['dataset_sha256'][:12]} now")
-        elif sorted(t.get("episodes_selected") or []) != sorted(ct[key].get("episodes_selected") or []):
-            problems.append(f"task {key}: the runs evaluate different episodes")
-    if not set(base_meta["protocols"]) <= set(cur_meta["protocols"]):
-        problems.append(f"protocols {base_meta['protocols']} in the baseline, {cur_meta['protocols']} now")
-    if base_meta["metrics"].get("version") != cur_meta["metrics"].get("version"):
-        problems.append(f"metric definitions v{base_meta['metrics'].get('version')} vs v{cur_meta['metrics'].get('version')}")
-    for name, s in (("baseline", base_sum), ("current run", cur_sum)):
-        if not s.get("complete"):
-            missing = [k for k, g in s["groups"].items() if not g.get("complete")]
-            problems.append(f"the {name} is incomplete ({', '.join(missing)})")
+            problems.append(f"task {key} is in the baseline but not in the current run: evaluate it too, or gate on "
+                            f"the tasks both have with --tasks {','.join(k for k in keys if k in ct) or '...'}")
+            continue
+        problems += task_differences(t, ct[key], names)
+        missing = sorted(set(task_protocols(t, base_meta)) - set(task_protocols(ct[key], cur_meta)))
+        if missing:
+            problems.append(f"{key}: the current run lacks protocol(s) {', '.join(missing)} of the baseline: run it "
+                            f"with --protocol {','.join(task_protocols(t, base_meta))}")
+    m = metrics_difference(base_meta, cur_meta, names)
+    if m:
+        problems.append(m)
+    for name, s, meta in (("baseline", base_sum, base_meta), ("current run", cur_sum, cur_meta)):
+        missing = [k for k, g in s["groups"].items() if not g.get("complete") and g.get("task") in keys]
+        if missing:
+            problems.append(f"the {name} is incomplete ({', '.join(missing)}): finish it with `memorybench run ... "
+                            "--resume`; a partial run cannot pass a gate")
     if problems:
         raise IncomparableRunsError("not comparable:\n  " + "\n  ".join(problems))
 
 
+def model_warnings(base_meta: dict, cur_meta: dict) -> list[str]:
+    """Warnings when the baseline and the current run are of different models."""
+    a, b = base_meta["model"], cur_meta["model"]
+    if a.get("name") != b.get("name") or a.get("class") != b.get("class"):
+        return [f"the runs are of different models: baseline '{a.get('name')}' ({a.get('class')}), current "
+                f"'{b.get('name')}' ({b.get('class')}); the gate compares their numbers all the same"]
+    return []
+
+
 def compare(baseline: str | Path, current: str | Path, metrics: Sequence[str] = DEFAULT_METRICS,
-            tolerances: dict[str, float] | None = None) -> tuple[list[Row], int]:
-    """Rows of the comparison and the exit code (raises ``IncomparableRunsError``: exit 4)."""
+            tolerances: dict[str, float] | None = None, tasks: Sequence[str] | None = None) -> tuple[list[Row], int]:
+    """Rows of the comparison and the exit code (raises ``IncomparableRunsError``: exit 4).
+    ``tasks``: gate only on these tasks of the baseline (names or ``NAME@TIER``)."""
     tolerances = tolerances or {}
     bm, bs = load_run_json(baseline), load_summary(baseline)
     cm, cs = load_run_json(current), load_summary(current)
-    check_comparable(bm, bs, cm, cs)
+    keys = select_tasks(bm, tasks)
+    check_comparable(bm, bs, cm, cs, keys)
     rows: list[Row] = []
     for key, bg in bs["groups"].items():
+        if bg.get("task") not in keys:
+            continue
         cg = cs["groups"].get(key)
         bv, cv = _values(bg), _values(cg or {})
         for m in metrics:

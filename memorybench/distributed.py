@@ -80,8 +80,9 @@ def _check_shards(metas: list[tuple[Path, dict]]) -> int:
     ref = {k: v for k, v in comparable_keys(first).items() if k != "shard"}
     for path, meta in metas[1:]:
         mine = {k: v for k, v in comparable_keys(meta).items() if k != "shard"}
-        # the tasks' episode lists differ between shards by construction: compare spec and dataset only
-        strip = lambda d: {**d, "tasks": {k: v[:2] for k, v in d["tasks"].items()}}  # noqa: E731
+        # the tasks' episode lists (and so the hashes of their data) differ between shards by
+        # construction: compare the specs here, the episodes' data when merging
+        strip = lambda d: {**d, "tasks": {k: v[:1] for k, v in d["tasks"].items()}}  # noqa: E731
         if strip(mine) != strip(ref):
             diffs = [k for k in ref if strip(mine)[k] != strip(ref)[k]]
             raise IncompatibleRunError(f"{path} is not a shard of the same run as {first_path} "
@@ -125,11 +126,8 @@ def merge(shard_paths: Sequence[str | Path], out: str | Path, retention: bool = 
     merged["run"] = {**base["run"], "shard": None, "merged_shards": n}
     merged["merged_from"] = [{"path": str(p.resolve()), "shard": m["run"]["shard"], "environment": m["environment"]}
                              for p, m in metas]
-    tasks = []
-    for t in base["tasks"]:
-        spec = spec_from_dict(t["spec"])
-        limit = base["run"].get("limit")
-        tasks.append({**t, "episodes_selected": select_episodes(spec, limit, None)})
+    tasks = [_merged_task(t, metas, select_episodes(spec_from_dict(t["spec"]), base["run"].get("limit"), None))
+             for t in base["tasks"]]
     merged["tasks"] = tasks
     tmp = out.with_name(f".{out.name}.merging-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -155,6 +153,29 @@ def merge(shard_paths: Sequence[str | Path], out: str | Path, retention: bool = 
     atomic_write_json(out / SUMMARY, summary)
     append_event(out, "finish", complete=summary["complete"])
     return out
+
+
+def _merged_task(t: dict, metas: list[tuple[Path, dict]], selected: list[int]) -> dict:
+    """The merged run's entry of task ``t``: the full selection, with each episode's SHA-256 from the
+    shard that evaluated it and the hash of the whole selection."""
+    from .storage import _combined_hash
+
+    hashes: dict[int, str] = {}
+    legacy = set()
+    for path, meta in metas:
+        mt = next(x for x in meta["tasks"] if x["key"] == t["key"])
+        if "episodes_sha256" not in mt:  # written before per-episode hashes: the whole dataset's hash
+            legacy.add(mt["dataset_sha256"])
+            continue
+        for i, h in zip(mt["episodes_selected"], mt["episodes_sha256"]):
+            if hashes.setdefault(i, h) != h:
+                raise IncompatibleRunError(f"shards disagree on the data of episode {i} of {t['key']}; refusing to merge")
+    if legacy:
+        if len(legacy) > 1 or hashes:
+            raise IncompatibleRunError(f"the shards of {t['key']} were evaluated on different datasets; refusing to merge")
+        return {**t, "episodes_selected": selected}
+    return {**t, "episodes_selected": selected, "episodes_sha256": [hashes[i] for i in selected if i in hashes],
+            "dataset_sha256": _combined_hash([hashes[i] for i in selected if i in hashes])}
 
 
 def _timings(path: Path) -> dict:

@@ -7,14 +7,19 @@ A second table gives the memory-only metrics by memory-gap bin.
 
 Guarantees:
 
-* **No mixing.** Runs whose task spec or dataset differ (spec hash, dataset hash, generator or
-  task-format version) are never put in one column: ``build`` refuses (``IncomparableRunsError``,
-  exit code 4) unless ``split=True``, which gives each variant its own column, labelled with its
-  spec hash. Protocols always get separate tables.
+* **No mixing.** Runs whose task spec, episodes, data (spec hash, episodes, dataset hash,
+  generator or task-format version) or metric definitions differ are never put in one column:
+  ``build`` refuses (``IncomparableRunsError``, exit code 4), saying what differs and how to
+  match, unless ``split=True``, which gives each variant its own column, labelled with what
+  distinguishes it (``[2 episodes]``, ``[spec ab7d2f61]``), and a legend. Protocols always get
+  separate tables.
 * **No silent gaps.** A run that misses episodes or tasks is shown with a dagger and a footnote
   ("k of n episodes"), never as if complete; a missing value is "—", never 0.
 * **No duplicates.** Two runs of the same model (identity hash) on the same task and protocol are
-  refused: merge shards first (``memorybench merge``).
+  refused: merge shards first (``memorybench merge``); of a run and its re-scored copy
+  (``memorybench score``), pass one.
+* **Known weights.** A model whose run cannot say which weights produced it (``"weights":
+  "undeclared"`` in its ``run.json``) is marked ``‡`` with a footnote.
 """
 
 from __future__ import annotations
@@ -59,19 +64,74 @@ def load_runs(paths: Sequence[str | Path]) -> list[dict]:
     return [{"path": p, "meta": load_run_json(p), "summary": load_summary(p)} for p in expand_run_dirs(paths)]
 
 
-def _task_variant(meta_task: dict) -> tuple:
+def _task_variant(meta_task: dict, meta: dict | None = None) -> tuple:
     """What must be equal for two runs' results on a task to share a column: the task spec, the
-    dataset, the generator and task-format versions, and the episodes evaluated."""
+    dataset, the generator and task-format versions, the episodes evaluated and the metric version."""
     import hashlib
 
     spec = meta_task["spec"]
     episodes = hashlib.sha256(json.dumps(sorted(meta_task.get("episodes_selected") or [])).encode()).hexdigest()
+    metrics = ((meta or {}).get("metrics") or {}).get("version")
     return (meta_task["spec_hash"], meta_task["dataset_sha256"], spec.get("generator_version"),
-            spec.get("task_format_version"), episodes)
+            spec.get("task_format_version"), episodes, metrics)
+
+
+UNDECLARED_MARK = "‡"
+UNDECLARED_NOTE = ("weights undeclared: its run records no checkpoint, weight file or torch module, so it cannot "
+                   "say which weights produced these numbers (declare them: docs/adapters.md)")
+
+
+def _variant_facts(t: dict, v: tuple) -> dict:
+    from .comparability import episodes_text
+
+    return {"episodes": episodes_text(t.get("episodes_selected")), "spec": f"spec {v[0][:8]}",
+            "data": f"data {v[1][:8]}", "generator": f"generator v{v[2]}", "format": f"task format v{v[3]}",
+            "metrics": f"metrics v{v[5]}"}
+
+
+def _split_labels(key: str, variants: dict[tuple, dict]) -> dict[tuple, tuple[str, str]]:
+    """``(column label, legend text)`` per variant of one task key: the label names only what
+    tells the variants apart (``occlusion-recall@standard [2 episodes]``)."""
+    facts = {v: _variant_facts(t, v) for v, t in variants.items()}
+    # the data hash follows from the spec and the episodes: name it only when nothing else differs
+    fields = [f for f in ("episodes", "spec", "generator", "format", "metrics")
+              if len({facts[v][f] for v in variants}) > 1] or ["data"]
+    out = {}
+    for v, f in facts.items():
+        label = f"{key} [{', '.join(f[x] for x in fields)}]"
+        legend = {**f, "spec": f"spec {v[0][:16]}", "data": f"dataset {v[1][:16]}"}
+        out[v] = (label, "; ".join(legend.values()))
+    # labels must be unique: fall back to the spec and data hashes when the readable facts collide
+    if len({lab for lab, _ in out.values()}) < len(out):
+        out = {v: (f"{key} [{f['spec']}, {f['data']}, {f['episodes']}]", leg) for (v, (_, leg)), f
+               in zip(out.items(), facts.values())}
+    return out
+
+
+def _incomparable_message(key: str, variants: dict[tuple, dict], paths: dict[tuple, list[str]],
+                          metas: dict[tuple, dict]) -> str:
+    from .comparability import metrics_difference, task_differences
+
+    vs = list(variants)
+    first = vs[0]
+    lines = [f"runs disagree on what task {key} is, so they cannot share a column:"]
+    for v in vs:
+        lines.append(f"  [{chr(ord('A') + vs.index(v))}] {', '.join(paths[v])}")
+    for v in vs[1:]:
+        a, b = f"[{chr(ord('A'))}]", f"[{chr(ord('A') + vs.index(v))}]"
+        diffs = task_differences(variants[first], variants[v], (a, b))
+        m = metrics_difference(metas[first], metas[v], (a, b))
+        diffs += [f"{key}: {m}"] if m else []
+        diffs = diffs or [f"{key}: generator or task-format version differs"]
+        lines += [f"  {d}" for d in diffs]
+    lines.append("re-run them on the same task spec and episodes, or pass --split to give each variant its own "
+                 "column")
+    return "\n".join(lines)
 
 
 def model_labels(runs: list[dict]) -> dict[str, str]:
-    """Display name per model identity hash: the name, plus its arguments where names collide."""
+    """Display name per model identity hash: the name, plus its arguments where names collide, and
+    ``‡`` for a model whose weights are undeclared."""
     by_name: dict[str, set] = {}
     for r in runs:
         m = r["meta"]["model"]
@@ -83,6 +143,8 @@ def model_labels(runs: list[dict]) -> dict[str, str]:
         if len(by_name[m["name"]]) > 1:
             args = ",".join(f"{k}={v}" for k, v in sorted((m.get("args") or {}).items()))
             label += f" ({args or m['identity_hash'][:8]})"
+        if m.get("weights") == "undeclared":
+            label += f" {UNDECLARED_MARK}"
         labels[m["identity_hash"]] = label
     return labels
 
@@ -96,6 +158,14 @@ class Board:
     runs: list = field(default_factory=list)
     metrics: tuple = DEFAULT_COLUMNS
     profiles: list = field(default_factory=list)  # from `memorybench profile`, for the efficiency table
+    legend: dict = field(default_factory=dict)  # --split: column label -> what the variant is
+    model_notes: dict = field(default_factory=dict)  # model label -> footnote (e.g. undeclared weights)
+
+    def footnotes(self) -> list[str]:
+        """Notes that apply to the whole board: models with undeclared weights, the --split legend."""
+        out = [f"{UNDECLARED_MARK} {m}: {n}" for m, n in self.model_notes.items()]
+        out += [f"{c}: {d}" for c, d in self.legend.items()]
+        return out
 
     def protocols(self) -> list[str]:
         return list(dict.fromkeys(self.cells["protocol"]))
@@ -149,38 +219,45 @@ def build(runs: list[dict], metrics: Sequence[str] = DEFAULT_COLUMNS, gap_metric
         raise MemorybenchError("no runs given")
     # comparability: one variant per task key, unless split
     variants: dict[str, dict[tuple, list[str]]] = {}
+    examples: dict[str, dict[tuple, dict]] = {}
+    metas: dict[str, dict[tuple, dict]] = {}
     for r in runs:
         for t in r["meta"]["tasks"]:
-            variants.setdefault(t["key"], {}).setdefault(_task_variant(t), []).append(str(r["path"]))
-    column_of = {}
+            v = _task_variant(t, r["meta"])
+            variants.setdefault(t["key"], {}).setdefault(v, []).append(str(r["path"]))
+            examples.setdefault(t["key"], {}).setdefault(v, t)
+            metas.setdefault(t["key"], {}).setdefault(v, r["meta"])
+    column_of, legend = {}, {}
     for key, vs in variants.items():
         if len(vs) > 1 and not split:
-            lines = [f"  spec {v[0][:12]} dataset {v[1][:12]} (generator v{v[2]}, task format v{v[3]}, episodes "
-                     f"{v[4][:8]}): {', '.join(p)}" for v, p in vs.items()]
-            raise IncomparableRunsError(
-                f"runs disagree on what task {key} is, so they cannot share a column:\n" + "\n".join(lines)
-                + "\nre-run them on the same task spec, or pass --split to give each variant its own column")
+            raise IncomparableRunsError(_incomparable_message(key, examples[key], vs, metas[key]))
+        labels = _split_labels(key, examples[key]) if len(vs) > 1 else {}
         for v in vs:
-            column_of[(key, v)] = key if len(vs) == 1 else f"{key} [{v[0][:8]}/{v[4][:4]}]"
+            if v in labels:
+                column_of[(key, v)] = labels[v][0]
+                legend[labels[v][0]] = f"{labels[v][1]}; runs: {', '.join(vs[v])}"
+            else:
+                column_of[(key, v)] = key
 
     labels = model_labels(runs)
-    seen: dict[tuple, str] = {}
-    rows, notes = [], {}
+    seen: dict[tuple, dict] = {}
+    rows, notes, model_notes = [], {}, {}
     for r in runs:
         meta, summary = r["meta"], r["summary"]
         model = labels[meta["model"]["identity_hash"]]
+        if meta["model"].get("weights") == "undeclared":
+            model_notes[model] = UNDECLARED_NOTE
         kind = model_kind(meta["model"])
         priv = kind != "contender"
         tasks = {t["key"]: t for t in meta["tasks"]}
         for g in summary["groups"].values():
             if protocols and g["protocol"] not in protocols:
                 continue
-            col = column_of[(g["task"], _task_variant(tasks[g["task"]]))]
+            col = column_of[(g["task"], _task_variant(tasks[g["task"]], meta))]
             dup = (meta["model"]["identity_hash"], col, g["protocol"])
             if dup in seen:
-                raise MemorybenchError(f"two runs of {model} on {col} ({g['protocol']}): {seen[dup]} and {r['path']}; "
-                                       "merge shards with `memorybench merge` or pass only one")
-            seen[dup] = str(r["path"])
+                raise MemorybenchError(_duplicate_message(model, col, g["protocol"], seen[dup], r))
+            seen[dup] = r
             if not g.get("complete", False):
                 done = g.get("episodes", 0)
                 notes[(model, col, g["protocol"])] = f"incomplete: {done} of {g.get('episodes_selected', '?')} episodes"
@@ -198,7 +275,28 @@ def build(runs: list[dict], metrics: Sequence[str] = DEFAULT_COLUMNS, gap_metric
     cells = pd.DataFrame(rows)
     if cells.empty:
         raise MemorybenchError("the runs hold no results for the requested protocols")
-    return Board(cells=cells, notes=notes, runs=runs, metrics=tuple(metrics), profiles=list(profiles))
+    return Board(cells=cells, notes=notes, runs=runs, metrics=tuple(metrics), profiles=list(profiles), legend=legend,
+                 model_notes=model_notes)
+
+
+def _duplicate_message(model: str, col: str, protocol: str, a: dict, b: dict) -> str:
+    """Two runs of one model on one column: say what they are (shards, a re-scored copy) and what to do."""
+    head = f"two runs of {model} on {col} ({protocol}): {a['path']} and {b['path']}"
+    resc = [r for r in (a, b) if r["meta"].get("rescored_from")]
+    if resc:
+        r = resc[0]
+        src = r["meta"]["rescored_from"]
+        other = b if r is a else a
+        same = str(Path(src).resolve()) == str(Path(other["path"]).resolve())
+        return (f"{head}. {r['path']} is a re-scored copy (`memorybench score`) of "
+                f"{'the other' if same else src}: pass one of them (the re-scored one carries the current metric "
+                "definitions), e.g. keep re-scored runs in their own directory (`memorybench score --out`)")
+    shards = [r for r in (a, b) if r["meta"]["run"].get("shard")]
+    if shards:
+        return (f"{head}: {', '.join(str(r['path']) for r in shards)} "
+                f"{'is a shard' if len(shards) == 1 else 'are shards'} (--shard); merge the shards into one run with "
+                "`memorybench merge SHARD_DIR... --out DIR` and pass the merged run")
+    return f"{head}: the same model evaluated twice; pass only one of them"
 
 
 def efficiency_rows(board: Board) -> list[list[str]]:
@@ -396,6 +494,7 @@ def to_markdown(board: Board) -> str:
                 "torch). State: what the model keeps between frames (recurrent states, KV caches).", ""]
     out.append("Cells: mean over episodes [95% bootstrap CI]. Bold: best non-reference model. "
                "Retention: 0 = copy-last (no memory), 1 = perfect-memory.")
+    footnotes += board.footnotes()
     out += [""] + footnotes if footnotes else []
     return "\n".join(out).rstrip() + "\n"
 
@@ -447,6 +546,8 @@ def to_latex(board: Board) -> str:
                    "non-reference model; italics: calibration references. Retention: 0 = copy-last, 1 = perfect-memory.")
         if notes:
             caption += " $^\\dagger$" + tex_escape("; ".join(notes)) + "."
+        if board.footnotes():
+            caption += " " + tex_escape(" ".join(n.rstrip(".") + "." for n in board.footnotes()))
         out += [rf"\caption{{{caption}}}", rf"\label{{tab:memorybench-{tex_escape(p).replace(chr(92), '')}}}",
                 r"\end{table*}", ""]
     eff = efficiency_rows(board)
@@ -560,6 +661,8 @@ def to_html(board: Board, figures: dict[str, bytes] | None = None, title: str = 
         parts.append("</tbody></table>")
         if notes:
             parts.append("<p class='note'>† " + "<br>† ".join(html.escape(n) for n in dict.fromkeys(notes)) + "</p>")
+        if board.footnotes():
+            parts.append("<p class='small'>" + "<br>".join(html.escape(n) for n in board.footnotes()) + "</p>")
         gap_metrics = list(dict.fromkeys(board.cells[board.cells.gap_bin.notna()].metric))
         for c in cols:
             bins = board.gap_bins(c, p)

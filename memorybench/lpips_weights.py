@@ -100,9 +100,12 @@ class WeightsChecksumError(WeightsUnavailableError):
 
 # -- locations --------------------------------------------------------------------------------
 def weights_dir() -> Path:
-    """``$MEMORYBENCH_WEIGHTS_DIR`` or ``~/.cache/memorybench/weights`` (never under ``$MEMORYBENCH_CACHE``)."""
+    """``$MEMORYBENCH_WEIGHTS_DIR``, else ``$XDG_CACHE_HOME/memorybench/weights``, else
+    ``~/.cache/memorybench/weights`` (never under ``$MEMORYBENCH_CACHE``)."""
+    from .storage import user_cache_dir
+
     env = os.environ.get("MEMORYBENCH_WEIGHTS_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "memorybench" / "weights"
+    return Path(env).expanduser() if env else user_cache_dir() / "memorybench" / "weights"
 
 
 def backbone_path() -> Path:

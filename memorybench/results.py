@@ -119,17 +119,43 @@ def read_events(run_dir: Path) -> list[dict]:
 # provenance
 
 
-def git_info() -> dict:
-    """Commit and dirtiness of the memorybench checkout (None when not a git checkout)."""
-    root = Path(__file__).resolve().parents[1]
+def git_info(package_dir: str | Path | None = None) -> dict:
+    """Where the memorybench that ran came from: its version, and the commit and dirtiness of the
+    git checkout **of memorybench itself** when it runs from one (``source: "checkout"``).
+
+    An installed memorybench (a wheel in ``site-packages``) reports ``source: "installed"`` and no
+    commit, even when a virtual environment sits inside some other git repository (the user's):
+    a checkout counts only if the git work tree's top level is the directory that holds the
+    package and a ``pyproject.toml`` naming memorybench. ``package_dir``: the ``memorybench``
+    package directory (default: this one).
+    """
+    pkg = Path(package_dir) if package_dir is not None else Path(__file__).resolve().parent
+    root = pkg.resolve().parent
+    out = {"version": __version__, "source": "installed", "commit": None, "dirty": None}
+    if not _is_memorybench_source(root):
+        return out
     try:
+        top = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel"], capture_output=True, text=True,
+                             timeout=5).stdout.strip()
+        if not top or Path(top).resolve() != root:
+            return out
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                                 timeout=5).stdout.strip() or None
         dirty = bool(subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
                                     capture_output=True, text=True, timeout=5).stdout.strip()) if commit else None
     except (OSError, subprocess.SubprocessError):
-        commit, dirty = None, None
-    return {"commit": commit, "dirty": dirty}
+        return out
+    return {**out, "source": "checkout", "commit": commit, "dirty": dirty}
+
+
+def _is_memorybench_source(root: Path) -> bool:
+    try:
+        text = (root / "pyproject.toml").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    import re
+
+    return re.search(r'(?m)^name\s*=\s*"memorybench"\s*$', text) is not None
 
 
 def environment(device: str) -> dict:
@@ -289,11 +315,38 @@ def comparable_keys(meta: dict) -> dict:
 
 
 def check_same_run(existing: dict, requested: dict, where: Path) -> None:
-    """Raise ``IncompatibleRunError`` naming every difference between two run.json dicts."""
+    """Raise ``IncompatibleRunError`` saying, in words, every difference between the run on disk
+    and the one requested (model and weights, episodes, task specs and data, protocols, metric
+    version, shard)."""
+    from .comparability import metrics_difference, model_differences, task_differences
+
     a, b = comparable_keys(existing), comparable_keys(requested)
-    diffs = [f"{k}: on disk {a[k]!r}, requested {b[k]!r}" for k in a if a[k] != b[k]]
-    if diffs:
-        raise IncompatibleRunError(f"{where} holds a different run; refusing to mix results:\n  " + "\n  ".join(diffs))
+    if a == b:
+        return
+    names = ("on disk", "requested")
+    diffs = []
+    if a["model"] != b["model"]:
+        diffs += [f"model: {d}" for d in model_differences(existing["model"], requested["model"], names)] or [
+            f"model identity {a['model'][:12]} on disk, {b['model'][:12]} requested"]
+    ta, tb = {t["key"]: t for t in existing["tasks"]}, {t["key"]: t for t in requested["tasks"]}
+    for key in sorted(set(ta) | set(tb)):
+        if key not in tb:
+            diffs.append(f"task {key} is on disk but not requested")
+        elif key not in ta:
+            diffs.append(f"task {key} is requested but not on disk")
+        elif a["tasks"][key] != b["tasks"][key]:
+            diffs += task_differences(ta[key], tb[key], names,
+                                      (task_protocols(ta[key], existing), task_protocols(tb[key], requested)))
+    if a["protocols"] != b["protocols"]:
+        diffs.append(f"protocols {', '.join(a['protocols'])} on disk, {', '.join(b['protocols'])} requested")
+    if a["metrics_version"] != b["metrics_version"]:
+        diffs.append(metrics_difference(existing, requested, names))
+    if a["shard"] != b["shard"]:
+        diffs.append(f"shard {a['shard']} on disk, {b['shard']} requested")
+    if not diffs:  # pragma: no cover - every key of comparable_keys is described above
+        diffs = [f"{k}: on disk {a[k]!r}, requested {b[k]!r}" for k in a if a[k] != b[k]]
+    raise IncompatibleRunError(f"{where} holds a different run; refusing to mix results (resume continues the same "
+                               "run only; start another with a new --out):\n  " + "\n  ".join(diffs))
 
 
 def expand_run_dirs(paths: Iterable[str | Path]) -> list[Path]:

@@ -87,6 +87,32 @@ class Noisy(CopyLast):
         return (out + noise.to(out.device)).clamp(0, 1)
 
 
+class Recorder(CopyLast):
+    """copy-last that records every call the runner makes (class-level log, for the guide's tests)."""
+
+    name = "recorder"
+    log: list = []
+
+    def to(self, device):
+        Recorder.log.append(("to", device))
+        return super().to(device)
+
+    def reset(self, spec, batch_size):
+        Recorder.log.append(("reset", spec.key, batch_size, getattr(self, "device", None)))
+        self.pred = None
+        super().reset(spec, batch_size)
+
+    def observe(self, frames, actions):
+        Recorder.log.append(("observe", frames.shape[1], frames.dtype, str(frames.device), frames is self.pred,
+                             frames.clone(), actions.clone()))
+        super().observe(frames, actions)
+
+    def predict(self, actions):
+        self.pred = super().predict(actions)
+        Recorder.log.append(("predict", actions.shape[1], actions.dtype, actions.clone()))
+        return self.pred
+
+
 # -- genuine memories built from observed frames only (no privileged information) -----------------
 # They read only what any adapter may: the observed frames, the actions and the TaskSpec. They
 # remember what they observed for ``horizon`` frames (None: forever) and then forget it. Used to

@@ -115,7 +115,8 @@ def test_incomparable_runs_are_refused_or_split(runs, tmp_path):
         lb.build(loaded)
     board = lb.build(loaded, split=True)
     cols = board.columns("rollout")
-    assert any("[ffffffff/" in c for c in cols) and len(cols) == 3
+    assert any("[spec ffffffff]" in c for c in cols) and len(cols) == 3
+    assert any(c.endswith("[spec ffffffff]") for c in board.legend)  # every split column is explained
     # another selection of episodes is another experiment too
     fewer = copy_run(runs / "mean-frame", tmp_path / "fewer")
     meta = json.loads((fewer / "run.json").read_text())

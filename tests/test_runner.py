@@ -163,7 +163,7 @@ def test_kill_and_resume_gives_the_same_metrics(tmp_path, registry):
     cmd = [sys.executable, "-m", "memorybench", "run", "--model", "mb_test_models:Slow", "--model-args", "delay=0.05",
            "--tasks", spec.key, "--batch-size", "1", "--out", str(out), "--no-retention", "--device", "cpu"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    rec = out / "mb_test_models_Slow" / "records" / spec.key / "rollout"
+    rec = out / "slow" / "records" / spec.key / "rollout"  # the declared name, whatever the route
     deadline = time.time() + 120
     while time.time() < deadline and len(list(rec.glob("ep-*.jsonl"))) < 1:
         time.sleep(0.05)
@@ -172,11 +172,14 @@ def test_kill_and_resume_gives_the_same_metrics(tmp_path, registry):
     proc.wait()
     done = len(list(rec.glob("ep-*.jsonl")))
     assert 1 <= done < spec.episodes, "the kill should land mid-run"
-    assert not (out / "mb_test_models_Slow" / "summary.json").exists()
+    assert not (out / "slow" / "summary.json").exists()
     subprocess.run(cmd + ["--resume"], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    resumed = out / "mb_test_models_Slow"
+    resumed = out / "slow"
     events = [e["event"] for e in read_events(resumed)]
     assert events.count("start") == 1 and "resume" in events and events[-1] == "finish"
+    # the timings count the killed session's finished episodes too
+    tm = load_summary(resumed)["timings"][f"{spec.key}/rollout"]
+    assert tm["episodes"] == spec.episodes and tm["sessions"] == 2 and tm["model_seconds"] > 0
     clean = evaluate(RunRequest(model="mb_test_models:Slow", model_args="delay=0", tasks=[spec], out=tmp_path / "clean",
                                 batch_size=1, progress=False, retention=False))
     strip = lambda rows: [{k: v for k, v in r.items()} for r in rows]  # noqa: E731

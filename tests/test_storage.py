@@ -19,7 +19,7 @@ def spec(registry):
 
 
 def arrow_file(path):
-    (f,) = sorted(path.glob("data-*.arrow"))
+    (f,) = sorted(path.rglob("data-*.arrow"))
     return f
 
 
@@ -88,7 +88,7 @@ def test_open_store_errors_clearly(tmp_path, spec):
 
 def test_decode_rejects_wrong_sizes(spec, tmp_path):
     store = storage.prepare(spec, out=tmp_path / "ds").store
-    row = dict(store._ds[0])
+    row = dict(store.row(0))
     row["frames"] = row["frames"][:-10]
     with pytest.raises(DataError, match="'frames' has the wrong size"):
         storage.decode(row, spec)

@@ -10,6 +10,14 @@ A model is found, in order, by
 Targets are imported only when used. Every class must subclass ``memorybench.adapter.WorldModel``.
 ``--model-args key=value,...`` become constructor keyword arguments (values parsed as YAML
 scalars/lists: ``steps=4,name=x,sizes=[1,2]``).
+
+A model's name (in ``run.json``, tables and the run directory's name) is the same whatever the
+route: the class's declared ``name``, else the plugin name that registers the class, else what
+was given on the command line (``model_name``).
+
+A checkpoint that comes with a model card (``card.json`` next to it, as the shipped
+``baselines/<name>/`` have, with ``checkpoint.file`` and ``checkpoint.sha256``) must have the
+bytes the card states: a damaged or replaced file is refused before the model runs.
 """
 
 from __future__ import annotations
@@ -79,6 +87,25 @@ def expand_model_names(text: str) -> list[str]:
     return out
 
 
+def model_name(name: str, cls: type[WorldModel] | None = None) -> str:
+    """The name a model goes by, whatever the route it was given by: the class's declared
+    ``name``; else the registry or plugin name of its target (a ``module:Class`` path that a
+    plugin registers gets the plugin's name); else ``name`` as given."""
+    if name in BUILTIN_MODELS and cls is None:
+        return name  # built-in classes declare their registry name (a test holds this)
+    cls = cls or resolve(name)
+    if cls.name:
+        return cls.name
+    table = {**BUILTIN_MODELS, **_plugins()}
+    if name in table:
+        return name
+    target = f"{cls.__module__}:{cls.__qualname__}"
+    for registered, value in sorted(table.items()):
+        if value in (name, target):
+            return registered
+    return name
+
+
 def resolve(name: str) -> type[WorldModel]:
     """The adapter class for a registry name or a ``module:Class`` path."""
     table = {**BUILTIN_MODELS, **_plugins()}
@@ -142,5 +169,33 @@ def load_model(name: str, args: dict | str | None = None) -> WorldModel:
     model = cls(**kwargs)
     model._init_args = kwargs
     if not model.name:
-        model.name = name
+        model.name = model_name(name, cls)
+    verify_model_card(model)
     return model
+
+
+def verify_model_card(model: WorldModel) -> None:
+    """Refuse a checkpoint whose bytes differ from the SHA-256 its model card states (``card.json``
+    beside it naming it in ``checkpoint.file``); a checkpoint without a card is not checked here."""
+    import json
+
+    from ..hashing import cached_sha256
+
+    ckpt = model.checkpoint_path()
+    if ckpt is None:
+        return
+    card_path = ckpt.parent / "card.json"
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+        stated = card["checkpoint"]
+        if stated.get("file") != ckpt.name:
+            return
+        expected = stated["sha256"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return  # no card for this file
+    actual = cached_sha256(ckpt)
+    if actual != expected:
+        raise MemorybenchError(
+            f"checkpoint {ckpt} does not match its model card {card_path}: SHA-256 {actual[:16]}... but the card "
+            f"says {str(expected)[:16]}...; the file is damaged or was replaced. Restore it (for a shipped "
+            "checkpoint: `git checkout -- baselines/` or reinstall memorybench), or pass checkpoint=PATH for other weights")

@@ -31,6 +31,7 @@ from ..spec import TaskSpec
 class CopyLast(WorldModel):
     name = "copy-last"
     reference_kind = "no-memory"
+    learned = False
 
     def reset(self, spec: TaskSpec, batch_size: int) -> None:
         self.last = None
@@ -48,6 +49,7 @@ class CopyLast(WorldModel):
 class MeanFrame(WorldModel):
     name = "mean-frame"
     reference_kind = "lossy-memory"
+    learned = False
 
     def reset(self, spec: TaskSpec, batch_size: int) -> None:
         self.total, self.count = None, 0
@@ -68,6 +70,7 @@ class MeanFrame(WorldModel):
 class _Privileged(WorldModel):
     privileged = True
     reference_kind = "oracle"
+    learned = False
 
     def reset(self, spec: TaskSpec, batch_size: int) -> None:
         self.spec, self.t, self.episodes = spec, 0, None
