@@ -673,19 +673,27 @@ def train_cmd(model: str = typer.Argument(..., help="Zoo model: lssvwm, full-att
               resume: bool = typer.Option(False, "--resume", help="Continue the training state in --out."),
               workers: int = typer.Option(0, "--workers", "-j", help="Processes generating training episodes."),
               grad_checkpointing: bool = typer.Option(False, "--grad-checkpointing/--no-grad-checkpointing"),
-              memory_weight: float = typer.Option(5.0, "--memory-weight", help="Loss weight of memory-only pixels."),
+              memory_fraction: float = typer.Option(0.5, "--memory-fraction", help="Share of the loss given to the "
+                                                    "memory-only pixels (0: plain MSE)."),
               config: Optional[str] = typer.Option(None, "--config", help="Model config overrides: key=value,..."),
               tasks_dir: Optional[List[Path]] = TasksDirOpt):
     """Train a reference model (deterministic for a seed, resumable) and write weights + a model card."""
     from .models import parse_model_args
     from .runner import resolve_device
-    from .train import train
+    from .train import ShortWindowWarning, train
 
     specs = _registry(tasks_dir).select(tasks, default_tier=tier)
-    path = train(model, specs, steps, out, seed=seed, batch_size=batch_size, lr=lr, window=window,
-                 device=resolve_device(device), max_seconds=max_seconds, resume=resume, workers=workers,
-                 grad_checkpointing=grad_checkpointing, memory_weight=memory_weight,
-                 model_config=parse_model_args(config) or None)
+
+    def show(message, category, *args, **kwargs):  # said when training starts, not at the end
+        err_console.print(f"[yellow]warning:[/] {escape(str(message))}")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", ShortWindowWarning)
+        warnings.showwarning = show
+        path = train(model, specs, steps, out, seed=seed, batch_size=batch_size, lr=lr, window=window,
+                     device=resolve_device(device), max_seconds=max_seconds, resume=resume, workers=workers,
+                     grad_checkpointing=grad_checkpointing, memory_fraction=memory_fraction,
+                     model_config=parse_model_args(config) or None)
     console.print(f"[green]✓[/] {path} (model card: {path.with_name('card.json')})")
 
 

@@ -3,7 +3,7 @@
 The one entry point::
 
     train(model, tasks, steps, out_dir, *, seed=0, batch_size=2, lr=1e-3, weight_decay=0.01,
-          warmup=None, window=None, memory_weight=5.0, grad_clip=1.0, model_config=None,
+          warmup=None, window=None, memory_fraction=0.5, grad_clip=1.0, model_config=None,
           device="cpu", grad_checkpointing=False, checkpoint_every=200, log_every=10,
           max_seconds=None, resume=False, workers=0, progress=True) -> Path
 
@@ -38,10 +38,18 @@ lose their memory weight), and the crop's first frame is predicted from the BOS 
 episode's first frame; ``window=None`` trains on whole episodes.
 
 **Loss.** Mean squared error of the predicted frames (the diffusion model: of its clean-frame
-estimate at random per-frame noise levels), with each pixel weighted ``memory_weight`` where
-``Episode.memory_mask`` is set (content last seen more than ``recent_window`` frames ago and not
-novel: the pixels only memory can predict) and 1 elsewhere, normalised by the total weight.
-They are 1-4 % of the pixels; the extra weight makes the rare recall events count.
+estimate at random per-frame noise levels), memory-weighted: ``(1 - f) * MSE(all pixels) + f *
+MSE(memory-only pixels)`` with ``f = memory_fraction`` (default 0.5) when the batch has
+memory-only pixels (``Episode.memory_mask``: content that left the view and came back, seen
+before the crop: the pixels only memory can predict), plain MSE otherwise. They are a tiny
+fraction of the pixels (a revealed object's silhouette in one frame, a returning tile row): with
+a per-pixel weight they would not count; with a fixed share of the loss, every recall event does.
+Implemented as per-pixel weights ``(1 - f) / N + f * memory / N_memory``.
+
+**Windows and gaps.** A model cannot learn a memory longer than the sequences it is trained on.
+At the start, ``train`` measures the longest memory gap of each task (over the first training
+episodes) and warns, naming task and gap, when ``window`` is shorter: those gaps cannot be
+learned from such crops (``window=None``: whole episodes, every gap).
 
 **Optimisation.** AdamW (betas 0.9, 0.95; weight decay on matrices only, not on the state-space
 models' ``A`` parameters, marked ``_no_weight_decay``), gradient clipping at
@@ -129,6 +137,51 @@ def training_data_hash(specs: Sequence[TaskSpec]) -> str:
     return hashlib.sha256(json.dumps([training_spec(s).hash() for s in specs]).encode()).hexdigest()
 
 
+def memory_weights(memory: torch.Tensor, fraction: float) -> torch.Tensor | None:
+    """Per-pixel loss weights ``[B, T, H, W]`` that give the memory-only pixels ``fraction`` of the
+    loss and the frame the rest (see **Loss**); None (plain MSE) without memory pixels or fraction."""
+    n_mem = int(memory.sum())
+    if fraction == 0 or n_mem == 0:
+        return None
+    m = memory.float()
+    return (1 - fraction) / m.numel() + fraction * m / n_mem
+
+
+def longest_gaps(tasks: Sequence[TaskSpec], episodes: int = 2) -> dict[str, int]:
+    """Per task key, the longest memory gap (true history) over its first training episodes."""
+    from .generators import get_generator
+
+    out = {}
+    for spec in tasks:
+        tspec = training_spec(spec)
+        gen = get_generator(tspec.family)(tspec)
+        longest = 0
+        for i in range(min(episodes, tspec.episodes)):
+            ep = gen.generate(i)
+            gaps = ep.items.gap if ep.items is not None and len(ep.items) else ep.memory_gap[ep.memory_mask.any((1, 2))]
+            longest = max(longest, int(gaps.max()) if len(gaps) else 0)
+        out[spec.key] = longest
+    return out
+
+
+def warn_short_window(tasks: Sequence[TaskSpec], window: int | None) -> dict[str, int]:
+    """Warn (``ShortWindowWarning``) for each task whose longest memory gap exceeds ``window``."""
+    import warnings
+
+    if window is None:
+        return {}
+    short = {k: g for k, g in longest_gaps(tasks).items() if g >= window}
+    for key, gap in short.items():
+        warnings.warn(f"train: window {window} is shorter than the longest memory gap of {key} ({gap} frames): "
+                      f"memory over gaps of {window} frames or more cannot be learned from these crops; train on whole "
+                      "episodes (no --window) or a longer window", ShortWindowWarning, stacklevel=3)
+    return short
+
+
+class ShortWindowWarning(UserWarning):
+    """A training window shorter than the memory gaps a task scores."""
+
+
 def lr_factor(step: int, steps: int, warmup: int) -> float:
     """Linear warm-up over ``warmup`` steps, then cosine from 1 to ``MIN_LR_RATIO`` at ``steps``."""
     if step < warmup:
@@ -179,7 +232,7 @@ def _loss_curve(losses: list[float], every: int) -> list[list[float]]:
 
 def train(model: str, tasks: Sequence[TaskSpec], steps: int, out_dir: str | Path, *, seed: int = 0,
           batch_size: int = 2, lr: float = 1e-3, weight_decay: float = 0.01, warmup: int | None = None,
-          window: int | None = None, memory_weight: float = 5.0, grad_clip: float = 1.0,
+          window: int | None = None, memory_fraction: float = 0.5, grad_clip: float = 1.0,
           model_config: dict | None = None, device: str = "cpu", grad_checkpointing: bool = False,
           checkpoint_every: int = 200, log_every: int = 10, max_seconds: float | None = None,
           resume: bool = False, workers: int = 0, progress: bool = True) -> Path:
@@ -203,6 +256,9 @@ def train(model: str, tasks: Sequence[TaskSpec], steps: int, out_dir: str | Path
             raise MemorybenchError(f"train: {name} must be >= 1, got {v}")
     if window is not None and window < 2:
         raise MemorybenchError(f"train: window must be >= 2 frames or None, got {window}")
+    if not 0 <= memory_fraction < 1:
+        raise MemorybenchError(f"train: memory_fraction must be in [0, 1), got {memory_fraction}")
+    warn_short_window(tasks, window)
     warmup = max(1, min(200, steps // 20)) if warmup is None else warmup
 
     config = cls.make_config(model_config)
@@ -214,7 +270,7 @@ def train(model: str, tasks: Sequence[TaskSpec], steps: int, out_dir: str | Path
     run = {  # everything that determines the final weights: a resumed run must match it
         "model": cls.name, "config": config.to_dict(), "seed": seed, "steps": steps, "batch_size": batch_size,
         "lr": lr, "weight_decay": weight_decay, "warmup": warmup, "window": window,
-        "memory_weight": memory_weight, "grad_clip": grad_clip,
+        "memory_fraction": memory_fraction, "grad_clip": grad_clip,
         "tasks": [{"key": s.key, "spec_hash": s.hash(), "training_seed": training_spec(s).seed} for s in tasks],
         "data_stream": DATA_STREAM,
     }
@@ -267,7 +323,7 @@ def train(model: str, tasks: Sequence[TaskSpec], steps: int, out_dir: str | Path
         for step, batch in zip(range(start, steps), loader):
             frames = batch["frames"].to(dev, non_blocking=True).float().div_(255.0)
             actions = batch["actions"].to(dev, non_blocking=True)
-            weight = None if memory_weight == 1 else 1 + (memory_weight - 1) * batch["memory_mask"].to(dev).float()
+            weight = memory_weights(batch["memory_mask"].to(dev), memory_fraction)
             loss = net.loss(frames, actions, weight, _step_generator(seed, step, dev))
             if not torch.isfinite(loss):
                 raise MemorybenchError(f"train: the loss of step {step} is {loss.item()} (try a lower lr)")
@@ -319,8 +375,8 @@ def train(model: str, tasks: Sequence[TaskSpec], steps: int, out_dir: str | Path
             "optimizer": {"name": "AdamW", "lr": lr, "betas": list(BETAS), "weight_decay": weight_decay,
                           "grad_clip": grad_clip, "schedule": f"linear warm-up {warmup} steps, cosine to "
                                                               f"{MIN_LR_RATIO:g} x lr"},
-            "loss": f"{net.loss_description}; memory-only pixels weighted x memory_weight",
-            "memory_weight": memory_weight,
+            "loss": f"{net.loss_description}; memory-weighted: (1 - f) MSE(all) + f MSE(memory-only pixels)",
+            "memory_fraction": memory_fraction,
             "grad_checkpointing": grad_checkpointing,
             "final_loss": float(np.mean(losses[-log_every:])) if losses else None,
             "avg_loss": float(np.mean(losses)) if losses else None,

@@ -14,14 +14,17 @@ import numpy as np
 from memorybench.episode import NEVER_SEEN, frame_gaps
 
 
-def masks_from_identities(ident, T, H, W, K, C):
-    """ident(t, y, x) -> hashable content identity. Returns (age, memory, novel) by brute force."""
+def masks_from_identities(ident, T, H, W, K, C, eligible=None):
+    """ident(t, y, x) -> hashable content identity. Returns (age, memory, novel, age_rollout) by brute
+    force; ``eligible(identity)`` restricts what can be memory (default: everything)."""
     seen_at: list[set] = []
     for t in range(T):
         seen_at.append({ident(t, y, x) for y in range(H) for x in range(W)})
     in_context = set().union(*seen_at[:C]) if C > 0 else set()
     age = np.full((T, H, W), NEVER_SEEN, dtype=np.int32)
+    age_rollout = np.full((T, H, W), NEVER_SEEN, dtype=np.int32)
     novel = np.zeros((T, H, W), bool)
+    memory = np.zeros((T, H, W), bool)
     for t in range(T):
         for y in range(H):
             for x in range(W):
@@ -30,14 +33,21 @@ def masks_from_identities(ident, T, H, W, K, C):
                     if c in seen_at[s]:
                         age[t, y, x] = t - s
                         break
+                # under rollout the model saw only the context: count from the last context frame
+                for s in range(min(t, C) - 1, -1, -1):
+                    if c in seen_at[s]:
+                        age_rollout[t, y, x] = t - s if t >= C else age[t, y, x]
+                        break
                 novel[t, y, x] = age[t, y, x] == NEVER_SEEN or (t >= C and c not in in_context)
-    memory = ~novel & (age > K)
-    return age, memory, novel
+                memory[t, y, x] = not novel[t, y, x] and age[t, y, x] > K and (eligible is None or eligible(c))
+    return age, memory, novel, age_rollout
 
 
 def scene_identity(spec, poses):
-    """The map texel shown at view pixel (y, x) of frame t, from the pose (y, x, heading)."""
+    """The map tile shown at view pixel (y, x) of frame t, from the pose (y, x, heading): the
+    content identity of the scene family (version 2) is the tile, ``step`` x ``step`` texels."""
     H, W = spec.resolution
+    s = spec.params.step
 
     def ident(t, y, x):
         py, px, hd = poses[t]
@@ -46,7 +56,7 @@ def scene_identity(spec, poses):
         dx, dy = x - W // 2, y - H // 2
         mx = px + round(dx * math.cos(theta) - dy * math.sin(theta))
         my = py + round(dx * math.sin(theta) + dy * math.cos(theta))
-        return (int(my), int(mx))
+        return (int(my) // s, int(mx) // s)
 
     return ident
 

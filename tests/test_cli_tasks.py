@@ -15,14 +15,14 @@ def test_list_json(capsys):
     keys = {(r["task"], r["tier"]) for r in rows}
     assert ("occlusion-recall", "standard") in keys and ("scene-reasoning", "smoke") in keys
     occ = next(r for r in rows if r["task"] == "occlusion-recall" and r["tier"] == "standard")
-    assert occ["frames"] == 640 and occ["resolution"] == "64x64" and "512" in occ["gaps"]
+    assert occ["frames"] == 676 and occ["resolution"] == "64x64" and "640" in occ["gaps"]
 
 
 def test_show_reports_statistics(capsys):
     assert main(["tasks", "show", "occlusion-recall", "--tier", "smoke", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     stats = info["statistics"]
-    assert stats["episodes"] == 4
+    assert stats["episodes"] == 8
     assert 0 < stats["memory_pixel_fraction_predicted"] < 1
     assert sum(stats["gap_histogram"]) == stats["predicted_frames_with_memory"] > 0
     assert info["spec"]["params"]["gaps"] == [6, 12, 24, 40]
@@ -62,6 +62,6 @@ def test_preview_png_and_gif(tmp_path):
 def test_preview_errors(tmp_path, capsys):
     assert main(["tasks", "preview", "occlusion-recall", "--tier", "smoke", "--episode", "99",
                  "--out", str(tmp_path / "x.png")]) == 2
-    assert "--episode must be in 0..3" in capsys.readouterr().err
+    assert "--episode must be in 0..7" in capsys.readouterr().err
     assert main(["tasks", "preview", "occlusion-recall", "--tier", "smoke", "--out", str(tmp_path / "x.bmp")]) == 2
     assert main(["tasks", "show", "no-such-task"]) == 2

@@ -82,21 +82,23 @@ def test_scene_revisit_goes_back_far(registry):
     assert np.median(gaps) >= spec.params.min_revisit_age // 2
 
 
-def _check_masks(ep, age, memory, novel):
+def _check_masks(ep, age, memory, novel, age_rollout):
     assert np.array_equal(novel, ep.novel_mask), "novel masks differ from the brute-force recomputation"
     assert np.array_equal(memory, ep.memory_mask), "memory masks differ from the brute-force recomputation"
     assert np.array_equal(frame_gaps(age, memory, novel), ep.memory_gap)
+    assert np.array_equal(frame_gaps(age_rollout, memory, novel), ep.memory_gap_rollout)
 
 
 @pytest.mark.parametrize("name", ["scene-retrieval", "scene-reasoning"])
 def test_scene_masks_by_brute_force(registry, name):
     spec = shrink(registry.get(name, "smoke"), frames=40, context_frames=24, resolution=(16, 16),
-                  params={"map_size": (64, 64), "step": 2, "landmark_size": (3, 5), "min_revisit_age": 8})
+                  params={"map_size": (64, 64), "step": 2, "min_revisit_age": 8})
     ep = generate(spec, 3)
     H, W = spec.resolution
-    age, memory, novel = masks_from_identities(scene_identity(spec, ep.poses.astype(int)), spec.frames, H, W,
-                                               spec.recent_window, spec.context_frames)
-    _check_masks(ep, age, memory, novel)
+    masks = masks_from_identities(scene_identity(spec, ep.poses.astype(int)), spec.frames, H, W,
+                                  spec.recent_window, spec.context_frames)
+    _check_masks(ep, *masks)
+    memory = masks[1]
     assert memory[spec.context_frames:].any()
 
 
@@ -106,8 +108,10 @@ def test_occlusion_masks_by_brute_force(registry):
     ep = generate(spec, 1)
     H, W = spec.resolution
     ident = occlusion_identity(spec, ep.poses.astype(int), ep.info)
-    age, memory, novel = masks_from_identities(ident, spec.frames, H, W, spec.recent_window, spec.context_frames)
-    _check_masks(ep, age, memory, novel)
+    masks = masks_from_identities(ident, spec.frames, H, W, spec.recent_window, spec.context_frames,
+                                  eligible=lambda c: c[0] == "object")  # v2: only objects are memory
+    _check_masks(ep, *masks)
+    memory = masks[1]
     assert memory[spec.context_frames:].any()
 
 
@@ -124,8 +128,9 @@ def test_memory_metadata_matches_reference_on_random_ids():
         ids = rng.integers(0, n_ids, (T, 2, 3))
         C = int(rng.integers(1, T + 1))
         meta = memory_metadata(ids, K, C)
-        age, memory, novel = masks_from_identities(lambda t, y, x: int(ids[t, y, x]), T, 2, 3, K, C)
+        age, memory, novel, age_rollout = masks_from_identities(lambda t, y, x: int(ids[t, y, x]), T, 2, 3, K, C)
         assert np.array_equal(meta.age, age)
+        assert np.array_equal(meta.age_rollout, age_rollout)
         assert np.array_equal(meta.novel_mask, novel)
         assert np.array_equal(meta.memory_mask, memory)
 

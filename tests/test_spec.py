@@ -14,7 +14,7 @@ from memorybench.tasks import TaskRegistry
 GOOD = textwrap.dedent("""\
     name: my-task
     family: occlusion_recall
-    generator_version: 1
+    generator_version: 2
     description: a user task
     common:
       seed: 7
@@ -67,8 +67,8 @@ def test_user_task_loads_and_hash_is_stable(tmp_path):
     (("study_frames: 6", "study_frames: 6, curtian_frames: 2"), "tiers.smoke.params.curtian_frames", "did you mean 'curtain_frames'"),
     (("curtain_frames: 2", "curtain_frames: 0"), "tiers.smoke.params.curtain_frames", "must be >= 1"),
     (("slots: [2, 2]", "slots: [2, 2, 2]"), "tiers.smoke.params", "slots must be [rows, cols]"),
-    (("gaps: [6, 12, 24, 40]", "gaps: [6, 12, 24, 400]"), "tiers.smoke", "too short for the largest gap"),
-    (("generator_version: 1", "generator_version: 9"), "generator_version", "version 9"),
+    (("gaps: [6, 12, 24, 40]", "gaps: [6, 12, 24, 400]"), "tiers.smoke", "too short for the gap-400 trial"),
+    (("generator_version: 2", "generator_version: 9"), "generator_version", "version 9"),
     (("resolution: [32, 32]", "resolution: 32"), "tiers.smoke.resolution", "must be [height, width]"),
     (("context_frames: 64", "context_frames: 80"), "tiers.smoke.context_frames", "must be <= 79"),
     (("name: my-task", "name: My Task"), "name", "lower-case"),

@@ -113,3 +113,31 @@ def test_workers_do_not_change_the_weights(specs, tmp_path):
     a = run("s4", specs, tmp_path / "w0", steps=3, workers=0)
     b = run("s4", specs, tmp_path / "w2", steps=3, workers=2)
     assert file_sha256(a) == file_sha256(b)
+
+
+def test_a_window_shorter_than_a_gap_is_reported_when_training_starts(registry, tmp_path, capsys):
+    """Training on crops shorter than a task's longest memory gap says so, naming the task and the gap,
+    before the first step."""
+    from memorybench.cli import main
+    from memorybench.train import ShortWindowWarning, longest_gaps, warn_short_window
+
+    spec = registry.get("occlusion-recall", "smoke")
+    gap = longest_gaps([spec])[spec.key]
+    assert gap == max(spec.params.gaps) + 1  # the longest occlusion trial, seen from its last visible frame
+    with pytest.warns(ShortWindowWarning, match=f"occlusion-recall@smoke \\({gap} frames\\)"):
+        warn_short_window([spec], 24)
+    assert warn_short_window([spec], gap + 1) == {}
+    assert main(["train", "s4", "--tasks", "occlusion-recall", "--tier", "smoke", "--steps", "1", "--window", "24",
+                 "--batch-size", "1", "--out", str(tmp_path / "m"), "--config", "width=16,layers=1,heads=2"]) == 0
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert f"window 24 is shorter than the longest memory gap of occlusion-recall@smoke ({gap} frames)" in err
+
+
+def test_memory_weights_give_the_memory_pixels_their_share():
+    from memorybench.train import memory_weights
+
+    mem = torch.zeros(2, 3, 4, 4, dtype=torch.bool)
+    mem[0, 1, :2, :2] = True
+    w = memory_weights(mem, 0.5)
+    assert torch.isclose(w.sum(), torch.tensor(1.0)) and torch.isclose(w[mem].sum(), torch.tensor(0.5 + 0.5 * 4 / 96))
+    assert memory_weights(torch.zeros_like(mem), 0.5) is None and memory_weights(mem, 0.0) is None

@@ -39,6 +39,7 @@ class _LastFrames(WorldModel):
     """Keeps the last ``window`` observed frames (``[B, n, 3, H, W]``): one, or ``K`` with ``recent``."""
 
     reference_kind = "no-memory"
+    learned = False
     recent = False
 
     def reset(self, spec: TaskSpec, batch_size: int) -> None:
@@ -60,6 +61,7 @@ class _LastFrames(WorldModel):
 class ContextMeanColour(WorldModel):
     name = "context-mean-colour"
     reference_kind = "no-memory"
+    learned = False
 
     def reset(self, spec: TaskSpec, batch_size: int) -> None:
         self.total, self.count = None, 0
