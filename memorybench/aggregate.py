@@ -47,6 +47,13 @@ class AggregationConfig:
     ci: float = 0.95
     min_memory_pixels: int = MIN_MEMORY_PIXELS
 
+    def __post_init__(self):  # checked when built, so a run never ends without its summary
+        from .errors import MemorybenchError
+
+        if self.resamples < 1 or not 0 < self.ci < 1:
+            raise MemorybenchError(f"aggregation: need resamples >= 1 and 0 < ci < 1, got resamples={self.resamples}, "
+                                   f"ci={self.ci}")
+
     def to_dict(self) -> dict:
         return {"unit": "episode", "statistic": "mean of per-episode means", "ci_method": "percentile bootstrap",
                 "resamples": self.resamples, "seed": self.seed, "ci": self.ci,

@@ -48,6 +48,25 @@ class IncomparableRunsError(MemorybenchError):
     exit_code = 4
 
 
+def check_metric_names(metrics: Sequence[str], runs: Sequence[dict] = ()) -> list[str]:
+    """``metrics`` if every name is one memorybench computes (``aggregate.HIGHER_IS_BETTER``: the
+    per-frame metrics and the retention indices) or one the runs' summaries hold; an
+    ``UnknownNameError`` with a "did you mean" otherwise. The one place metric names are checked."""
+    from .errors import UnknownNameError
+
+    known = set(HIGHER_IS_BETTER)
+    for r in runs:
+        for g in r["summary"].get("groups", {}).values():
+            known |= set(g.get("metrics", {})) | set(g.get("retention", {}))
+    metrics = list(metrics)
+    if not metrics:
+        raise MemorybenchError(f"no metric given (choose from {', '.join(sorted(known))})")
+    for m in metrics:
+        if m not in known:
+            raise UnknownNameError("metric", m, sorted(known))
+    return metrics
+
+
 def load_runs(paths: Sequence[str | Path]) -> list[dict]:
     """``[{"path", "meta", "summary"}]`` for every run directory in ``paths`` (or one level below)."""
     return [{"path": p, "meta": load_run_json(p), "summary": load_summary(p)} for p in expand_run_dirs(paths)]

@@ -228,10 +228,11 @@ def evaluate(req: RunRequest, progress=None) -> Path:
         for spec, store, protocol, episodes in todo:
             t0 = time.perf_counter()
             tm = {"model_seconds": 0.0, "score_seconds": 0.0, "episodes": len(episodes)}
-            if bar is not None:
-                bar.update(job, description=f"{model.name} · {spec.key} · {protocol}")
             for k in range(0, len(episodes), batch_size):
                 batch = [store[i] for i in episodes[k:k + batch_size]]
+                if bar is not None:
+                    bar.update(job, description=f"{model.name} · {spec.key} · {protocol} · episodes "
+                                                f"{k + 1}-{k + len(batch)} of {len(episodes)}")
                 _evaluate_batch(model, spec, protocol, batch, device, scorer, run, req, tm,
                                 lambda n: bar.advance(job, n) if bar is not None else None)
             tm["wall_seconds"] = time.perf_counter() - t0
@@ -252,14 +253,14 @@ def evaluate(req: RunRequest, progress=None) -> Path:
 
 def _progress(req: RunRequest, progress, total: int, name: str):
     if progress is not None:
-        return progress, progress.add_task(name, total=total)
+        return progress, progress.add_task(name, total=total, unit="frames")
     if not req.progress:
         return None, None
     from .console import progress_bar
 
     bar = progress_bar()
     bar.start()
-    return bar, bar.add_task(name, total=total)
+    return bar, bar.add_task(name, total=total, unit="frames")
 
 
 def _evaluate_batch(model, spec: TaskSpec, protocol: str, batch, device: str, scorer, run: RunDir,
@@ -446,7 +447,7 @@ def rescore(pred_run: str | Path, out: str | Path, device: str = "cpu", retentio
 
         bar = progress_bar()
         bar.start()
-        job = bar.add_task("re-scoring", total=len(work))
+        job = bar.add_task("re-scoring", total=len(work), unit="episodes")
     try:
         with torch.inference_mode():
             for spec, store, p, i in work:

@@ -308,6 +308,8 @@ def prepare(spec: TaskSpec, out: str | Path | None = None, workers: int = 1, for
             on_episode: Callable[[], None] | None = None, deep_verify: bool = True) -> PrepareResult:
     """A verified dataset for ``spec``: reuse the cache if sound, else (re)generate it."""
     path = Path(out) if out is not None else dataset_dir(spec)
+    if out is not None:
+        _check_replaceable(path)
     problems: list[str] = []
     with FileLock(path.with_name(path.name + ".lock")):
         if path.exists() and not force:
@@ -318,6 +320,16 @@ def prepare(spec: TaskSpec, out: str | Path | None = None, workers: int = 1, for
                           CacheWarning, stacklevel=2)
         write(spec, path, workers=workers, on_episode=on_episode)
         return PrepareResult(open_store(path, spec), False, problems)
+
+
+def _check_replaceable(path: Path) -> None:
+    """A user-chosen dataset directory may be replaced only if it is empty or a dataset (it has a
+    manifest): a file or another directory given by mistake is never deleted."""
+    if path.exists() and not path.is_dir():
+        raise MemorybenchError(f"{path} is a file, not a dataset directory; choose another --out")
+    if path.is_dir() and not (path / MANIFEST).exists() and any(path.iterdir()):
+        raise MemorybenchError(f"{path} exists and is not a memorybench dataset (no {MANIFEST}); refusing to replace "
+                               "it: choose another --out, or delete it yourself")
 
 
 class FileLock:

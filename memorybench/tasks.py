@@ -90,7 +90,11 @@ class TaskRegistry:
     def get(self, name: str, tier: str = "standard") -> TaskSpec:
         entry = self.entry(name)
         if tier not in entry.tiers:
-            raise MemorybenchError(f"task '{name}' has no tier '{tier}' (it has: {', '.join(entry.tiers)})")
+            import difflib
+
+            close = difflib.get_close_matches(tier, list(entry.tiers), n=1, cutoff=0.5)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise MemorybenchError(f"task '{name}' has no tier '{tier}'.{hint} It has: {', '.join(entry.tiers)}")
         return entry.tiers[tier]
 
     def all_specs(self) -> list[TaskSpec]:
@@ -120,6 +124,9 @@ class TaskRegistry:
             elif "@" in part:
                 name, tier = part.split("@", 1)
                 out.append(self.get(name, tier))
+            elif part not in self._entries:  # a typo of a task or of a tier name
+                tiers = sorted({t for e in self._entries.values() for t in e.tiers})
+                raise UnknownNameError("task or tier", part, self.names() + tiers)
             else:
                 out.append(self.get(part, default_tier))
         if not out:
