@@ -236,7 +236,7 @@ def tasks_preview(name: str = typer.Argument(..., help="Task name."), tier: str 
     elif suffix in (".png", ".pdf"):
         sel = list(range(start, stop)) if start is not None else None
         path = preview.contact_sheet(ep, spec.context_frames, out, frames=sel,
-                                     title=f"{spec.key} episode {episode}: memory-only pixels magenta, novel cyan")
+                                     title=f"{spec.key} episode {episode}")
     else:
         raise MemorybenchError(f"--out must end in .png, .pdf or .gif, got '{out.name}'")
     console.print(f"[green]✓[/] wrote {path}")
@@ -637,6 +637,14 @@ def _check_protocol_present(loaded: list, protocol: str) -> None:
                                "or choose another --protocol")
 
 
+def _has_metric(loaded: list, metric: str, protocol: str) -> bool:
+    """Whether any run has values of ``metric`` by memory gap under ``protocol`` (retention needs the
+    references: a run made with --no-retention has none)."""
+    return any(metric in {**b.get("metrics", {}), **b.get("retention", {})}
+               for r in loaded for g in r["summary"]["groups"].values() if g["protocol"] == protocol
+               for b in g.get("by_gap", []))
+
+
 @app.command("plot")
 def plot_cmd(runs: List[Path] = typer.Argument(None, help="Run directories (or directories of runs)."),
              profile: Optional[List[Path]] = typer.Option(None, "--profile", help="profile.json files: cost vs context."),
@@ -660,7 +668,7 @@ def plot_cmd(runs: List[Path] = typer.Argument(None, help="Run directories (or d
     if runs:
         loaded = lb.load_runs(runs)
         _check_protocol_present(loaded, protocol)
-        for metric in ("psnr_memory", "lpips_memory", "retention"):
+        for metric in [m for m in ("psnr_memory", "lpips_memory", "retention") if _has_metric(loaded, m, protocol)]:
             written += plots.save(plots.memory_curves(loaded, metric, protocol), out / f"memory-curve-{metric}-{protocol}", fmts)
         for metric in ("psnr", "lpips"):
             written += plots.save(plots.step_curves(loaded, metric, protocol), out / f"steps-{metric}-{protocol}", fmts)
@@ -721,19 +729,33 @@ def report_cmd(runs: List[Path] = RunDirsArg,
                out: Path = typer.Option(Path("results"), "--out", "-o", help="Directory for every format and figure."),
                title: str = typer.Option("memorybench leaderboard", "--title", help="Title of the HTML page."),
                profile: Optional[List[Path]] = typer.Option(None, "--profile", help="profile.json files: efficiency table "
-                                                                                    "and figures.")):
+                                                                                    "and figures."),
+               runs_to: Optional[Path] = typer.Option(None, "--runs-to", help="First copy the runs into this directory "
+                                                      "(run.json, summary.json, events.jsonl, records; portable: no host "
+                                                      "names or local paths) and report from the copies."),
+               portable: bool = typer.Option(True, "--portable/--no-portable", help="Write leaderboard.json without "
+                                                                                    "local paths (on by default).")):
     """Write the leaderboard in every format (md, csv, tex, html, json) and the figures into --out.
 
-    This is the one command that regenerates the committed results/ directory.
+    This is the one command that regenerates the committed results/ directory: with --runs-to,
+    the run directories it reports on are copied in a form that names no machine and no local
+    path ($MEMORYBENCH_CACHE/..., paths relative to the repository).
     """
     from .validation import check_out_dir
 
     check_out_dir(out)
+    check_out_dir(runs_to, "--runs-to")
     from . import leaderboard as lb
     from . import plots
 
     from .profile import FIELDS, load_profiles
 
+    if runs_to is not None:
+        from .portable import export_runs
+        from .results import expand_run_dirs
+
+        runs = export_runs(expand_run_dirs(runs), runs_to)
+        console.print(f"[green]✓[/] copied {len(runs)} run(s) to {runs_to} (portable)")
     loaded = lb.load_runs(runs)
     profiles = [p for f in (profile or []) for p in load_profiles(f)]
     board = lb.build(loaded, profiles=profiles)
@@ -744,13 +766,17 @@ def report_cmd(runs: List[Path] = RunDirsArg,
             figs[f"{field} per generated frame vs context length"] = plots.png_bytes(plots.efficiency_curves(profiles, field))
             plots.save(plots.efficiency_curves(profiles, field), out / "figures" / f"efficiency-{field}")
     for p in board.protocols():
-        for metric in ("psnr_memory", "retention"):
+        for metric in [m for m in ("psnr_memory", "retention") if _has_metric(loaded, m, p)]:
             fig = plots.memory_curves(loaded, metric, p)
             figs[f"{metric} vs memory gap ({p})"] = plots.png_bytes(plots.memory_curves(loaded, metric, p))
             plots.save(fig, out / "figures" / f"memory-curve-{metric}-{p}")
         plots.save(plots.step_curves(loaded, "psnr", p), out / "figures" / f"steps-psnr-{p}")
     for fmt, render in lb.RENDERERS.items():
         text = render(board, figs, title) if fmt == "html" else render(board)
+        if fmt == "json" and portable:  # the only format that names run directories and checkpoint files
+            from .portable import portable as _portable
+
+            text = json.dumps(_portable(json.loads(text)), indent=1) + "\n"
         (out / f"leaderboard.{lb.SUFFIX[fmt]}").write_text(text, encoding="utf-8")
     console.print(f"[green]✓[/] wrote {out}/leaderboard.{{md,tex,csv,json,html}} and {out}/figures/")
 

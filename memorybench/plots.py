@@ -106,7 +106,7 @@ def memory_curves(runs: list[dict], metric: str = "psnr_memory", protocol: str =
         ax.set_title(task)
         ax.set_xlabel("memory gap (frames)")
         ax.set_ylabel(f"{LABELS.get(metric, metric)} {'↑' if HIGHER_IS_BETTER.get(metric, True) else '↓'}")
-    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(4, len(handles)), frameon=False)
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=max(1, min(4, len(handles))), frameon=False)
     fig.suptitle(f"Memory curves ({protocol})", fontsize=8)
     fig.tight_layout(rect=(0, 0.1 + 0.03 * (len(handles) > 4), 1, 0.96))
     return fig
@@ -138,7 +138,7 @@ def step_curves(runs: list[dict], metric: str = "psnr", protocol: str = "rollout
         ax.set_title(task)
         ax.set_xlabel("frames after the context")
         ax.set_ylabel(f"{LABELS.get(metric, metric)} {'↑' if HIGHER_IS_BETTER.get(metric, True) else '↓'}")
-    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(4, len(handles)), frameon=False)
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=max(1, min(4, len(handles))), frameon=False)
     fig.suptitle(f"Quality over the generated frames ({protocol})", fontsize=8)
     fig.tight_layout(rect=(0, 0.1 + 0.03 * (len(handles) > 4), 1, 0.96))
     return fig

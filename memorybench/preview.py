@@ -139,11 +139,15 @@ def last_seen_frame(ep: Episode, t: int) -> int | None:
 
 
 def pick_predicted_frames(ep: Episode, start: int, stop: int, count: int = 8) -> list[int]:
-    """Up to ``count`` predicted frames worth looking at: those with the most memory-only pixels,
-    and the first predicted frame, in time order."""
+    """Up to ``count`` frames of ``start..stop`` worth looking at: the first one, and frames with
+    memory-only pixels spread evenly over the range (so that short and long gaps both show)."""
+    from .episode import MIN_MEMORY_PIXELS
+
     score = ep.memory_mask[start:stop].reshape(stop - start, -1).sum(1)
-    best = (np.argsort(-score, kind="stable")[: count - 1] + start).tolist()
-    return sorted({start, *best})[:count]
+    cand = np.flatnonzero(score >= MIN_MEMORY_PIXELS) + start
+    if len(cand) > count - 1:
+        cand = cand[np.unique(np.linspace(0, len(cand) - 1, count - 1).round().astype(int))]
+    return sorted({start, *cand.tolist()})[:count]
 
 
 def _panels(ep: Episode, pred: np.ndarray, t: int) -> list[np.ndarray]:

@@ -238,10 +238,14 @@ def write_profiles(profiles: list[dict], out: str | Path) -> Path:
     from . import __version__
     from .results import atomic_write_json, environment
 
+    from .portable import portable
+
     out = Path(out)
-    atomic_write_json(out, {"format": "memorybench-profile/1", "memorybench_version": __version__,
-                            "environment": environment(profiles[0]["device"] if profiles else "cpu"),
-                            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "profiles": profiles})
+    # portable (no host name, no local paths): profiles are meant to be committed next to results
+    atomic_write_json(out, portable({"format": "memorybench-profile/1", "memorybench_version": __version__,
+                                     "environment": environment(profiles[0]["device"] if profiles else "cpu"),
+                                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                     "profiles": profiles}))
     return out
 
 

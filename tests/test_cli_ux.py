@@ -192,3 +192,77 @@ def small_plain_run(tmp_path_factory, _session_cache):
     assert main(["run", "--model", "copy-last", "--tasks", "occlusion-recall@smoke", "--limit", "1", "--out", str(out),
                  "--device", "cpu", "--no-retention"]) == 0
     return out / "copy-last"
+
+
+# -- publishable results ------------------------------------------------------------------------------
+
+
+def test_report_writes_portable_results(tmp_path, monkeypatch, capsys):
+    """What `report --runs-to` writes names no machine and no home directory."""
+    import socket
+
+    from memorybench.portable import find_non_portable
+    from memorybench.profile import write_profiles
+
+    real_host = socket.gethostname()
+    monkeypatch.setattr(socket, "gethostname", lambda: "mb-test-host-7f3a")
+    monkeypatch.chdir(tmp_path)
+    work = tmp_path / "work" / "runs"
+    assert main(["run", "--model", "copy-last", "--tasks", "occlusion-recall@smoke", "--limit", "1", "--out", str(work),
+                 "--device", "cpu", "--no-retention"]) == 0
+    raw = (work / "copy-last" / "run.json").read_text()
+    assert "mb-test-host-7f3a" in raw and os.environ["MEMORYBENCH_CACHE"] in raw  # what a local run records
+    results = tmp_path / "results"
+    assert main(["report", str(work), "--runs-to", str(results / "runs" / "smoke"), "--out", str(results)]) == 0
+    write_profiles([], results / "profiles" / "p.json")
+    assert (results / "runs" / "smoke" / "copy-last" / "records").is_dir()
+    assert find_non_portable(results, ["mb-test-host-7f3a", real_host]) == []
+    meta = json.loads((results / "runs" / "smoke" / "copy-last" / "run.json").read_text())
+    assert meta["tasks"][0]["dataset_path"].startswith("$MEMORYBENCH_CACHE/tasks/occlusion-recall-smoke-")
+    assert meta["command"][0] in ("memorybench", "__main__.py", "pytest", "-c") and "hostname" not in meta["environment"]
+    board = json.loads((results / "leaderboard.json").read_text())
+    assert not Path(board["runs"][0]["path"]).is_absolute()
+    # the copies are runs like any other
+    assert main(["leaderboard", str(results / "runs")]) == 0
+
+
+def test_portable_rewrites_paths_and_drops_hosts(monkeypatch, tmp_path):
+    from memorybench import storage
+    from memorybench.portable import portable
+
+    home = str(Path.home())
+    repo_ckpt = str(ROOT / "baselines" / "s4" / "model.safetensors")
+    obj = {"environment": {"hostname": "h", "python": "3"}, "host": "h",
+           "dataset_path": str(storage.cache_root() / "tasks" / "x-smoke-1"), "checkpoint": repo_ckpt,
+           "command": ["/opt/venv/bin/memorybench", "run", "--out", str(tmp_path / "runs")],
+           "note": f"{home}/data/eps is mine", "other": "/srv/data"}
+    monkeypatch.chdir(tmp_path)
+    out = portable(obj)
+    assert out["environment"] == {"python": "3"} and "host" not in out
+    assert out["dataset_path"] == "$MEMORYBENCH_CACHE/tasks/x-smoke-1"
+    assert out["checkpoint"] == "baselines/s4/model.safetensors"
+    assert out["command"] == ["memorybench", "run", "--out", "runs"]
+    assert out["note"] == "~/data/eps is mine" and out["other"] == "/srv/data"
+
+
+@pytest.mark.xfail(strict=True, reason="the committed results/ predate `report --runs-to` (portable copies); they are "
+                                       "regenerated with it later: then this XPASSes and the marker must go")
+def test_committed_results_are_portable():
+    import socket
+
+    from memorybench.portable import find_non_portable
+
+    assert find_non_portable(ROOT / "results", [socket.gethostname()]) == []
+
+
+def test_html_tables_scroll_inside_the_page(tmp_path):
+    import re
+
+    from memorybench import leaderboard as lb
+
+    runs = lb.load_runs([ROOT / "results" / "gate"])
+    text = lb.to_html(lb.build(runs))
+    tables = re.findall(r"(.{0,30})<table", text)
+    assert tables and all(t.endswith("<div class='scroll'>") for t in tables)
+    assert text.count("<div class='scroll'>") == text.count("</table></div>")
+    assert ".scroll{max-width:100%;overflow-x:auto" in text and "position:sticky;left:0" in text
