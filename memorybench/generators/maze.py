@@ -57,6 +57,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import install_hint
 from ..episode import Episode
 from ..errors import MemorybenchError
 from ..spec import ActionSpace, param
@@ -72,7 +73,7 @@ SCAN_STEPS = 20
 #: Debian packages for the headless renderers MuJoCo can use on a CPU-only machine
 GL_PACKAGES = {"egl": "libegl1 libegl-mesa0 libgl1-mesa-dri libopengl0", "osmesa": "libosmesa6"}
 INSTALL_HINT = (
-    'install the Memory Maze extra with `pip install -e ".[mazes]"` (memory-maze, dm-control, mujoco, gym) '
+    f"install the Memory Maze extra with `{install_hint('mazes')}` (memory-maze, dm-control, mujoco, gym) "
     f"and a headless OpenGL renderer: `apt-get install {GL_PACKAGES['egl']}` (MUJOCO_GL=egl, the default) or "
     f"`apt-get install {GL_PACKAGES['osmesa']}` (MUJOCO_GL=osmesa)")
 
