@@ -22,6 +22,7 @@ from . import __version__
 from .console import console, err_console, progress_bar
 from .errors import DataError, MemorybenchError
 
+
 def _flags_without_type() -> None:
     """Typer's rich help prints a type for every option, so a flag reads ``--resume <bool>`` as if it
     took a value; a flag (``--resume``, ``--retention/--no-retention``, ``--help``) shows no type."""
@@ -267,7 +268,8 @@ def _protocols(value: str) -> list[str]:
     out = split_list(value)
     if not out:
         raise MemorybenchError(f"--protocol is empty (choose from {', '.join(PROTOCOLS)} or all)")
-    return check_choices(out, list(PROTOCOLS) + ["all"], "protocol")
+    check_choices(out, list(PROTOCOLS) + ["all"], "protocol")
+    return list(PROTOCOLS) if "all" in out else out
 
 
 def _model_names(value: str) -> list[str]:
