@@ -736,7 +736,9 @@ def report_cmd(runs: List[Path] = RunDirsArg,
                                                       "(run.json, summary.json, events.jsonl, records; portable: no host "
                                                       "names or local paths) and report from the copies."),
                portable: bool = typer.Option(True, "--portable/--no-portable", help="Write leaderboard.json without "
-                                                                                    "local paths (on by default).")):
+                                                                                    "local paths, and portable copies of "
+                                                                                    "the --profile files into OUT/profiles "
+                                                                                    "(on by default).")):
     """Write the leaderboard in every format (md, csv, tex, html, json) and the figures into --out.
 
     This is the one command that regenerates the committed results/ directory: with --runs-to,
@@ -760,6 +762,13 @@ def report_cmd(runs: List[Path] = RunDirsArg,
         console.print(f"[green]✓[/] copied {len(runs)} run(s) to {runs_to} (portable)")
     loaded = lb.load_runs(runs)
     profiles = [p for f in (profile or []) for p in load_profiles(f)]
+    if portable and profile:  # the profiles the tables use sit beside them, without host names
+        from .portable import export_profile
+
+        if len({f.name for f in profile}) < len(profile):
+            raise MemorybenchError("--profile files must have different names (they are copied into OUT/profiles)")
+        for f in profile:
+            export_profile(f, out / "profiles" / f.name)
     board = lb.build(loaded, profiles=profiles)
     out.mkdir(parents=True, exist_ok=True)
     figs = {}

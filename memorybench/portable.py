@@ -145,12 +145,18 @@ def export_runs(runs: Iterable[Path], dest: Path) -> list[Path]:
     return [export_run(Path(r), Path(dest) / Path(r).name, roots) for r in runs]
 
 
+def export_profile(src: Path, dst: Path) -> Path:
+    """A portable copy of a ``memorybench profile`` JSON file (``dst == src``: in place)."""
+    _rewrite_json(Path(src), Path(dst), _roots())
+    return Path(dst)
+
+
 def find_non_portable(root: Path, hostnames: Iterable[str] = ()) -> list[str]:
     """``"file: problem"`` for every text file under ``root`` that holds a home-directory path
     (``/root/``, ``/home/``, this user's home), one of ``hostnames`` as a JSON string value, or a
     ``hostname``/``host`` key. Embedded images (``data:`` URIs) are skipped."""
     home = str(Path.home())
-    needles = ["/root/", "/home/"] + ([home + "/"] if len(home) > 1 else [])
+    needles = list(dict.fromkeys(["/root/", "/home/"] + ([home + "/"] if len(home) > 1 else [])))
     hosts = [h for h in hostnames if h]
     problems = []
     for f in sorted(Path(root).rglob("*")):

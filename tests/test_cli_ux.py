@@ -212,9 +212,14 @@ def test_report_writes_portable_results(tmp_path, monkeypatch, capsys):
                  "--device", "cpu", "--no-retention"]) == 0
     raw = (work / "copy-last" / "run.json").read_text()
     assert "mb-test-host-7f3a" in raw and os.environ["MEMORYBENCH_CACHE"] in raw  # what a local run records
+    prof = tmp_path / "work" / "p.json"  # a profile as an older memorybench wrote it: with the host name
+    prof.write_text(json.dumps({"format": "memorybench-profile/1", "environment": {"hostname": "mb-test-host-7f3a"},
+                                "profiles": []}))
     results = tmp_path / "results"
-    assert main(["report", str(work), "--runs-to", str(results / "runs" / "smoke"), "--out", str(results)]) == 0
-    write_profiles([], results / "profiles" / "p.json")
+    assert main(["report", str(work), "--runs-to", str(results / "runs" / "smoke"), "--out", str(results),
+                 "--profile", str(prof)]) == 0
+    write_profiles([], results / "profiles" / "new.json")
+    assert json.loads((results / "profiles" / "p.json").read_text())["environment"] == {}
     assert (results / "runs" / "smoke" / "copy-last" / "records").is_dir()
     assert find_non_portable(results, ["mb-test-host-7f3a", real_host]) == []
     meta = json.loads((results / "runs" / "smoke" / "copy-last" / "run.json").read_text())
