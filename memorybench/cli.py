@@ -732,13 +732,10 @@ def report_cmd(runs: List[Path] = RunDirsArg,
                title: str = typer.Option("memorybench leaderboard", "--title", help="Title of the HTML page."),
                profile: Optional[List[Path]] = typer.Option(None, "--profile", help="profile.json files: efficiency table "
                                                                                     "and figures."),
-               runs_to: Optional[Path] = typer.Option(None, "--runs-to", help="First copy the runs into this directory "
-                                                      "(run.json, summary.json, events.jsonl, records; portable: no host "
-                                                      "names or local paths) and report from the copies."),
-               portable: bool = typer.Option(True, "--portable/--no-portable", help="Write leaderboard.json without "
-                                                                                    "local paths, and portable copies of "
-                                                                                    "the --profile files into OUT/profiles "
-                                                                                    "(on by default).")):
+               runs_to: Optional[Path] = typer.Option(None, "--runs-to", help="Publish: first copy the runs into this "
+                                                      "directory (run.json, summary.json, events.jsonl, records) and "
+                                                      "the --profile files into OUT/profiles, all without host names or "
+                                                      "local paths, and report from the copies.")):
     """Write the leaderboard in every format (md, csv, tex, html, json) and the figures into --out.
 
     This is the one command that regenerates the committed results/ directory: with --runs-to,
@@ -762,6 +759,7 @@ def report_cmd(runs: List[Path] = RunDirsArg,
         console.print(f"[green]✓[/] copied {len(runs)} run(s) to {runs_to} (portable)")
     loaded = lb.load_runs(runs)
     profiles = [p for f in (profile or []) for p in load_profiles(f)]
+    portable = runs_to is not None
     if portable and profile:  # the profiles the tables use sit beside them, without host names
         from .portable import export_profile
 
@@ -784,7 +782,8 @@ def report_cmd(runs: List[Path] = RunDirsArg,
         plots.save(plots.step_curves(loaded, "psnr", p), out / "figures" / f"steps-psnr-{p}")
     for fmt, render in lb.RENDERERS.items():
         text = render(board, figs, title) if fmt == "html" else render(board)
-        if fmt == "json" and portable:  # the only format that names run directories and checkpoint files
+        if fmt == "json" and portable:  # the only format that names run directories and checkpoint files (the
+            # copies hold none already: this catches what the rewrite of the runs leaves)
             from .portable import portable as _portable
 
             text = json.dumps(_portable(json.loads(text)), indent=1) + "\n"
