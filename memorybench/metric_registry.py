@@ -149,20 +149,23 @@ def get(name: str) -> Metric:
     return table[name]
 
 
-def parse_names(text: str, option: str = "--metrics") -> list[str]:
-    """Comma-separated metric names, each checked (did-you-mean on a typo)."""
+def check_names(names, option: str = "--metrics", extra=()) -> list[str]:
+    """Metric names (a list, or comma-separated text), each checked against the registry (and
+    ``extra`` names, e.g. those a run's summary holds): did-you-mean on a typo. The one place
+    metric names given by a user are checked."""
     from .errors import MemorybenchError
 
-    names = [m.strip() for m in text.split(",") if m.strip()]
+    if isinstance(names, str):
+        names = [m.strip() for m in names.split(",") if m.strip()]
+    known = [*all_metrics(), *sorted(set(extra) - set(all_metrics()))]
     if not names:
-        raise MemorybenchError(f"{option} names no metric")
-    table = all_metrics()
+        raise MemorybenchError(f"{option} names no metric (choose from {', '.join(known)})")
     for n in names:
-        if n not in table:
-            close = difflib.get_close_matches(n, list(table), n=3, cutoff=0.5)
+        if n not in known:
+            close = difflib.get_close_matches(n, known, n=3, cutoff=0.5)
             hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise MemorybenchError(f"{option}: unknown metric '{n}'.{hint} Known: {', '.join(table)}")
-    return names
+            raise MemorybenchError(f"{option}: unknown metric '{n}'.{hint} Known: {', '.join(known)}")
+    return list(names)
 
 
 def user_metrics() -> list[Metric]:

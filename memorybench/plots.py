@@ -141,7 +141,7 @@ def memory_curves(runs: list[dict], metric: str = "recall", protocol: str = "rol
         ax.set_title(task)
         ax.set_xlabel("memory gap (frames)")
         ax.set_ylabel(f"{registry.label(metric)} {'↑' if registry.higher_is_better(metric) else '↓'}")
-    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(4, len(handles)), frameon=False)
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=max(1, min(4, len(handles))), frameon=False)
     title = f"Memory curves ({protocol})"
     if metric == "recall":
         title += ": 0 = chance (grey: no-memory band), | = memory horizon"
@@ -178,7 +178,7 @@ def step_curves(runs: list[dict], metric: str = "psnr", protocol: str = "rollout
         ax.set_title(task)
         ax.set_xlabel("frames after the context")
         ax.set_ylabel(f"{LABELS.get(metric, metric)} {'↑' if registry.higher_is_better(metric) else '↓'}")
-    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(4, len(handles)), frameon=False)
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=max(1, min(4, len(handles))), frameon=False)
     fig.suptitle(f"Quality over the generated frames ({protocol})", fontsize=8)
     fig.tight_layout(rect=(0, 0.1 + 0.03 * (len(handles) > 4), 1, 0.96))
     return fig

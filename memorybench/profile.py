@@ -50,6 +50,14 @@ class ProfileConfig:
     subprocess: bool = True
     model_args: str | None = None
 
+    def __post_init__(self):
+        from .errors import MemorybenchError
+
+        if self.repeats < 1 or self.warmup < 0 or self.batch_size < 1 or not self.contexts or min(self.contexts) < 1:
+            raise MemorybenchError(f"profile: need repeats >= 1, warmup >= 0, batch_size >= 1 and positive contexts "
+                                   f"(got repeats={self.repeats}, warmup={self.warmup}, batch_size={self.batch_size}, "
+                                   f"contexts={list(self.contexts)})")
+
 
 def synthetic_spec(frames: int, resolution: tuple[int, int]):
     """A scene-consistency spec of the standard tier reshaped to ``frames`` frames."""
@@ -171,8 +179,18 @@ def _measure_in_subprocess(model_name: str, context: int, cfg: ProfileConfig) ->
     if proc.returncode != 0:
         from .errors import MemorybenchError
 
-        raise MemorybenchError(f"profiling {model_name} at context {context} failed:\n{proc.stderr[-2000:]}")
+        # one line: the subprocess's own error message (a MemorybenchError), else the last line of
+        # its traceback (the exception); the whole stderr with MEMORYBENCH_DEBUG=1
+        lines = [x for x in proc.stderr.strip().splitlines() if x.strip()]
+        why = next((x[len(_ERROR_PREFIX):] for x in reversed(lines) if x.startswith(_ERROR_PREFIX)),
+                   lines[-1].strip() if lines else f"exit code {proc.returncode}")
+        debug = os.environ.get("MEMORYBENCH_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+        raise MemorybenchError(f"profiling {model_name} at context {context} failed: {why}"
+                               + (f"\n{proc.stderr}" if debug else ""))
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+_ERROR_PREFIX = "memorybench-profile-error: "
 
 
 def fit_slope(xs: Sequence[float], ys: Sequence[float]) -> dict:
@@ -220,10 +238,14 @@ def write_profiles(profiles: list[dict], out: str | Path) -> Path:
     from . import __version__
     from .results import atomic_write_json, environment
 
+    from .portable import portable
+
     out = Path(out)
-    atomic_write_json(out, {"format": "memorybench-profile/1", "memorybench_version": __version__,
-                            "environment": environment(profiles[0]["device"] if profiles else "cpu"),
-                            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "profiles": profiles})
+    # portable (no host name, no local paths): profiles are meant to be committed next to results
+    atomic_write_json(out, portable({"format": "memorybench-profile/1", "memorybench_version": __version__,
+                                     "environment": environment(profiles[0]["device"] if profiles else "cpu"),
+                                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                     "profiles": profiles}))
     return out
 
 
@@ -261,4 +283,11 @@ if __name__ == "__main__":  # the subprocess entry point of _measure_in_subproce
     c = args["cfg"]
     cfg = ProfileConfig(device=c["device"], repeats=c["repeats"], warmup=c["warmup"], batch_size=c["batch_size"],
                         resolution=tuple(c["resolution"]), model_args=c["model_args"], subprocess=False)
-    print(json.dumps(measure_point(args["model"], args["context"], cfg)))
+    from .errors import MemorybenchError
+
+    try:
+        point = measure_point(args["model"], args["context"], cfg)
+    except MemorybenchError as e:  # a user-facing error: its message, without a traceback
+        print(_ERROR_PREFIX + " ".join(str(e).split()), file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps(point))

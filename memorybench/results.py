@@ -350,15 +350,29 @@ def check_same_run(existing: dict, requested: dict, where: Path) -> None:
 
 
 def expand_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
-    """Run directories named directly, or found one level below a directory of runs."""
+    """Run directories named directly, or found one or two levels below a directory of runs.
+
+    Two levels read the default layout of ``memorybench run``, ``runs/<date-time>/<model>``. A
+    directory holding both runs and directories of runs is ambiguous and refused.
+    """
     out: list[Path] = []
     for p in map(Path, paths):
         if (p / RUN_JSON).exists():
             out.append(p)
         elif p.is_dir():
-            found = sorted(d for d in p.iterdir() if (d / RUN_JSON).exists())
+            subdirs = sorted(d for d in p.iterdir() if d.is_dir())
+            level1 = [d for d in subdirs if (d / RUN_JSON).exists()]
+            level2 = [e for d in subdirs if d not in level1 for e in sorted(d.iterdir())
+                      if e.is_dir() and (e / RUN_JSON).exists()]
+            if level1 and level2:
+                groups = sorted({e.parent.name for e in level2})
+                raise DataError(f"{p} holds both run directories ({', '.join(d.name for d in level1[:3])}"
+                                f"{', ...' if len(level1) > 3 else ''}) and directories of runs "
+                                f"({', '.join(g + '/' for g in groups[:3])}{', ...' if len(groups) > 3 else ''}); "
+                                "name the ones you mean, e.g. " + " ".join(str(x) for x in (level1[0], level2[0].parent)))
+            found = level1 or level2
             if not found:
-                raise DataError(f"{p} holds no run directories (no {RUN_JSON} in it or below it)")
+                raise DataError(f"{p} holds no run directories (no {RUN_JSON} in it, or one or two levels below it)")
             out += found
         else:
             raise DataError(f"{p} does not exist")

@@ -361,11 +361,12 @@ def _evaluate(req: RunRequest, progress, stack: contextlib.ExitStack) -> Path:
         for spec, store, protocol, episodes in todo:
             t0 = time.perf_counter()
             tm = {"model_seconds": 0.0, "score_seconds": 0.0, "episodes": len(episodes)}
-            if bar is not None:
-                bar.update(job, description=f"{model.name} · {spec.key} · {protocol}")
             for k in range(0, len(episodes), batch_size):
                 t1, before = time.perf_counter(), dict(tm)
                 batch = [store[i] for i in episodes[k:k + batch_size]]
+                if bar is not None:
+                    bar.update(job, description=f"{model.name} · {spec.key} · {protocol} · episodes "
+                                                f"{k + 1}-{k + len(batch)} of {len(episodes)}")
                 _evaluate_batch(model, spec, protocol, batch, device, scorer, run, req, tm,
                                 lambda n: bar.advance(job, n) if bar is not None else None)
                 # one event per finished batch: summary.json's timings are their sums, over every
@@ -394,14 +395,14 @@ def _evaluate(req: RunRequest, progress, stack: contextlib.ExitStack) -> Path:
 
 def _progress(req: RunRequest, progress, total: int, name: str):
     if progress is not None:
-        return progress, progress.add_task(name, total=total)
+        return progress, progress.add_task(name, total=total, unit="frames")
     if not req.progress:
         return None, None
     from .console import progress_bar
 
     bar = progress_bar()
     bar.start()
-    return bar, bar.add_task(name, total=total)
+    return bar, bar.add_task(name, total=total, unit="frames")
 
 
 def predict_episodes(model, spec: TaskSpec, protocol: str, batch, device: str, context_chunk: int = 128,
@@ -790,7 +791,7 @@ def _rescore_into(src: RunDir, dst: RunDir, meta: dict, new: dict, scorer, devic
 
         bar = progress_bar()
         bar.start()
-        job = bar.add_task("re-scoring", total=len(work))
+        job = bar.add_task("re-scoring", total=len(work), unit="episodes")
     try:
         with torch.inference_mode():
             for spec, store, p, i in work:

@@ -510,6 +510,8 @@ def prepare(spec: TaskSpec, out: str | Path | None = None, workers: int = 1, for
     ``on_episode()`` after each.
     """
     path = Path(out) if out is not None else dataset_dir(spec)
+    if out is not None:
+        _check_replaceable(path)
     wanted = _selection(spec, episodes)
     problems: list[str] = []
     with FileLock(path.with_name(path.name + ".lock")):
@@ -538,6 +540,16 @@ def prepare(spec: TaskSpec, out: str | Path | None = None, workers: int = 1, for
 
 class LockedError(MemorybenchError):
     """Another process holds the lock (only raised for a non-blocking lock)."""
+
+
+def _check_replaceable(path: Path) -> None:
+    """A user-chosen dataset directory may be replaced only if it is empty or a dataset (it has a
+    manifest): a file or another directory given by mistake is never deleted."""
+    if path.exists() and not path.is_dir():
+        raise MemorybenchError(f"{path} is a file, not a dataset directory; choose another --out")
+    if path.is_dir() and not (path / MANIFEST).exists() and any(path.iterdir()):
+        raise MemorybenchError(f"{path} exists and is not a memorybench dataset (no {MANIFEST}); refusing to replace "
+                               "it: choose another --out, or delete it yourself")
 
 
 class FileLock:

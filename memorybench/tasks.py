@@ -65,7 +65,8 @@ class TaskRegistry:
         self._entries: dict[str, TaskEntry] = {}
         for d in dirs:
             if not d.is_dir():
-                raise MemorybenchError(f"task directory {d} does not exist")
+                raise MemorybenchError(f"task directory {d} " + ("is a file: give the directory that holds the task "
+                                                                 "YAML files" if d.exists() else "does not exist"))
             for path in sorted(d.glob("*.yaml")) + sorted(d.glob("*.yml")):
                 self.add_file(path)
 
@@ -90,7 +91,11 @@ class TaskRegistry:
     def get(self, name: str, tier: str = "standard") -> TaskSpec:
         entry = self.entry(name)
         if tier not in entry.tiers:
-            raise MemorybenchError(f"task '{name}' has no tier '{tier}' (it has: {', '.join(entry.tiers)})")
+            import difflib
+
+            close = difflib.get_close_matches(tier, list(entry.tiers), n=1, cutoff=0.5)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise MemorybenchError(f"task '{name}' has no tier '{tier}'.{hint} It has: {', '.join(entry.tiers)}")
         return entry.tiers[tier]
 
     def all_specs(self) -> list[TaskSpec]:
@@ -120,6 +125,9 @@ class TaskRegistry:
             elif "@" in part:
                 name, tier = part.split("@", 1)
                 out.append(self.get(name, tier))
+            elif part not in self._entries:  # a typo of a task or of a tier name
+                tiers = sorted({t for e in self._entries.values() for t in e.tiers})
+                raise UnknownNameError("task or tier", part, self.names() + tiers)
             else:
                 out.append(self.get(part, default_tier))
         if not out:

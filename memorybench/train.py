@@ -127,6 +127,8 @@ from .spec import TaskSpec
 STATE_FILE, MODEL_FILE, CARD_FILE = "train_state.pt", "model.safetensors", "card.json"
 STATE_FORMAT = "memorybench-train/1"
 BETAS = (0.9, 0.95)
+#: the licence of weights trained by memorybench (memorybench's own; written into every model card)
+WEIGHTS_LICENSE = "Apache-2.0"
 MIN_LR_RATIO = 0.1
 DATA_STREAM = ("batch i: task i mod n_tasks, its training episodes (i // n_tasks) * batch_size + j, j < batch_size "
                "(memorybench.data.task_loader)")
@@ -335,7 +337,7 @@ def train(model: str, tasks: Sequence[TaskSpec], steps: int, out_dir: str | Path
             losses.append(loss.item())
             done = step + 1
             if bar is not None:
-                bar[0].update(bar[1], completed=done, loss=float(np.mean(losses[-log_every:])))
+                bar[0].update(bar[1], completed=done, loss=f"{np.mean(losses[-log_every:]):.5f}")
             if done % checkpoint_every == 0 and done < steps:
                 save_state(done, wall_before + time.perf_counter() - t0)
             if max_seconds is not None and time.perf_counter() - t0 > max_seconds and done < steps:
@@ -388,17 +390,15 @@ def train(model: str, tasks: Sequence[TaskSpec], steps: int, out_dir: str | Path
         },
         "versions": {"torch": torch.__version__, "memorybench": __version__},
         "citation": cls.citation,
+        "license": WEIGHTS_LICENSE,
     }
     _atomic_write_json(card, out / CARD_FILE)
     return model_path
 
 
 def _progress_bar(name: str, steps: int, start: int):
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from .console import progress_bar
 
-    bar = Progress(TextColumn(f"[bold]train {name}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("loss {task.fields[loss]:.5f}"), TimeElapsedColumn(), TextColumn("ETA"),
-                   TimeRemainingColumn(), console=Console(stderr=True))
+    bar = progress_bar(fields=("loss",))
     bar.start()
-    return bar, bar.add_task("train", total=steps, completed=start, loss=float("nan"))
+    return bar, bar.add_task(f"train {name}", total=steps, completed=start, unit="steps", loss="—")

@@ -51,7 +51,7 @@ def test_every_builtin_has_its_record():
     with pytest.raises(MemorybenchError, match="Did you mean 'recall'"):
         registry.get("recal")
     with pytest.raises(MemorybenchError, match="Did you mean 'psnr_memory'"):
-        registry.parse_names("psnr,psnr_memroy")
+        registry.check_names("psnr,psnr_memroy")
 
 
 def test_a_user_metric_shows_up_everywhere(plugin, registry_fixture, tmp_path):
@@ -70,7 +70,7 @@ def test_a_user_metric_shows_up_everywhere(plugin, registry_fixture, tmp_path):
     assert 0 < value["mean"] < 1 and value["ci_low"] <= value["mean"] <= value["ci_high"]
     run_json = json.loads((runs["copy-last"] / "run.json").read_text())
     assert "mean_abs" in run_json["metrics"]["user_metrics"] and run_json["metrics"]["registry"]["mean_abs"]["user"]
-    board = lb.build(lb.load_runs(list(runs.values())), metrics=registry.parse_names("recall,mean_abs"))
+    board = lb.build(lb.load_runs(list(runs.values())), metrics=registry.check_names("recall,mean_abs"))
     md = lb.to_markdown(board)
     assert "Mean abs err ↓" in md and f"{value['mean']:.4f}" in md
     rows, code = compare(runs["copy-last"], runs["copy-last"], ["mean_abs"])

@@ -76,7 +76,7 @@ def test_outputs_card_and_loadable_checkpoint(specs, tmp_path):
     path = run("mamba", specs, tmp_path / "m", steps=4, log_every=2)
     card = json.loads((tmp_path / "m" / "card.json").read_text())
     t = card["training"]
-    assert card["model"] == "mamba" and card["config"]["width"] == 32
+    assert card["model"] == "mamba" and card["config"]["width"] == 32 and card["license"] == "Apache-2.0"
     assert [x["key"] for x in t["tasks"]] == [s.key for s in specs]
     assert [x["spec_hash"] for x in t["tasks"]] == [s.hash() for s in specs]
     assert t["data_hash"] == training_data_hash(specs) and t["seed_offset"] == TRAIN_SEED_OFFSET

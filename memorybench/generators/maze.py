@@ -57,6 +57,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import install_hint
 from ..episode import Episode
 from ..errors import MemorybenchError
 from ..spec import ActionSpace, param
@@ -71,10 +72,11 @@ TIME_LIMIT_STEPS = {9: 1000, 11: 2000, 13: 3000, 15: 4000}
 SCAN_STEPS = 20
 #: Debian packages for the headless renderers MuJoCo can use on a CPU-only machine
 GL_PACKAGES = {"egl": "libegl1 libegl-mesa0 libgl1-mesa-dri libopengl0", "osmesa": "libosmesa6"}
-INSTALL_HINT = (
-    'install the Memory Maze extra with `pip install -e ".[mazes]"` (memory-maze, dm-control, mujoco, gym) '
-    f"and a headless OpenGL renderer: `apt-get install {GL_PACKAGES['egl']}` (MUJOCO_GL=egl, the default) or "
-    f"`apt-get install {GL_PACKAGES['osmesa']}` (MUJOCO_GL=osmesa)")
+def install_message() -> str:
+    """What to install for the maze tasks (the pip command fits how memorybench was installed)."""
+    return (f"install the Memory Maze extra with `{install_hint('mazes')}` (memory-maze, dm-control, mujoco, gym) "
+            f"and a headless OpenGL renderer: `apt-get install {GL_PACKAGES['egl']}` (MUJOCO_GL=egl, the default) or "
+            f"`apt-get install {GL_PACKAGES['osmesa']}` (MUJOCO_GL=osmesa)")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -118,10 +120,10 @@ def load_memory_maze():
             from memory_maze import tasks
     except ImportError as e:
         raise MemorybenchError(f"the memory_maze family needs the Memory Maze simulator ({e}); "
-                               f"{INSTALL_HINT}") from None
+                               f"{install_message()}") from None
     except Exception as e:  # noqa: BLE001 - e.g. dm_control failing to load the GL library
         raise MemorybenchError(f"Memory Maze could not be loaded with MUJOCO_GL={os.environ['MUJOCO_GL']}: "
-                               f"{type(e).__name__}: {e}; {INSTALL_HINT}") from None
+                               f"{type(e).__name__}: {e}; {install_message()}") from None
     absl = logging.getLogger("absl")
     if not any(isinstance(f, _DropAbslNoise) for f in absl.filters):
         absl.addFilter(_DropAbslNoise())
@@ -138,7 +140,7 @@ def make_env(maze_size: int, resolution: int, seed: int):
         return factory(global_observables=True, camera_resolution=resolution, seed=seed, target_color_in_image=False)
     except Exception as e:  # noqa: BLE001
         raise MemorybenchError(f"Memory Maze could not be created with MUJOCO_GL={os.environ.get('MUJOCO_GL')}: "
-                               f"{type(e).__name__}: {e}; {INSTALL_HINT}") from None
+                               f"{type(e).__name__}: {e}; {install_message()}") from None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -440,11 +442,11 @@ class MemoryMaze(Generator):
 
         missing = [m for m in ("memory_maze", "dm_control", "mujoco", "gym") if not found(m)]
         if missing:
-            return f"needs the Memory Maze extra (missing: {', '.join(missing)}); {INSTALL_HINT}"
+            return f"needs the Memory Maze extra (missing: {', '.join(missing)}); {install_message()}"
         backend = choose_gl_backend()
         lib = {"egl": "EGL", "osmesa": "OSMesa"}.get(backend)
         if lib and not ctypes.util.find_library(lib):
-            return f"needs a headless OpenGL library for MUJOCO_GL={backend} (lib{lib} not found); {INSTALL_HINT}"
+            return f"needs a headless OpenGL library for MUJOCO_GL={backend} (lib{lib} not found); {install_message()}"
         return None
 
     # ------------------------------------------------------------------------------------------

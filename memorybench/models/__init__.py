@@ -106,19 +106,51 @@ def model_name(name: str, cls: type[WorldModel] | None = None) -> str:
     return name
 
 
-def resolve(name: str) -> type[WorldModel]:
-    """The adapter class for a registry name or a ``module:Class`` path."""
+class ModelLoadError(MemorybenchError):
+    """A model's module cannot be imported, or its constructor raised. The message is one line;
+    the original exception is chained (``MEMORYBENCH_DEBUG=1`` prints its traceback)."""
+
+
+def target_of(name: str) -> str:
+    """The ``module:Class`` string a model name stands for, without importing anything.
+
+    A registry or plugin name maps to its entry; anything with a ``:`` is taken as a path, whose
+    module must at least be findable. Unknown names get a "did you mean".
+    """
     table = {**BUILTIN_MODELS, **_plugins()}
     target = table.get(name)
-    if target is None:
-        if ":" not in name:
-            raise UnknownNameError("model", name, sorted(table))
-        target = name
+    if target is not None:
+        return target
+    if ":" not in name:
+        raise UnknownNameError("model", name, sorted(table))
+    module, _, attr = name.partition(":")
+    if not module or not attr.isidentifier():
+        raise MemorybenchError(f"model '{name}': a model path is package.module:Class")
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError) as e:  # a parent package is missing or broken
+        raise ModelLoadError(f"cannot find the module of model '{name}': {type(e).__name__}: {e}") from e
+    except Exception as e:  # noqa: BLE001 - a parent package raised while being imported
+        raise ModelLoadError(f"model '{name}': importing a parent package of {module} raised "
+                             f"{type(e).__name__}: {e}") from e
+    if found is None:
+        raise ModelLoadError(f"cannot find the module '{module}' of model '{name}' (is it installed, or on "
+                             "PYTHONPATH?)")
+    return name
+
+
+def resolve(name: str) -> type[WorldModel]:
+    """The adapter class for a registry name or a ``module:Class`` path."""
+    target = target_of(name)
     module, _, attr = target.partition(":")
     try:
         obj = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as e:
-        raise MemorybenchError(f"cannot load model '{name}' from {target}: {e}") from None
+        raise ModelLoadError(f"cannot load model '{name}' from {target}: {e}") from e
+    except Exception as e:  # noqa: BLE001 - the model's module itself raised while being imported
+        raise ModelLoadError(f"cannot load model '{name}': importing {module} raised {type(e).__name__}: {e}") from e
     if not (inspect.isclass(obj) and issubclass(obj, WorldModel)):
         raise MemorybenchError(f"model '{name}' ({target}) is not a subclass of memorybench.adapter.WorldModel")
     return obj
@@ -158,15 +190,29 @@ def parse_model_args(text: str | None) -> dict:
     return out
 
 
-def load_model(name: str, args: dict | str | None = None) -> WorldModel:
-    """Build a model from its name (or path) and constructor arguments."""
+def check_model_args(name: str, args: dict | str | None = None) -> tuple[type[WorldModel], dict]:
+    """The class and keyword arguments of a model, checked against its constructor's signature
+    (imports the model's module, builds nothing)."""
     cls = resolve(name)
     kwargs = parse_model_args(args) if isinstance(args, str) or args is None else dict(args)
     try:
         inspect.signature(cls).bind(**kwargs)
     except TypeError as e:
         raise MemorybenchError(f"bad --model-args for '{name}': {e}") from None
-    model = cls(**kwargs)
+    return cls, kwargs
+
+
+def load_model(name: str, args: dict | str | None = None) -> WorldModel:
+    """Build a model from its name (or path) and constructor arguments."""
+    cls, kwargs = check_model_args(name, args)
+    try:
+        model = cls(**kwargs)
+    except MemorybenchError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a user's constructor failing is a user-facing error
+        args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "no arguments"
+        raise ModelLoadError(f"model '{name}' could not be built ({args}): its constructor raised "
+                             f"{type(e).__name__}: {e}") from e
     model._init_args = kwargs
     if not model.name:
         model.name = model_name(name, cls)

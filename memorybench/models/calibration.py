@@ -29,6 +29,8 @@ from ..spec import TaskSpec
 
 
 class CopyLast(WorldModel):
+    """Repeats the last observed frame: no memory at all (retention 0)."""
+
     name = "copy-last"
     reference_kind = "no-memory"
     learned = False
@@ -47,6 +49,8 @@ class CopyLast(WorldModel):
 
 
 class MeanFrame(WorldModel):
+    """Predicts the mean of every observed frame (a blurry average)."""
+
     name = "mean-frame"
     reference_kind = "lossy-memory"
     learned = False
@@ -80,6 +84,8 @@ class _Privileged(WorldModel):
 
 
 class GroundTruth(_Privileged):
+    """Returns the true frame (privileged): a check of the scoring pipeline."""
+
     name = "ground-truth"
 
     def observe(self, frames: torch.Tensor, actions: torch.Tensor) -> None:
@@ -92,6 +98,8 @@ class GroundTruth(_Privileged):
 
 
 class PerfectMemory(_Privileged):
+    """Puts back every pixel it has observed (privileged): perfect recall (retention 1)."""
+
     name = "perfect-memory"
 
     def bind(self, episodes: Sequence[Episode]) -> None:

@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -93,6 +94,19 @@ def make_config(cls: type[NetConfig], values: dict, where: str) -> NetConfig:
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise MemorybenchError(f"{where}: unknown config field(s) {', '.join(unknown)} (known: {', '.join(known)})")
+    hints = typing.get_type_hints(cls)
+    values = dict(values)
+    for name, v in values.items():  # numbers must be numbers: `width=abc` is a user's typo, not a crash
+        allowed = set(typing.get_args(hints[name])) or {hints[name]}
+        if type(None) in allowed and isinstance(v, str) and v.lower() in ("none", "null"):
+            values[name] = v = None  # `window=none`, as `checkpoint=none`
+        if v is None and type(None) in allowed or not allowed & {int, float}:
+            continue
+        is_int = isinstance(v, int) and not isinstance(v, bool)
+        if not (is_int or (float in allowed and isinstance(v, float))):
+            kind = "a number" if float in allowed else "an integer"
+            raise MemorybenchError(f"{where}: config field {name} must be {kind}"
+                                   + (" or none" if type(None) in allowed else "") + f", got {v!r}")
     try:
         return cls(**{k: _tuples(v) for k, v in values.items()})
     except (TypeError, ValueError) as e:
