@@ -368,16 +368,17 @@ def fmt_value(v: dict | None, metric: str) -> tuple[str, str]:
     return mean, f"[{v['ci_low']:.{d}f}, {v['ci_high']:.{d}f}]"
 
 
-def fmt_ci(v: dict | None, digits: int = 3) -> str:
-    """``mean ±h`` with ``h`` the larger distance from the mean to a 95% CI bound (terminal use)."""
+def fmt_ci(v: dict | None, decimals: int = 3) -> str:
+    """``mean ±h`` with ``decimals`` decimals and ``h`` the larger distance from the mean to a 95% CI
+    bound (terminal use)."""
     if not v or v.get("mean") is None or pd.isna(v["mean"]):
         return "—"
     m = v["mean"]
-    text = f"{m:.{digits}g}" if abs(m) < 1000 else f"{m:.0f}"
+    text = f"{m:.{decimals}f}"
     if v.get("ci_low") is None or pd.isna(v["ci_low"]):
         return text
     h = max(m - v["ci_low"], v["ci_high"] - m)
-    return f"{text} ±{h:.2g}"
+    return f"{text} ±{h:.{decimals}f}"
 
 
 def _arrow(metric: str) -> str:
@@ -732,7 +733,11 @@ def long_frame(runs: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def print_overview(runs: list[dict], metrics: Sequence[str] = HEADLINE) -> None:
+#: the terminal overview's columns (the full tables are `memorybench leaderboard`)
+OVERVIEW = ("recall", "memory_horizon", "psnr", "lpips", "psnr_memory")
+
+
+def print_overview(runs: list[dict], metrics: Sequence[str] = OVERVIEW) -> None:
     """Terminal tables, one per protocol: rows (task, model), columns the headline metrics."""
     from rich.table import Table
 
@@ -744,14 +749,15 @@ def print_overview(runs: list[dict], metrics: Sequence[str] = HEADLINE) -> None:
         return
     for protocol, pdf in df.groupby("protocol", sort=False):
         table = Table(title=f"memorybench results · {protocol} (mean ±95% CI over episodes)", header_style="bold",
-                      caption="whole frame | memory-only pixels | retention: 0 = copy-last, 1 = perfect memory")
-        table.add_column("task", no_wrap=True)
-        table.add_column("model", no_wrap=True)
+                      caption="recall: 0 = chance, 1 = perfect identification of what comes back | horizon: frames "
+                              "| PSNR/LPIPS: whole frame, mem = memory-only pixels")
+        table.add_column("task", overflow="fold")
+        table.add_column("model", overflow="fold", min_width=12)
         for m in metrics:
-            table.add_column(f"{m.replace('_memory', ' mem')} {_arrow(m)}", justify="right", no_wrap=True)
+            table.add_column(f"{registry.label(m)} {_arrow(m)}", justify="right", overflow="fold")
         for (task, model), sub in pdf.groupby(["task", "model"], sort=True):
             by = {r.metric: r._asdict() for r in sub.itertuples()}
             complete = bool(sub["complete"].all())
             name = model + ("" if complete else " [red](incomplete)[/]")
-            table.add_row(task, name, *(fmt_ci(by.get(m)) for m in metrics))
+            table.add_row(task, name, *(fmt_ci(by.get(m), registry.decimals(m)) for m in metrics))
         console.print(table)
