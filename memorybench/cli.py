@@ -865,9 +865,16 @@ def validity_cmd(tasks: str = typer.Option("smoke", "--tasks", help="smoke | sta
 
     specs = _registry(tasks_dir).select(tasks, default_tier=tier)
     with progress_bar() as bar:
-        job = bar.add_task("validity", total=None)
+        job = bar.add_task("validity", total=1)
+        size = [1]
+
+        def show(what: str, done: int, total: int) -> None:
+            size[0] = total
+            bar.update(job, description=what, completed=done, total=total)
+
         result = check(specs, _protocols(protocol), expand_model_names(models) if models else None,
-                       device=resolve_device(device), progress=lambda what: bar.update(job, description=what))
+                       device=resolve_device(device), progress=show)
+        bar.update(job, description="validity", completed=size[0])
     text = result.to_markdown()
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

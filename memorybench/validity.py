@@ -103,24 +103,24 @@ def _fmt(v: dict | None) -> str:
 
 def check(tasks: Sequence, protocols: Sequence[str] = ("rollout", "teacher-forced"), models: Sequence[str] | None = None,
           device: str = "cpu", batch_size: int = 8,
-          progress: Callable[[str], None] | None = None) -> ValidityResult:
-    """Run ``models`` (default: every no-memory reference and the oracles) on ``tasks`` (``TaskSpec`` s)."""
+          progress: Callable[[str, int, int], None] | None = None) -> ValidityResult:
+    """Run ``models`` (default: every no-memory reference and the oracles) on ``tasks`` (``TaskSpec`` s);
+    ``progress(what, done, total)`` is called before each (model, task, protocol)."""
     from .generators import get_generator
     from .models import NO_MEMORY
     from .recall import evaluate_recall
 
     models = list(models) if models is not None else [*NO_MEMORY, *ORACLES]
     out = ValidityResult()
+    todo = []
     for spec in tasks:
         if get_generator(spec.family).num_candidates(spec) is None:
             out.skipped.append((spec.key, "its family defines no memory items yet"))
             continue
-        for protocol in protocols:
-            if protocol not in spec.protocols:
-                continue
-            for model in models:
-                if progress:
-                    progress(f"{model} · {spec.key} · {protocol}")
-                out.results.setdefault(spec.key, {}).setdefault(protocol, {})[model] = evaluate_recall(
-                    model, spec, protocol, batch_size=batch_size, device=device)
+        todo += [(spec, p, m) for p in protocols if p in spec.protocols for m in models]
+    for k, (spec, protocol, model) in enumerate(todo):
+        if progress:
+            progress(f"{model} · {spec.key} · {protocol}", k, len(todo))
+        out.results.setdefault(spec.key, {}).setdefault(protocol, {})[model] = evaluate_recall(
+            model, spec, protocol, batch_size=batch_size, device=device)
     return out
