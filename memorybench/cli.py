@@ -917,6 +917,9 @@ def train_cmd(model: str = typer.Argument(..., help="Zoo model: lssvwm, full-att
                                                            "slower)."),
               memory_fraction: float = typer.Option(0.5, "--memory-fraction", help="Share of the loss given to the "
                                                     "memory-only pixels (0: plain MSE)."),
+              curriculum: Optional[str] = typer.Option(None, "--curriculum", help="Windows in turn, STEPS:WINDOW,... "
+                                                       "(WINDOW in frames or 'full'), e.g. 300:96,200:256,100:full: "
+                                                       "replaces --steps and --window."),
               config: Optional[str] = typer.Option(None, "--config", help="Model config overrides: key=value,..."),
               tasks_dir: Optional[List[Path]] = TasksDirOpt):
     """Train a reference model (deterministic for a seed, resumable) and write weights + a model card."""
@@ -937,7 +940,13 @@ def train_cmd(model: str = typer.Argument(..., help="Zoo model: lssvwm, full-att
     model_config = parse_model_args(config) or None
     specs = _registry(tasks_dir).select(tasks, default_tier=tier)
     from .runner import resolve_device
-    from .train import ShortWindowWarning, train
+    from .train import ShortWindowWarning, parse_curriculum, train
+
+    phases = parse_curriculum(curriculum) if curriculum else None
+    if phases and window is not None:
+        raise MemorybenchError("give --window or --curriculum, not both")
+    if phases:
+        steps = sum(n for n, _ in phases)
 
     def show(message, category, *args, **kwargs):  # said when training starts, not at the end
         err_console.print(f"[yellow]warning:[/] {escape(str(message))}")
@@ -945,7 +954,7 @@ def train_cmd(model: str = typer.Argument(..., help="Zoo model: lssvwm, full-att
     with warnings.catch_warnings():
         warnings.simplefilter("always", ShortWindowWarning)
         warnings.showwarning = show
-        path = train(model, specs, steps, out, seed=seed, batch_size=batch_size, lr=lr, window=window,
+        path = train(model, specs, steps, out, seed=seed, batch_size=batch_size, lr=lr, window=window, curriculum=phases,
                      device=resolve_device(device), max_seconds=max_seconds, resume=resume, workers=workers,
                      grad_checkpointing=grad_checkpointing, memory_fraction=memory_fraction,
                      model_config=model_config)

@@ -35,7 +35,10 @@ and each task's episodes used are ``0 .. n - 1`` (the card records ``episode_ran
 drawn from ``numpy.random.default_rng([seed, episode])`` among the starts whose crop holds both
 ends of at least one memory event; memory-only pixels whose content was last seen before the crop
 lose their memory weight), and the crop's first frame is predicted from the BOS token like an
-episode's first frame; ``window=None`` trains on whole episodes.
+episode's first frame; ``window=None`` trains on whole episodes. A **curriculum** of windows,
+``curriculum=[(steps, window), ...]`` (``window`` None: whole episodes), trains on each window for
+its number of steps in turn (e.g. short crops first, which are cheap and teach the short gaps,
+then whole episodes for the long ones); ``steps`` is then their sum.
 
 **Loss.** Mean squared error of the predicted frames (the diffusion model: of its clean-frame
 estimate at random per-frame noise levels), memory-weighted: ``(1 - f) * MSE(all pixels) + f *
@@ -139,6 +142,48 @@ def training_data_hash(specs: Sequence[TaskSpec]) -> str:
     return hashlib.sha256(json.dumps([training_spec(s).hash() for s in specs]).encode()).hexdigest()
 
 
+def curriculum_phases(steps: int, window: int | None,
+                      curriculum: Sequence[tuple[int, int | None]] | None) -> list[tuple[int, int, int | None]]:
+    """``[(first step, end step, window)]`` of a run: one phase of ``steps`` at ``window``, or the
+    curriculum's phases in turn (then ``window`` must not be given)."""
+    if not curriculum:
+        return [(0, steps, window)]
+    if window is not None:
+        raise MemorybenchError("train: give a window or a curriculum of windows, not both")
+    out, at = [], 0
+    for n, w in curriculum:
+        if int(n) < 1:
+            raise MemorybenchError(f"train: every curriculum phase needs >= 1 step, got {n}")
+        out.append((at, at + int(n), None if w is None else int(w)))
+        at += int(n)
+    return out
+
+
+def parse_curriculum(text: str) -> list[tuple[int, int | None]]:
+    """``"200:96,100:288,50:full"`` -> ``[(200, 96), (100, 288), (50, None)]``."""
+    out = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        n, sep, w = part.partition(":")
+        try:
+            out.append((int(n), None if w.strip() in ("full", "none", "") else int(w)))
+        except ValueError:
+            raise MemorybenchError(f"--curriculum expects STEPS:WINDOW pairs (WINDOW a number of frames or 'full'), "
+                                   f"got {part!r}") from None
+        if not sep:
+            raise MemorybenchError(f"--curriculum expects STEPS:WINDOW pairs, got {part!r}")
+    if not out:
+        raise MemorybenchError("--curriculum is empty")
+    return out
+
+
+def _phase_batches(tasks, batch_size: int, phases, *, seed: int, start: int, **loader_args):
+    """The batches of steps ``start ..`` through the phases, each phase's from its own loader."""
+    for a, b, w in phases:
+        if b <= start:
+            continue
+        yield from data.task_loader(tasks, batch_size, crop=w, seed=seed, start=max(a, start), stop=b, **loader_args)
+
+
 def memory_weights(memory: torch.Tensor, fraction: float) -> torch.Tensor | None:
     """Per-pixel loss weights ``[B, T, H, W]`` that give the memory-only pixels ``fraction`` of the
     loss and the frame the rest (see **Loss**); None (plain MSE) without memory pixels or fraction."""
@@ -234,7 +279,8 @@ def _loss_curve(losses: list[float], every: int) -> list[list[float]]:
 
 def train(model: str, tasks: Sequence[TaskSpec], steps: int, out_dir: str | Path, *, seed: int = 0,
           batch_size: int = 2, lr: float = 1e-3, weight_decay: float = 0.01, warmup: int | None = None,
-          window: int | None = None, memory_fraction: float = 0.5, grad_clip: float = 1.0,
+          window: int | None = None, curriculum: Sequence[tuple[int, int | None]] | None = None,
+          memory_fraction: float = 0.5, grad_clip: float = 1.0,
           model_config: dict | None = None, device: str = "cpu", grad_checkpointing: bool = False,
           checkpoint_every: int = 200, log_every: int = 10, max_seconds: float | None = None,
           resume: bool = False, workers: int = 0, progress: bool = True) -> Path:
@@ -252,15 +298,18 @@ def train(model: str, tasks: Sequence[TaskSpec], steps: int, out_dir: str | Path
         raise MemorybenchError(f"train: the tasks have different resolutions "
                                f"({', '.join(f'{s.key} {s.resolution[0]}x{s.resolution[1]}' for s in tasks)}); "
                                "train on one tier at a time")
+    phases = curriculum_phases(steps, window, curriculum)
+    steps = phases[-1][1]  # with a curriculum, the sum of its phases
     for name, v in (("steps", steps), ("batch_size", batch_size), ("checkpoint_every", checkpoint_every),
                     ("log_every", log_every)):
         if v < 1:
             raise MemorybenchError(f"train: {name} must be >= 1, got {v}")
-    if window is not None and window < 2:
-        raise MemorybenchError(f"train: window must be >= 2 frames or None, got {window}")
+    for _, _, w in phases:
+        if w is not None and w < 2:
+            raise MemorybenchError(f"train: window must be >= 2 frames or None, got {w}")
     if not 0 <= memory_fraction < 1:
         raise MemorybenchError(f"train: memory_fraction must be in [0, 1), got {memory_fraction}")
-    warn_short_window(tasks, window)
+    warn_short_window(tasks, max((w for _, _, w in phases), key=lambda w: float("inf") if w is None else w))
     warmup = max(1, min(200, steps // 20)) if warmup is None else warmup
 
     config = cls.make_config(model_config)
@@ -272,6 +321,7 @@ def train(model: str, tasks: Sequence[TaskSpec], steps: int, out_dir: str | Path
     run = {  # everything that determines the final weights: a resumed run must match it
         "model": cls.name, "config": config.to_dict(), "seed": seed, "steps": steps, "batch_size": batch_size,
         "lr": lr, "weight_decay": weight_decay, "warmup": warmup, "window": window,
+        "curriculum": [[b - a, w] for a, b, w in phases] if curriculum else None,
         "memory_fraction": memory_fraction, "grad_clip": grad_clip,
         "tasks": [{"key": s.key, "spec_hash": s.hash(), "training_seed": training_spec(s).seed} for s in tasks],
         "data_stream": DATA_STREAM,
@@ -316,7 +366,7 @@ def train(model: str, tasks: Sequence[TaskSpec], steps: int, out_dir: str | Path
                             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_states(),
                             "losses": losses, "wall_seconds": wall}, state_path)
 
-    loader = data.task_loader(tasks, batch_size, crop=window, seed=seed, start=start, stop=steps, workers=workers,
+    loader = _phase_batches(tasks, batch_size, phases, seed=seed, start=start, workers=workers,
                               rank=0, world_size=1, pin_memory=dev.type == "cuda")
     bar = _progress_bar(cls.name, steps, start) if progress else None
     t0 = time.perf_counter()
@@ -374,6 +424,7 @@ def train(model: str, tasks: Sequence[TaskSpec], steps: int, out_dir: str | Path
             "stopped_by_time_limit": stopped,
             "batch_size": batch_size,
             "window": window,
+            "curriculum": [[b - a, w] for a, b, w in phases] if curriculum else None,
             "optimizer": {"name": "AdamW", "lr": lr, "betas": list(BETAS), "weight_decay": weight_decay,
                           "grad_clip": grad_clip, "schedule": f"linear warm-up {warmup} steps, cosine to "
                                                               f"{MIN_LR_RATIO:g} x lr"},

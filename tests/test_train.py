@@ -141,3 +141,23 @@ def test_memory_weights_give_the_memory_pixels_their_share():
     w = memory_weights(mem, 0.5)
     assert torch.isclose(w.sum(), torch.tensor(1.0)) and torch.isclose(w[mem].sum(), torch.tensor(0.5 + 0.5 * 4 / 96))
     assert memory_weights(torch.zeros_like(mem), 0.5) is None and memory_weights(mem, 0.0) is None
+
+
+def test_a_curriculum_trains_each_window_in_turn(registry, tmp_path):
+    """Phases of windows run in order; resuming in the middle of a later phase ends where an
+    uninterrupted run ends (the data stream of each phase is a function of the step index)."""
+    from memorybench.train import curriculum_phases, parse_curriculum
+
+    assert parse_curriculum("2:24, 1:full") == [(2, 24), (1, None)]
+    assert curriculum_phases(9, None, [(2, 24), (1, None)]) == [(0, 2, 24), (2, 3, None)]
+    with pytest.raises(MemorybenchError, match="STEPS:WINDOW"):
+        parse_curriculum("2-24")
+    spec = registry.get("occlusion-recall", "smoke")
+    cfg = {"width": 16, "layers": 1, "heads": 2}
+    kw = dict(batch_size=1, model_config=cfg, progress=False, curriculum=[(2, 24), (2, None)])
+    full = train("s4", [spec], 0, tmp_path / "a", **kw)
+    card = json.loads((tmp_path / "a" / "card.json").read_text())
+    assert card["training"]["curriculum"] == [[2, 24], [2, None]] and card["training"]["steps"] == 4
+    train("s4", [spec], 0, tmp_path / "b", max_seconds=0.0, **kw)  # stops after the first step
+    resumed = train("s4", [spec], 0, tmp_path / "b", resume=True, **kw)
+    assert file_sha256(full) == file_sha256(resumed)
