@@ -174,22 +174,28 @@ def test_s4d_fft_convolution_equals_the_recurrence(carried):
 
 
 @pytest.mark.parametrize("backend", ["sdpa", "flex"])
-@pytest.mark.parametrize("window,q_frame0", [(None, 0), (3, 0), (1, 0), (None, 2), (2, 2)])
-def test_frame_causal_attention_is_the_masked_softmax(backend, window, q_frame0):
+@pytest.mark.parametrize("window,q_frame0,k_frame0", [(None, 0, 0), (3, 0, 0), (1, 0, 0), (None, 2, 0), (2, 2, 0),
+                                                      (4, 5, 3), (3, 5, 3), (None, 5, 3)])
+def test_frame_causal_attention_is_the_masked_softmax(backend, window, q_frame0, k_frame0):
     """Both backends against the definition: token i of frame t_i sees token j of frame t_j
-    iff t_i - window < t_j <= t_i (the keys start at frame 0, the queries at q_frame0)."""
+    iff t_i - window < t_j <= t_i (the keys start at frame k_frame0, the queries at q_frame0)."""
     g = torch.Generator().manual_seed(0)
     N, T = 4, 7
     q = torch.randn(2, 2, T * N, 8, generator=g, dtype=torch.float64)
-    k, v = (torch.randn(2, 2, (q_frame0 + T) * N, 8, generator=g, dtype=torch.float64) for _ in range(2))
+    k, v = (torch.randn(2, 2, (q_frame0 - k_frame0 + T) * N, 8, generator=g, dtype=torch.float64) for _ in range(2))
     tq = q_frame0 + torch.arange(T * N) // N
-    tk = torch.arange((q_frame0 + T) * N) // N
+    tk = k_frame0 + torch.arange((q_frame0 - k_frame0 + T) * N) // N
     allowed = (tk[None] <= tq[:, None]) & (tk[None] > tq[:, None] - (window or 10**9))
     scores = (q @ k.transpose(-1, -2) / 8 ** 0.5).masked_fill(~allowed, float("-inf"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # flex_attention warns that it runs uncompiled on the CPU
-        out = frame_causal_attention(q, k, v, N, q_frame0, 0, window, backend=backend)
+        out = frame_causal_attention(q, k, v, N, q_frame0, k_frame0, window, backend=backend)
     torch.testing.assert_close(out, scores.softmax(-1) @ v, rtol=0, atol=1e-12)
+    if backend == "sdpa":  # one query frame at a time (generation) gives the same rows
+        for t in range(T):
+            one = frame_causal_attention(q[:, :, t * N:(t + 1) * N], k[:, :, :(q_frame0 - k_frame0 + t + 1) * N],
+                                         v[:, :, :(q_frame0 - k_frame0 + t + 1) * N], N, q_frame0 + t, k_frame0, window)
+            torch.testing.assert_close(one, out[:, :, t * N:(t + 1) * N], rtol=0, atol=1e-12)
 
 
 # ------------------------------------------------------------------------------------------------
