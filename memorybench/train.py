@@ -38,7 +38,11 @@ episode's first frame; ``window=None`` trains on whole episodes.
 estimate at random per-frame noise levels), with each pixel weighted ``memory_weight`` where
 ``Episode.memory_mask`` is set (content last seen more than ``recent_window`` frames ago and not
 novel: the pixels only memory can predict) and 1 elsewhere, normalised by the total weight.
-They are 1-4 % of the pixels; the extra weight makes the rare recall events count.
+They are 1-4 % of the pixels; the extra weight makes the rare recall events count. The diffusion
+model's long-context training (LSSVWM's: with probability 0.5 per sequence a clean prefix of more
+than half of it, no loss there) is its config field ``clean_prefix_prob``
+(``model_config={"clean_prefix_prob": 0.5}``, ``memorybench train diffusion --config
+clean_prefix_prob=0.5``; see ``zoo.diffusion``).
 
 **Optimisation.** AdamW (betas 0.9, 0.95; weight decay on matrices only, not on the state-space
 models' ``A`` parameters, marked ``_no_weight_decay``), gradient clipping at

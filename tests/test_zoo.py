@@ -273,6 +273,63 @@ def test_diffusion_samples_do_not_depend_on_the_batch():
     assert (batched[:1] - alone).abs().max() > 1e-3  # another episode: other noise, other frames
 
 
+def _diffusion_loss_inputs(net, frames, actions, seed, shift=None):
+    """(loss, levels and z the denoiser saw) of ``net.loss`` with a generator seeded ``seed``;
+    ``shift(levels) -> [B, T] bool``: frames whose estimate is moved by 0.25 before the loss."""
+    seen = {}
+
+    def hook(module, args, out):
+        seen["z"], _, seen["levels"] = args
+        if shift is not None:
+            return out + 0.25 * shift(seen["levels"])[:, :, None, None, None]
+
+    handle = net.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            loss = net.loss(frames, actions, None, torch.Generator().manual_seed(seed))
+    finally:
+        handle.remove()
+    return loss, seen["levels"], seen["z"]
+
+
+def test_diffusion_long_context_training_has_no_loss_on_the_clean_prefix():
+    _, frames, actions = episode("scene-retrieval", 12)
+    frames, actions = frames.expand(6, -1, -1, -1, -1), actions.expand(6, -1, -1)
+    net = tiny("diffusion", clean_prefix_prob=1.0).net
+    loss, levels, z = _diffusion_loss_inputs(net, frames, actions, seed=3)
+    prefix = levels == 0
+    length = prefix.sum(1)
+    assert (length > 12 // 2).all() and (length <= 11).all()  # more than half, and at least one frame left
+    assert torch.equal(prefix, torch.arange(12) < length[:, None])  # a prefix: the first frames
+    assert torch.equal(z[prefix], (2 * frames - 1)[prefix])  # clean there (level 0: no noise)
+    # moving the estimates of the prefix frames does not change the loss; moving another frame does
+    moved, _, _ = _diffusion_loss_inputs(net, frames, actions, seed=3, shift=lambda k: k == 0)
+    assert moved.item() == loss.item()
+    moved_rest, _, _ = _diffusion_loss_inputs(net, frames, actions, seed=3, shift=lambda k: k > 0)
+    assert abs(moved_rest.item() - loss.item()) > 1e-3
+
+
+def test_diffusion_long_context_training_is_deterministic_given_the_generator():
+    _, frames, actions = episode("scene-retrieval", 12)
+    frames, actions = frames.expand(40, -1, -1, -1, -1), actions.expand(40, -1, -1)
+    net = tiny("diffusion", clean_prefix_prob=0.5).net
+    a, b, c = (_diffusion_loss_inputs(net, frames, actions, seed) for seed in (5, 5, 6))
+    assert a[0].item() == b[0].item() and torch.equal(a[1], b[1]) and torch.equal(a[2], b[2])
+    assert not torch.equal(a[1], c[1])
+    with_prefix = (a[1][:, 0] == 0).float().mean().item()
+    assert 0.2 < with_prefix < 0.8  # about half of the sequences (40 draws of p = 0.5)
+    # off (p = 0): the draws and the loss of plain diffusion forcing, exactly
+    plain = tiny("diffusion").net
+    loss, levels, z = _diffusion_loss_inputs(plain, frames, actions, seed=5)
+    g = torch.Generator().manual_seed(5)
+    k = torch.rand(40, 12, generator=g)
+    eps = torch.randn(frames.shape, generator=g)
+    al, si = alpha_sigma(k[:, :, None, None, None])
+    assert torch.equal(levels, k) and torch.equal(z, al * (2 * frames - 1) + si * eps)
+    with pytest.raises(MemorybenchError, match="clean_prefix_prob"):
+        tiny("diffusion", clean_prefix_prob=1.5)
+
+
 # ------------------------------------------------------------------------------------------------
 # causality
 
