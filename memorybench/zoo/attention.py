@@ -76,6 +76,19 @@ class KVCache:
     frames: int
 
 
+def reserve_cache(cache: KVCache | None, tokens: int) -> KVCache | None:
+    """``cache`` with room for ``tokens`` more tokens in its buffer (an unbounded cache only; grown
+    by doubling, holding the same entries), so that extending it without committing the result
+    (a sampler's denoising steps, each extending the same history) does not copy the whole buffer
+    every time."""
+    if cache is None or cache.length + tokens <= cache.k.shape[2]:
+        return cache
+    shape = (*cache.k.shape[:2], max(cache.length + tokens, 2 * cache.k.shape[2]), cache.k.shape[3])
+    k, v = cache.k.new_empty(shape), cache.v.new_empty(shape)
+    k[:, :, :cache.length], v[:, :, :cache.length] = cache.k[:, :, :cache.length], cache.v[:, :, :cache.length]
+    return KVCache(k, v, cache.length, cache.held, cache.frames)
+
+
 def extend_cache(cache: KVCache | None, k: torch.Tensor, v: torch.Tensor, new_frames: int,
                  limit: int | None) -> tuple[torch.Tensor, torch.Tensor, int, KVCache]:
     """Append ``new_frames`` frames of keys/values ``[B, heads, new_frames * N, d]``.

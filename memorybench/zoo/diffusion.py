@@ -46,7 +46,7 @@ from typing import ClassVar
 import torch
 import torch.nn as nn
 
-from .attention import TRANSFORMER_BIBTEX, AttentionBlock
+from .attention import TRANSFORMER_BIBTEX, AttentionBlock, reserve_cache
 from .common import NetConfig, NeuralWorldModel, ZooNet, weighted_mse
 
 
@@ -215,6 +215,9 @@ class DiffusionForcing(NeuralWorldModel):
     def predict(self, actions: torch.Tensor) -> torch.Tensor:
         out_device = actions.device
         actions = actions.to(self.device)
+        if self.state is not None:  # room in the caches for the frames to sample: no copy per denoising step
+            tokens = self._grid[0] * self._grid[1] * actions.shape[1]
+            self.state = [reserve_cache(cache, tokens) for cache in self.state]
         state, frames = self.state, []
         for i in range(actions.shape[1]):
             if self.noise is None:  # nothing observed yet: every episode alike, seeded by sampler_seed alone
