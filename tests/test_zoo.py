@@ -14,7 +14,7 @@ from memorybench.generators import get_generator
 from memorybench.models import load_model, resolve
 from memorybench.tasks import get_task
 from memorybench.zoo import ZOO_MODELS
-from memorybench.zoo.attention import frame_causal_attention
+from memorybench.zoo.attention import extend_cache, frame_causal_attention, reserve_cache
 from memorybench.zoo.common import save_checkpoint
 from memorybench.zoo.diffusion import alpha_sigma
 from memorybench.zoo.lssvwm import BlockSSM, from_blocks, to_blocks
@@ -200,6 +200,31 @@ def test_frame_causal_attention_is_the_masked_softmax(backend, window, q_frame0,
             one = frame_causal_attention(q[:, :, t * N:(t + 1) * N], k[:, :, :(q_frame0 - k_frame0 + t + 1) * N],
                                          v[:, :, :(q_frame0 - k_frame0 + t + 1) * N], N, q_frame0 + t, k_frame0, window)
             torch.testing.assert_close(one, out[:, :, t * N:(t + 1) * N], rtol=0, atol=1e-12)
+
+
+def test_unbounded_kv_cache_appends_in_place_and_grows_by_doubling():
+    """Generation appends one frame at a time: an unbounded cache must keep its buffer's spare room
+    (no copy of the whole cache per frame), and ``reserve_cache`` makes room ahead of time."""
+    g = torch.Generator().manual_seed(0)
+    frames = [(torch.randn(1, 2, 3, 4, generator=g), torch.randn(1, 2, 3, 4, generator=g)) for _ in range(6)]
+    cache, capacities, pointers = None, [], []
+    for k, v in frames:  # one frame of 3 tokens at a time
+        keys, values, first, cache = extend_cache(cache, k, v, 1, None)
+        capacities.append(cache.k.shape[2])
+        pointers.append(cache.k.data_ptr())
+        assert first == 0 and cache.length == keys.shape[2] == 3 * cache.frames
+    assert capacities == [3, 6, 12, 12, 24, 24]
+    assert pointers[2] == pointers[3] and pointers[4] == pointers[5]  # appended in place
+    torch.testing.assert_close(keys, torch.cat([k for k, _ in frames], 2), rtol=0, atol=0)
+    torch.testing.assert_close(values, torch.cat([v for _, v in frames], 2), rtol=0, atol=0)
+    reserved = reserve_cache(cache, 30)  # room for 10 more frames: one copy now, none later
+    assert reserved.k.shape[2] >= 18 + 30 and reserved.length == 18
+    torch.testing.assert_close(reserved.k[:, :, :18], keys, rtol=0, atol=0)
+    assert reserve_cache(reserved, 30) is reserved
+    pointer = reserved.k.data_ptr()
+    for k, v in frames:
+        _, _, _, extended = extend_cache(reserved, k, v, 1, None)  # e.g. a sampler's denoising steps
+        assert extended.k.data_ptr() == pointer
 
 
 # ------------------------------------------------------------------------------------------------

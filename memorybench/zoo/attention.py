@@ -99,6 +99,7 @@ def extend_cache(cache: KVCache | None, k: torch.Tensor, v: torch.Tensor, new_fr
     n_new = k.shape[2]
     if cache is None:
         keys, values, held, frames = k, v, new_frames, new_frames
+        buf_k, buf_v = k, v
     elif limit is not None:
         keys, values = torch.cat([cache.k[:, :, :cache.length], k], 2), torch.cat([cache.v[:, :, :cache.length], v], 2)
         held, frames = cache.held + new_frames, cache.frames + new_frames
@@ -112,8 +113,8 @@ def extend_cache(cache: KVCache | None, k: torch.Tensor, v: torch.Tensor, new_fr
         buf_k[:, :, cache.length:n], buf_v[:, :, cache.length:n] = k, v
         keys, values, held, frames = buf_k[:, :, :n], buf_v[:, :, :n], cache.held + new_frames, cache.frames + new_frames
     first = frames - held
-    if limit is None:
-        return keys, values, first, KVCache(keys, values, keys.shape[2], held, frames)
+    if limit is None:  # the cache keeps the whole buffer, so that its spare room serves the next extensions
+        return keys, values, first, KVCache(buf_k, buf_v, keys.shape[2], held, frames)
     keep = min(held, limit)
     tokens = keep * (n_new // new_frames)
     start = keys.shape[2] - tokens

@@ -68,9 +68,9 @@ def segsum(a: torch.Tensor) -> torch.Tensor:
     Computed as ``cs_i - cs_j`` with ``cs = cumsum(a)`` (two passes over ``Q x Q`` instead of four;
     the chunks are short). For ``a <= 0`` it is never positive in floating point too: ``cs`` never
     increases (adding a non-positive number never rounds up), so ``cs_i - cs_j <= 0`` for ``i >= j``
-    and ``exp`` only sees non-positive numbers. The rounding error of an entry is about
-    ``|cs_i| * 2^-24`` in float32, relative to the decay ``exp(S)`` it gives: ``6e-6`` where the
-    chunk has decayed by ``exp(-100)``, where every decay across the chunk is 0 anyway.
+    and ``exp`` only sees non-positive numbers. The price is rounding: an entry is off by about
+    ``|cs_i| * 2^-24`` in float32, so the decay ``exp(S)`` by that much relatively, e.g. ``6e-6``
+    once the chunk has decayed by ``exp(-100)`` since its start (float64: ``1e-14``).
     """
     Q = a.shape[-1]
     cs = a.cumsum(-1)
