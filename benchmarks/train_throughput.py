@@ -8,7 +8,8 @@ MSE as in training), the backward pass, gradient clipping and an AdamW step. Two
 * ``episode``: one whole standard-tier episode, batch 1 (``scene-retrieval@standard``: 768 frames
   of 64x64, an 8x8 token grid: 49,152 tokens);
 * ``smoke``: the CPU recipe's smoke-tier batch (``scene-retrieval@smoke``: 2 episodes of 96 frames
-  of 32x32).
+  of 32x32);
+* ``episode-192``: the first 192 frames of the episode (what ``--quick`` times).
 
 Models: the six zoo models (default configs, random weights) and, beside ``lssvwm`` and ``mamba``,
 the same networks with the Mamba-1 selective scan the zoo used before (``_legacy_selective_scan``:
@@ -58,20 +59,22 @@ from memorybench.tasks import get_task  # noqa: E402
 from memorybench.train import BETAS, training_spec  # noqa: E402
 from memorybench.zoo import ZOO_MODELS  # noqa: E402
 
-WORKLOADS = {"episode": ("scene-retrieval", "standard", 1), "smoke": ("scene-retrieval", "smoke", 2)}
+#: workload -> (task, tier, batch size, frames: None = the whole episode)
+WORKLOADS = {"episode": ("scene-retrieval", "standard", 1, None), "smoke": ("scene-retrieval", "smoke", 2, None),
+             "episode-192": ("scene-retrieval", "standard", 1, 192)}
 LEGACY = " (Mamba-1)"
 MEMORY_WEIGHT = 5.0
 
 
 def batch(workload: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(frames [B, T, 3, H, W], actions [B, T, A], loss weight [B, T, H, W]) of training episodes."""
-    task, tier, size = WORKLOADS[workload]
+    task, tier, size, length = WORKLOADS[workload]
     spec = training_spec(get_task(task, tier))
     gen = get_generator(spec.family)(spec)
     eps = [gen.generate(i) for i in range(size)]
-    frames = torch.stack([torch.from_numpy(e.frames) for e in eps]).permute(0, 1, 4, 2, 3).float().div(255)
-    actions = torch.stack([torch.from_numpy(e.actions) for e in eps])
-    memory = torch.stack([torch.from_numpy(e.memory_mask) for e in eps]).float()
+    frames = torch.stack([torch.from_numpy(e.frames[:length]) for e in eps]).permute(0, 1, 4, 2, 3).float().div(255)
+    actions = torch.stack([torch.from_numpy(e.actions[:length]) for e in eps])
+    memory = torch.stack([torch.from_numpy(e.memory_mask[:length]) for e in eps]).float()
     return frames, actions, 1 + (MEMORY_WEIGHT - 1) * memory
 
 
@@ -188,13 +191,13 @@ def main() -> None:
     workloads, repeats = args.workloads.split(","), args.repeats
     if args.quick:
         models = ["lssvwm" + LEGACY, "lssvwm", "mamba" + LEGACY, "mamba"]
-        threads, workloads, repeats = threads[:1], ["episode"], 1
+        threads, workloads, repeats = threads[:1], ["episode-192"], 1
     unknown = sorted(set(models) - set(all_models))
     if unknown or set(workloads) - set(WORKLOADS):
         ap.error(f"unknown model(s) or workload(s): {unknown or sorted(set(workloads) - set(WORKLOADS))}")
 
     def checkpointing(workload: str) -> bool:
-        return workload == "episode" if args.grad_checkpointing == "auto" else args.grad_checkpointing == "on"
+        return workload.startswith("episode") if args.grad_checkpointing == "auto" else args.grad_checkpointing == "on"
 
     rows = []
     for workload in workloads:
@@ -221,10 +224,12 @@ def main() -> None:
                 if w is not None:
                     print(f"  {name:8s} {workload:8s} {n} thread(s): {w:5.1f}x  ({c:.1f}x cpu)")
 
+    main_workload = next((w for w in ("episode", "episode-192") if w in workloads), None)
     parts = None
-    if not args.no_breakdown and "lssvwm" in models and "episode" in workloads:
-        parts = breakdown("episode", threads[0], checkpointing("episode"))
-        print(f"\nwhere one lssvwm episode step goes ({threads[0]} thread(s); forward + backward, wall seconds):")
+    if not args.no_breakdown and "lssvwm" in models and main_workload:
+        parts = breakdown(main_workload, threads[0], checkpointing(main_workload))
+        print(f"\nwhere one lssvwm {main_workload} step goes ({threads[0]} thread(s); forward + backward, wall seconds"
+              f"{', grad checkpointing' if checkpointing(main_workload) else ''}):")
         for kind, s in parts.items():
             print(f"  {kind:58s} {s:8.2f}  ({100 * s / parts['whole step']:4.1f} %)")
 
@@ -233,8 +238,10 @@ def main() -> None:
                                                "cores": os.cpu_count(), "torch": torch.__version__,
                                                "rows": rows,
                                                "lssvwm_breakdown": parts}, indent=1) + "\n")
-    headline = ratio("lssvwm", "episode", threads[0])
+    headline = ratio("lssvwm", main_workload, threads[0]) if main_workload else None
     if headline is not None:
+        if main_workload != "episode":
+            print(f"(--quick: the ratio below is of the first 192 frames of the episode, not the whole episode)")
         print(f"ratio: {headline:.1f}x")
 
 
