@@ -134,7 +134,7 @@ def run_setting(models: list[str], workload: str, threads: int, repeats: int, gr
 
 
 def breakdown(workload: str, threads: int, grad_checkpointing: bool) -> dict[str, float]:
-    """Seconds of forward + backward per kind of module in one new lssvwm step, each module timed
+    """CPU seconds of forward + backward per kind of module in one new lssvwm step, each module timed
     alone on the inputs it receives in the step (captured by forward hooks; with gradient
     checkpointing, the trunk's modules with their second forward), and the rest."""
     torch.set_num_threads(threads)
@@ -158,17 +158,17 @@ def breakdown(workload: str, threads: int, grad_checkpointing: bool) -> dict[str
             args = tuple(a.detach().requires_grad_(a.is_floating_point()) if isinstance(a, torch.Tensor) else a
                          for a in captured[id(mod)])
             gc.collect()
-            start = time.perf_counter()
+            start = time.process_time()
             if grad_checkpointing and kind not in ("encoder", "decoder"):
                 with torch.no_grad():  # a checkpointed layer runs its forward twice
                     mod(*args)
             y = mod(*args)
             y = y[0] if isinstance(y, tuple) else y
             y.backward(torch.ones_like(y))
-            total += time.perf_counter() - start
+            total += time.process_time() - start
         out[kind] = total
-    out["the rest (norms, residuals, embeddings, loss, optimizer)"] = max(0.0, t["wall"] - sum(out.values()))
-    out["whole step"] = t["wall"]
+    out["the rest (norms, residuals, embeddings, loss, optimizer)"] = max(0.0, t["cpu"] - sum(out.values()))
+    out["whole step"] = t["cpu"]
     return out
 
 
@@ -228,7 +228,7 @@ def main() -> None:
     parts = None
     if not args.no_breakdown and "lssvwm" in models and main_workload:
         parts = breakdown(main_workload, threads[0], checkpointing(main_workload))
-        print(f"\nwhere one lssvwm {main_workload} step goes ({threads[0]} thread(s); forward + backward, wall seconds"
+        print(f"\nwhere one lssvwm {main_workload} step goes ({threads[0]} thread(s); forward + backward, CPU seconds"
               f"{', grad checkpointing' if checkpointing(main_workload) else ''}):")
         for kind, s in parts.items():
             print(f"  {kind:58s} {s:8.2f}  ({100 * s / parts['whole step']:4.1f} %)")
