@@ -54,6 +54,11 @@ At the start, ``train`` measures the longest memory gap of each task (over the f
 episodes) and warns, naming task and gap, when ``window`` is shorter: those gaps cannot be
 learned from such crops (``window=None``: whole episodes, every gap).
 
+The diffusion model's long-context training (LSSVWM's: with probability 0.5 per sequence a clean
+prefix of more than half of it, no loss there) is its config field ``clean_prefix_prob``
+(``model_config={"clean_prefix_prob": 0.5}``, ``memorybench train diffusion --config
+clean_prefix_prob=0.5``; see ``zoo.diffusion``).
+
 **Optimisation.** AdamW (betas 0.9, 0.95; weight decay on matrices only, not on the state-space
 models' ``A`` parameters, marked ``_no_weight_decay``), gradient clipping at
 ``grad_clip``, learning rate warmed up linearly over ``warmup`` steps (default ``steps // 20``,

@@ -14,11 +14,11 @@ from memorybench.generators import get_generator
 from memorybench.models import load_model, resolve
 from memorybench.tasks import get_task
 from memorybench.zoo import ZOO_MODELS
-from memorybench.zoo.attention import frame_causal_attention
+from memorybench.zoo.attention import extend_cache, frame_causal_attention, reserve_cache
 from memorybench.zoo.common import save_checkpoint
 from memorybench.zoo.diffusion import alpha_sigma
 from memorybench.zoo.lssvwm import BlockSSM, from_blocks, to_blocks
-from memorybench.zoo.mamba import MambaState, SelectiveSSM, selective_scan, selective_step
+from memorybench.zoo.ssd import Mamba2, SSDState, segsum, ssd_recurrence, ssd_scan
 from memorybench.zoo.s4 import S4D
 
 NEXT_FRAME = [m for m in ZOO_MODELS if m != "diffusion"]
@@ -45,22 +45,111 @@ def tiny(name: str, **config):
 # the scans
 
 
-def test_selective_scan_equals_the_recurrence():
+def ssd_inputs(b=2, L=37, H=3, P=4, N=5, seed=0):
+    """Random float64 inputs of the SSD scan, with decays up to exp(-3 * 8) per step."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, L, H, P, generator=g, dtype=torch.float64)
+    dt = torch.rand(b, L, H, generator=g, dtype=torch.float64) * 3
+    A = -torch.rand(H, generator=g, dtype=torch.float64) * 8
+    B, C = (torch.randn(b, L, N, generator=g, dtype=torch.float64) for _ in range(2))
+    h0 = torch.randn(b, H, P, N, generator=g, dtype=torch.float64)
+    return x, dt, A, B, C, h0
+
+
+def test_segsum_is_the_sum_of_each_segment():
+    a = torch.tensor([-1.0, -2.0, -3.0, -4.0], dtype=torch.float64)
+    s = segsum(a)
+    for i in range(4):
+        for j in range(4):
+            assert s[i, j] == (a[j + 1:i + 1].sum() if j <= i else -torch.inf)
+    # never positive in float32 either (so exp never exceeds 1), zeros and strong decays included
+    a = -torch.rand(500, 64, generator=torch.Generator().manual_seed(0)) * 20
+    a[:, ::3] = 0
+    assert (segsum(a) <= 0).all()
+
+
+@pytest.mark.parametrize("L", [1, 5, 16, 37, 64, 130])
+@pytest.mark.parametrize("carried", [False, True])
+def test_ssd_scan_equals_the_recurrence(L, carried):
+    """The chunked SSD scan (chunks of 1, 4, 16 and 64 steps; lengths that are and are not
+    multiples of the chunk) against the step-by-step definition, in float64."""
+    x, dt, A, B, C, h0 = ssd_inputs(L=L)
+    h0 = h0 if carried else None
+    # the definition, written out: H_t = exp(dt_t A) H_{t-1} + dt_t x_t B_t^T, y_t = H_t C_t
+    h = torch.zeros(2, 3, 4, 5, dtype=torch.float64) if h0 is None else h0
+    ys = []
+    for t in range(L):
+        h = torch.exp(dt[:, t] * A)[:, :, None, None] * h + torch.einsum("bh,bhp,bn->bhpn", dt[:, t], x[:, t], B[:, t])
+        ys.append(torch.einsum("bhpn,bn->bhp", h, C[:, t]))
+    y_def, h_def = torch.stack(ys, 1), h
+    y_rec, h_rec = ssd_recurrence(x, dt, A, B, C, h0)
+    torch.testing.assert_close(y_rec, y_def, rtol=0, atol=1e-12)
+    torch.testing.assert_close(h_rec, h_def, rtol=0, atol=1e-12)
+    for chunk in (1, 4, 16, 64):
+        y, hL = ssd_scan(x, dt, A, B, C, h0, chunk=chunk)
+        torch.testing.assert_close(y, y_def, rtol=0, atol=1e-10)
+        torch.testing.assert_close(hL, h_def, rtol=0, atol=1e-10)
+
+
+def test_ssd_scan_gradients_equal_the_recurrences():
+    """Training differentiates the scan: its gradients are those of the recurrence."""
+    inputs = [v.requires_grad_() for v in ssd_inputs(L=23)]
+    w = torch.randn(2, 23, 3, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+    def grads(fn):
+        y, h = fn(*inputs)
+        return torch.autograd.grad((y * w).sum() + h.square().sum(), inputs)
+
+    for a, b in zip(grads(lambda *v: ssd_scan(*v, chunk=8)), grads(ssd_recurrence)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
+
+
+def test_ssd_scan_is_safe_with_very_strong_decays():
+    """Only exponents <= 0: decays of exp(-1e4) per step give zeros, never inf or NaN."""
+    x, dt, A, B, C, h0 = ssd_inputs(L=40)
+    y, h = ssd_scan(x.float(), dt.float() * 1e3, A.float() - 1, B.float(), C.float(), h0.float(), chunk=16)
+    assert torch.isfinite(y).all() and torch.isfinite(h).all()
+    y_ref, _ = ssd_recurrence(x.float(), dt.float() * 1e3, A.float() - 1, B.float(), C.float(), h0.float())
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-4)
+
+
+def _legacy_scan_module():
+    """``benchmarks/_legacy_selective_scan.py``: the Mamba-1 scan the training benchmark times."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "_legacy_selective_scan.py"
+    spec = importlib.util.spec_from_file_location("_legacy_selective_scan", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_benchmarks_mamba1_scan_equals_its_recurrence():
+    """The old scan kept for ``benchmarks/train_throughput.py`` still computes what it did, and its
+    networks differ from the zoo's only in the scan."""
+    legacy = _legacy_scan_module()
     g = torch.Generator().manual_seed(0)
     b, L, E, S = 3, 37, 5, 4
     x, B, C = (torch.randn(b, L, n, generator=g, dtype=torch.float64) for n in (E, S, S))
-    dt = torch.rand(b, L, E, generator=g, dtype=torch.float64) * 3  # up to strong decays: exp(-3 * 8)
+    dt = torch.rand(b, L, E, generator=g, dtype=torch.float64) * 3
     A = -torch.rand(E, S, generator=g, dtype=torch.float64) * 8
     D = torch.randn(E, generator=g, dtype=torch.float64)
     h0 = torch.randn(b, E, S, generator=g, dtype=torch.float64)
     h, ys = h0, []
     for t in range(L):
-        y, h = selective_step(x[:, t], dt[:, t], A, B[:, t], C[:, t], D, h)
+        y, h = legacy.selective_step(x[:, t], dt[:, t], A, B[:, t], C[:, t], D, h)
         ys.append(y)
-    for chunk in (None, 1, 4, 37, 64):  # None: ceil(sqrt(L)); uneven chunks are padded
-        y, hL = selective_scan(x, dt, A, B, C, D, h0, chunk=chunk)
+    for chunk in (None, 4, 64):
+        y, hL = legacy.selective_scan(x, dt, A, B, C, D, h0, chunk=chunk)
         torch.testing.assert_close(y, torch.stack(ys, 1), rtol=0, atol=1e-10)
         torch.testing.assert_close(hL, h, rtol=0, atol=1e-10)
+    _, frames, actions = episode("scene-retrieval", 5)
+    for name in ("lssvwm", "mamba"):
+        old, new = legacy.legacy_net(name, TINY), resolve(name).build_net(TINY)
+        swapped = {k for k in old.state_dict()} ^ {k for k in new.state_dict()}
+        assert swapped and all(".ssm." in k for k in swapped)  # codec, attention, MLPs: the same modules
+        assert old(frames, actions).shape == frames.shape
 
 
 def test_block_order_is_time_then_row_major():
@@ -76,13 +165,14 @@ def test_block_order_is_time_then_row_major():
 @pytest.mark.parametrize("block", [(0, 0), (2, 2), (1, 2)])
 def test_block_scan_equals_token_by_token_recurrence(block):
     torch.manual_seed(0)
-    ssm = BlockSSM(8, block, d_state=4, expand=2, d_conv=3).double()
+    ssm = BlockSSM(8, block, d_state=4, expand=2, head_dim=4, d_conv=3).double()
+    ssm.ssm.chunk = 8  # several chunks per block sequence
     x = torch.randn(2, 5, 4, 4, 8, dtype=torch.float64)
     bh, bw = ssm.block_shape(4, 4)
     seq = to_blocks(x, bh, bw)
-    inner = ssm.ssm.inner
-    state = MambaState(torch.zeros(seq.shape[0], inner, 2, dtype=torch.float64),
-                       torch.zeros(seq.shape[0], inner, 4, dtype=torch.float64))
+    m = ssm.ssm
+    state = SSDState(torch.zeros(seq.shape[0], m.inner + 2 * m.d_state, 2, dtype=torch.float64),
+                     torch.zeros(seq.shape[0], m.heads, m.head_dim, m.d_state, dtype=torch.float64))
     with torch.no_grad():
         y, _ = ssm(x)
         outs = []
@@ -92,16 +182,22 @@ def test_block_scan_equals_token_by_token_recurrence(block):
     torch.testing.assert_close(y, from_blocks(torch.cat(outs, 1), 2, 5, 4, 4, bh, bw), rtol=0, atol=1e-10)
 
 
-def test_selective_ssm_chunks_continue_exactly():
+@pytest.mark.parametrize("cuts", [(7, 8), (8, 16), (3, 4, 12, 13)])
+def test_mamba2_chunks_continue_exactly(cuts):
+    """A sequence fed in pieces (a carried conv and SSM state; single steps through the recurrent
+    step, longer pieces through the scan, cut inside and at chunk boundaries) = fed whole."""
     torch.manual_seed(0)
-    ssm = SelectiveSSM(8, d_state=4, d_conv=4).double()
-    u = torch.randn(3, 20, 8, dtype=torch.float64)
+    ssm = Mamba2(8, d_state=4, head_dim=4, d_conv=4, chunk=4).double()
+    u = torch.randn(3, 21, 8, dtype=torch.float64)
     with torch.no_grad():
-        whole, _ = ssm(u)
-        a, state = ssm(u[:, :7])
-        b, state = ssm(u[:, 7:8], state)  # recurrent step
-        c, _ = ssm(u[:, 8:], state)  # chunked scan from a carried state
-    torch.testing.assert_close(torch.cat([a, b, c], 1), whole, rtol=0, atol=1e-10)
+        whole, end = ssm(u)
+        pieces, state = [], None
+        for a, b in zip((0, *cuts), (*cuts, 21)):
+            y, state = ssm(u[:, a:b], state)
+            pieces.append(y)
+    torch.testing.assert_close(torch.cat(pieces, 1), whole, rtol=0, atol=1e-10)
+    torch.testing.assert_close(state.ssm, end.ssm, rtol=0, atol=1e-10)
+    torch.testing.assert_close(state.conv, end.conv, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("carried", [False, True])
@@ -121,22 +217,53 @@ def test_s4d_fft_convolution_equals_the_recurrence(carried):
 
 
 @pytest.mark.parametrize("backend", ["sdpa", "flex"])
-@pytest.mark.parametrize("window,q_frame0", [(None, 0), (3, 0), (1, 0), (None, 2), (2, 2)])
-def test_frame_causal_attention_is_the_masked_softmax(backend, window, q_frame0):
+@pytest.mark.parametrize("window,q_frame0,k_frame0", [(None, 0, 0), (3, 0, 0), (1, 0, 0), (None, 2, 0), (2, 2, 0),
+                                                      (4, 5, 3), (3, 5, 3), (None, 5, 3)])
+def test_frame_causal_attention_is_the_masked_softmax(backend, window, q_frame0, k_frame0):
     """Both backends against the definition: token i of frame t_i sees token j of frame t_j
-    iff t_i - window < t_j <= t_i (the keys start at frame 0, the queries at q_frame0)."""
+    iff t_i - window < t_j <= t_i (the keys start at frame k_frame0, the queries at q_frame0)."""
     g = torch.Generator().manual_seed(0)
     N, T = 4, 7
     q = torch.randn(2, 2, T * N, 8, generator=g, dtype=torch.float64)
-    k, v = (torch.randn(2, 2, (q_frame0 + T) * N, 8, generator=g, dtype=torch.float64) for _ in range(2))
+    k, v = (torch.randn(2, 2, (q_frame0 - k_frame0 + T) * N, 8, generator=g, dtype=torch.float64) for _ in range(2))
     tq = q_frame0 + torch.arange(T * N) // N
-    tk = torch.arange((q_frame0 + T) * N) // N
+    tk = k_frame0 + torch.arange((q_frame0 - k_frame0 + T) * N) // N
     allowed = (tk[None] <= tq[:, None]) & (tk[None] > tq[:, None] - (window or 10**9))
     scores = (q @ k.transpose(-1, -2) / 8 ** 0.5).masked_fill(~allowed, float("-inf"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # flex_attention warns that it runs uncompiled on the CPU
-        out = frame_causal_attention(q, k, v, N, q_frame0, 0, window, backend=backend)
+        out = frame_causal_attention(q, k, v, N, q_frame0, k_frame0, window, backend=backend)
     torch.testing.assert_close(out, scores.softmax(-1) @ v, rtol=0, atol=1e-12)
+    if backend == "sdpa":  # one query frame at a time (generation) gives the same rows
+        for t in range(T):
+            one = frame_causal_attention(q[:, :, t * N:(t + 1) * N], k[:, :, :(q_frame0 - k_frame0 + t + 1) * N],
+                                         v[:, :, :(q_frame0 - k_frame0 + t + 1) * N], N, q_frame0 + t, k_frame0, window)
+            torch.testing.assert_close(one, out[:, :, t * N:(t + 1) * N], rtol=0, atol=1e-12)
+
+
+def test_unbounded_kv_cache_appends_in_place_and_grows_by_doubling():
+    """Generation appends one frame at a time: an unbounded cache must keep its buffer's spare room
+    (no copy of the whole cache per frame), and ``reserve_cache`` makes room ahead of time."""
+    g = torch.Generator().manual_seed(0)
+    frames = [(torch.randn(1, 2, 3, 4, generator=g), torch.randn(1, 2, 3, 4, generator=g)) for _ in range(6)]
+    cache, capacities, pointers = None, [], []
+    for k, v in frames:  # one frame of 3 tokens at a time
+        keys, values, first, cache = extend_cache(cache, k, v, 1, None)
+        capacities.append(cache.k.shape[2])
+        pointers.append(cache.k.data_ptr())
+        assert first == 0 and cache.length == keys.shape[2] == 3 * cache.frames
+    assert capacities == [3, 6, 12, 12, 24, 24]
+    assert pointers[2] == pointers[3] and pointers[4] == pointers[5]  # appended in place
+    torch.testing.assert_close(keys, torch.cat([k for k, _ in frames], 2), rtol=0, atol=0)
+    torch.testing.assert_close(values, torch.cat([v for _, v in frames], 2), rtol=0, atol=0)
+    reserved = reserve_cache(cache, 30)  # room for 10 more frames: one copy now, none later
+    assert reserved.k.shape[2] >= 18 + 30 and reserved.length == 18
+    torch.testing.assert_close(reserved.k[:, :, :18], keys, rtol=0, atol=0)
+    assert reserve_cache(reserved, 30) is reserved
+    pointer = reserved.k.data_ptr()
+    for k, v in frames:
+        _, _, _, extended = extend_cache(reserved, k, v, 1, None)  # e.g. a sampler's denoising steps
+        assert extended.k.data_ptr() == pointer
 
 
 # ------------------------------------------------------------------------------------------------
@@ -214,6 +341,63 @@ def test_diffusion_samples_do_not_depend_on_the_batch():
     assert (batched[:1] - alone).abs().max() > 1e-3  # another episode: other noise, other frames
 
 
+def _diffusion_loss_inputs(net, frames, actions, seed, shift=None):
+    """(loss, levels and z the denoiser saw) of ``net.loss`` with a generator seeded ``seed``;
+    ``shift(levels) -> [B, T] bool``: frames whose estimate is moved by 0.25 before the loss."""
+    seen = {}
+
+    def hook(module, args, out):
+        seen["z"], _, seen["levels"] = args
+        if shift is not None:
+            return out + 0.25 * shift(seen["levels"])[:, :, None, None, None]
+
+    handle = net.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            loss = net.loss(frames, actions, None, torch.Generator().manual_seed(seed))
+    finally:
+        handle.remove()
+    return loss, seen["levels"], seen["z"]
+
+
+def test_diffusion_long_context_training_has_no_loss_on_the_clean_prefix():
+    _, frames, actions = episode("scene-retrieval", 12)
+    frames, actions = frames.expand(6, -1, -1, -1, -1), actions.expand(6, -1, -1)
+    net = tiny("diffusion", clean_prefix_prob=1.0).net
+    loss, levels, z = _diffusion_loss_inputs(net, frames, actions, seed=3)
+    prefix = levels == 0
+    length = prefix.sum(1)
+    assert (length > 12 // 2).all() and (length <= 11).all()  # more than half, and at least one frame left
+    assert torch.equal(prefix, torch.arange(12) < length[:, None])  # a prefix: the first frames
+    assert torch.equal(z[prefix], (2 * frames - 1)[prefix])  # clean there (level 0: no noise)
+    # moving the estimates of the prefix frames does not change the loss; moving another frame does
+    moved, _, _ = _diffusion_loss_inputs(net, frames, actions, seed=3, shift=lambda k: k == 0)
+    assert moved.item() == loss.item()
+    moved_rest, _, _ = _diffusion_loss_inputs(net, frames, actions, seed=3, shift=lambda k: k > 0)
+    assert abs(moved_rest.item() - loss.item()) > 1e-3
+
+
+def test_diffusion_long_context_training_is_deterministic_given_the_generator():
+    _, frames, actions = episode("scene-retrieval", 12)
+    frames, actions = frames.expand(40, -1, -1, -1, -1), actions.expand(40, -1, -1)
+    net = tiny("diffusion", clean_prefix_prob=0.5).net
+    a, b, c = (_diffusion_loss_inputs(net, frames, actions, seed) for seed in (5, 5, 6))
+    assert a[0].item() == b[0].item() and torch.equal(a[1], b[1]) and torch.equal(a[2], b[2])
+    assert not torch.equal(a[1], c[1])
+    with_prefix = (a[1][:, 0] == 0).float().mean().item()
+    assert 0.2 < with_prefix < 0.8  # about half of the sequences (40 draws of p = 0.5)
+    # off (p = 0): the draws and the loss of plain diffusion forcing, exactly
+    plain = tiny("diffusion").net
+    loss, levels, z = _diffusion_loss_inputs(plain, frames, actions, seed=5)
+    g = torch.Generator().manual_seed(5)
+    k = torch.rand(40, 12, generator=g)
+    eps = torch.randn(frames.shape, generator=g)
+    al, si = alpha_sigma(k[:, :, None, None, None])
+    assert torch.equal(levels, k) and torch.equal(z, al * (2 * frames - 1) + si * eps)
+    with pytest.raises(MemorybenchError, match="clean_prefix_prob"):
+        tiny("diffusion", clean_prefix_prob=1.5)
+
+
 # ------------------------------------------------------------------------------------------------
 # causality
 
@@ -288,9 +472,20 @@ def test_overfits_one_short_episode(name):
 
 
 def test_default_configs_have_matching_parameter_counts():
+    import memorybench.zoo
+
     counts = {name: resolve(name)(checkpoint="none").num_parameters() for name in ZOO_MODELS}
-    assert max(counts.values()) <= 1.10 * min(counts.values()), counts
+    assert max(counts.values()) <= 1.06 * min(counts.values()), counts
     assert all(1.5e6 <= n <= 3e6 for n in counts.values()), counts  # float32 checkpoints of 6-12 MB
+    table = {line.split()[0].strip("`"): int(line.split()[-1].replace(",", ""))
+             for line in memorybench.zoo.__doc__.splitlines() if line.startswith("``") and line.split()[-1][0].isdigit()}
+    assert table == counts  # the zoo's documented table is up to date
+
+
+def test_frame_local_attention_has_the_window_of_lssvwm():
+    """frame-local-attention isolates what lssvwm's SSM adds: the same attention window (4 frames)."""
+    lssvwm, local = resolve("lssvwm").make_config(), resolve("frame-local-attention").make_config()
+    assert local.window == lssvwm.window == 4
 
 
 # ------------------------------------------------------------------------------------------------
@@ -314,6 +509,34 @@ def test_checkpoint_round_trip(name, tmp_path):
         else:
             a, b = model.net(frames, actions), loaded.net(frames, actions)
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["lssvwm", "mamba"])
+def test_checkpoints_of_the_mamba1_architecture_are_refused(name, tmp_path):
+    """lssvwm and mamba checkpoints written before their Mamba-2 blocks (no ``architecture`` entry:
+    version 1) are refused by a check that says to retrain, not by a state-dict mismatch."""
+    import json
+
+    from safetensors.torch import save
+
+    net = tiny(name, layers=1).net
+    meta = {"format": "memorybench-zoo/1", "model": name, "config": net.config.to_dict()}
+    old = tmp_path / "old.safetensors"
+    old.write_bytes(save({k: v.contiguous() for k, v in net.state_dict().items()},
+                         metadata={"memorybench": json.dumps(meta)}))
+    with pytest.raises(MemorybenchError, match=f"{old}.*older architecture of '{name}'.*retrain"):
+        load_model(name, {"checkpoint": str(old)})
+    newer = tmp_path / "newer.safetensors"
+    newer.write_bytes(save({k: v.contiguous() for k, v in net.state_dict().items()},
+                           metadata={"memorybench": json.dumps({**meta, "architecture": 99})}))
+    with pytest.raises(MemorybenchError, match="version 99.*upgrade memorybench"):
+        load_model(name, {"checkpoint": str(newer)})
+    # what the models of an unchanged architecture wrote then still loads
+    s4 = tiny("s4", layers=1).net
+    legacy_s4 = tmp_path / "s4.safetensors"
+    legacy_s4.write_bytes(save(dict(s4.state_dict()), metadata={"memorybench": json.dumps(
+        {"format": "memorybench-zoo/1", "model": "s4", "config": s4.config.to_dict()})}))
+    assert load_model("s4", {"checkpoint": str(legacy_s4)}).net.config == s4.config
 
 
 def test_checkpoint_config_overrides(tmp_path):

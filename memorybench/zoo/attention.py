@@ -76,6 +76,19 @@ class KVCache:
     frames: int
 
 
+def reserve_cache(cache: KVCache | None, tokens: int) -> KVCache | None:
+    """``cache`` with room for ``tokens`` more tokens in its buffer (an unbounded cache only; grown
+    by doubling, holding the same entries), so that extending it without committing the result
+    (a sampler's denoising steps, each extending the same history) does not copy the whole buffer
+    every time."""
+    if cache is None or cache.length + tokens <= cache.k.shape[2]:
+        return cache
+    shape = (*cache.k.shape[:2], max(cache.length + tokens, 2 * cache.k.shape[2]), cache.k.shape[3])
+    k, v = cache.k.new_empty(shape), cache.v.new_empty(shape)
+    k[:, :, :cache.length], v[:, :, :cache.length] = cache.k[:, :, :cache.length], cache.v[:, :, :cache.length]
+    return KVCache(k, v, cache.length, cache.held, cache.frames)
+
+
 def extend_cache(cache: KVCache | None, k: torch.Tensor, v: torch.Tensor, new_frames: int,
                  limit: int | None) -> tuple[torch.Tensor, torch.Tensor, int, KVCache]:
     """Append ``new_frames`` frames of keys/values ``[B, heads, new_frames * N, d]``.
@@ -86,6 +99,7 @@ def extend_cache(cache: KVCache | None, k: torch.Tensor, v: torch.Tensor, new_fr
     n_new = k.shape[2]
     if cache is None:
         keys, values, held, frames = k, v, new_frames, new_frames
+        buf_k, buf_v = k, v
     elif limit is not None:
         keys, values = torch.cat([cache.k[:, :, :cache.length], k], 2), torch.cat([cache.v[:, :, :cache.length], v], 2)
         held, frames = cache.held + new_frames, cache.frames + new_frames
@@ -99,8 +113,8 @@ def extend_cache(cache: KVCache | None, k: torch.Tensor, v: torch.Tensor, new_fr
         buf_k[:, :, cache.length:n], buf_v[:, :, cache.length:n] = k, v
         keys, values, held, frames = buf_k[:, :, :n], buf_v[:, :, :n], cache.held + new_frames, cache.frames + new_frames
     first = frames - held
-    if limit is None:
-        return keys, values, first, KVCache(keys, values, keys.shape[2], held, frames)
+    if limit is None:  # the cache keeps the whole buffer, so that its spare room serves the next extensions
+        return keys, values, first, KVCache(buf_k, buf_v, keys.shape[2], held, frames)
     keep = min(held, limit)
     tokens = keep * (n_new // new_frames)
     start = keys.shape[2] - tokens
@@ -126,6 +140,8 @@ def frame_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, to
     if backend == "flex":
         return _flex_attention(q, k, v, tokens, q_frame0, k_frame0, window)
     Tq, Tk = q.shape[2] // tokens, k.shape[2] // tokens
+    if window is not None and Tq > 1:
+        return _windowed_attention(q, k, v, tokens, q_frame0, k_frame0, window)
     if window is None:
         chunk = max(1, MASK_BUDGET // (tokens * tokens * Tk))
     else:  # a chunk of c frames reads c + window - 1 frames of keys: keep c near the window
@@ -146,6 +162,27 @@ def frame_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, to
         outs.append(F.scaled_dot_product_attention(q[:, :, a * tokens:b * tokens], k[:, :, keys], v[:, :, keys],
                                                    attn_mask=mask))
     return torch.cat(outs, 2)
+
+
+def _windowed_attention(q, k, v, tokens: int, q_frame0: int, k_frame0: int, window: int) -> torch.Tensor:
+    """The windowed case of ``frame_causal_attention`` as one batched call: query frame ``t`` sees
+    exactly the ``window`` key frames ``t - window + 1 .. t``, so the keys are laid out as one
+    window per query frame (an overlapping view of the keys, front-padded with ``P`` frames for the
+    first frames, which have fewer predecessors; those are masked out). No key outside a query's
+    window is computed, and the backward pass is one call too (about 2x faster on the CPU than
+    chunks of frames under a boolean mask)."""
+    B, heads, _, d = q.shape
+    Tq, Tk = q.shape[2] // tokens, k.shape[2] // tokens
+    pad = max(0, window - 1 - (q_frame0 - k_frame0))  # frames before k_frame0 that some window reaches
+    start = q_frame0 - k_frame0 + pad - (window - 1)  # the first query's window, in padded key frames
+    k, v = (F.pad(x, (0, 0, pad * tokens, 0))[:, :, start * tokens:] for x in (k, v))
+    k, v = (x.unfold(2, window * tokens, tokens).transpose(-1, -2) for x in (k, v))  # [B, heads, Tq, window*N, d]
+    # key j of the window of query frame t is frame t - window + 1 + j: masked if before k_frame0
+    t = torch.arange(q_frame0, q_frame0 + Tq, device=q.device)
+    key_frame = (t[:, None] - window + 1 + torch.arange(window, device=q.device)).repeat_interleave(tokens, 1)
+    mask = None if pad == 0 else (key_frame >= k_frame0)[:, None, :]
+    o = F.scaled_dot_product_attention(q.view(B, heads, Tq, tokens, d), k, v, attn_mask=mask)
+    return o.reshape(B, heads, Tq * tokens, d)
 
 
 @lru_cache(maxsize=None)

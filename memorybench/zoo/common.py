@@ -31,7 +31,9 @@ else is this file, so that a comparison between them is a comparison of memory m
   adapter only ever extends its newest committed state.
 
 Checkpoints are safetensors files whose metadata (one key, ``memorybench``: JSON) holds the model
-name and its config, so loading needs nothing else; ``load_checkpoint`` reports a missing, truncated or corrupt file as a
+name, its architecture version (``ZooNet.architecture``: a checkpoint of an older version of the
+model, e.g. lssvwm and mamba before their Mamba-2 blocks, is refused with a message to retrain)
+and its config, so loading needs nothing else; ``load_checkpoint`` reports a missing, truncated or corrupt file as a
 ``MemorybenchError`` naming it.
 """
 
@@ -248,6 +250,12 @@ class ZooNet(nn.Module):
     Config: ClassVar[type[NetConfig]] = NetConfig
     #: what ``loss`` computes, for the model card
     loss_description: ClassVar[str] = ""
+    #: version of the network's architecture, written into checkpoints: bump it when the same
+    #: registry name and config build another network, so that older checkpoints are refused
+    #: with a clear message (a checkpoint without the entry is version 1)
+    architecture: ClassVar[int] = 1
+    #: what the versions are, for that message
+    architecture_note: ClassVar[str] = ""
 
     def __init__(self, config: NetConfig):
         super().__init__()
@@ -351,14 +359,15 @@ def default_checkpoint(name: str) -> Path:
 
 def save_checkpoint(net: ZooNet, name: str, path: str | Path, extra: dict | None = None) -> Path:
     """Write the weights of ``net`` atomically, with the metadata ``{"memorybench": JSON}`` where the
-    JSON (sorted keys) holds ``format``, ``model``, ``config`` and ``extra``. One metadata key keeps
+    JSON (sorted keys) holds ``format``, ``model``, ``architecture``, ``config`` and ``extra``. One metadata key keeps
     the file byte-for-byte reproducible (safetensors writes several keys in a random order)."""
     from safetensors.torch import save
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
-    meta = {**(extra or {}), "format": CHECKPOINT_FORMAT, "model": name, "config": net.config.to_dict()}
+    meta = {**(extra or {}), "format": CHECKPOINT_FORMAT, "model": name, "architecture": net.architecture,
+            "config": net.config.to_dict()}
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(save(tensors, metadata={"memorybench": json.dumps(meta, sort_keys=True)}))
     os.replace(tmp, path)
@@ -465,6 +474,16 @@ class NeuralWorldModel(WorldModel):
         meta, tensors = read_checkpoint(path)
         if meta["model"] != cls.name:
             raise MemorybenchError(f"checkpoint {path} holds a '{meta['model']}' model, not '{cls.name}'")
+        version, current = meta.get("architecture", 1), cls.net_class.architecture
+        if version != current:
+            note = f"; {cls.net_class.architecture_note}" if cls.net_class.architecture_note else ""
+            if isinstance(version, int) and version < current:
+                raise MemorybenchError(
+                    f"checkpoint {path} was trained with an older architecture of '{cls.name}' (version {version}, "
+                    f"this memorybench builds version {current}{note}); retrain it with `memorybench train {cls.name}`")
+            raise MemorybenchError(f"checkpoint {path} holds architecture version {version!r} of '{cls.name}', which "
+                                   f"this memorybench does not know (it builds version {current}{note}); "
+                                   "upgrade memorybench")
         overrides = dict(overrides or {})
         fixed = sorted(set(overrides) - set(cls.net_class.Config.inference_fields))
         if fixed:

@@ -3,36 +3,43 @@
 Each layer combines a long-term memory that costs the same at every frame with a short-term,
 high-fidelity one::
 
-    x <- x + BlockSSM(norm(x))            (a) long memory: block-wise selective scan over time
+    x <- x + BlockSSM(norm(x))            (a) long memory: block-wise Mamba-2 scan over time
     x <- x + FrameLocalAttn(norm(x))      (b) short memory: dense attention over the last k frames
     x <- x + MLP(norm(x))                 (c)
 
-**(a) Block-wise selective SSM.** The ``h x w`` token grid of each frame is cut into spatial
-blocks of ``b_h x b_w`` tokens. For every block, the block's tokens over the whole episode form
-one sequence, ordered by time and then row-major inside the block::
+**(a) Block-wise SSM.** The ``h x w`` token grid of each frame is cut into spatial blocks of
+``b_h x b_w`` tokens. For every block, the block's tokens over the whole episode form one
+sequence, ordered by time and then row-major inside the block::
 
     block grid (2x2 blocks of 2x2 tokens)      the scan of one block
     +----+----+                                 (t=0: p00 p01 p10 p11), (t=1: p00 p01 p10 p11), ...
     |b0  |b1  |
-    +----+----+                                 state h carried from frame to frame
+    +----+----+                                 state carried from frame to frame
     |b2  |b3  |
     +----+----+
 
-and a Mamba selective SSM (``mamba.SelectiveSSM``: input-dependent ``dt, B, C``, diagonal
-negative-real ``A``, ``D`` skip, SiLU gate, short causal convolution) scans it. Blocks are
-independent (one state per block). A large block mixes space well but squeezes many tokens
-through one state; a small block gives each region its own state and so a longer memory. The
-block size is set per layer (``blocks``, cycled over the layers; ``0`` = the whole grid side),
-e.g. whole grid / 2x2 tokens alternating. Tokens of frame ``t`` only see tokens of frames
-``<= t``: the scan is causal in time, and within frame ``t`` all tokens come from the same input
-element (``frame_{t-1}``, ``a_t``), so the in-frame order leaks nothing.
+and a Mamba-2 block (``ssd.Mamba2``: heads with a scalar decay each, input-dependent ``dt, B,
+C``, ``D`` skip, short causal convolution, gated RMSNorm; Mamba-2 is also the SSM baseline the
+LSSVWM paper compares with) scans it. Blocks are independent (one state per block). A large
+block mixes space well but squeezes many tokens through one state; a small block gives each
+region its own state and so a longer memory. The block size is set per layer (``blocks``,
+cycled over the layers; ``0`` = the whole grid side), e.g. whole grid / 2x2 tokens alternating.
+Tokens of frame ``t`` only see tokens of frames ``<= t``: the scan is causal in time, and within
+frame ``t`` all tokens come from the same input element (``frame_{t-1}``, ``a_t``), so the
+in-frame order leaks nothing.
 
 **(b) Frame-local attention.** The tokens of frame ``t`` attend densely to all tokens of frames
-``t-k+1 .. t`` (``attention.FrameAttention`` with ``window=k``; its cache holds ``k - 1`` frames).
+``t-k+1 .. t`` (``attention.FrameAttention`` with ``window=k``, default ``k = 4``; its cache holds
+``k - 1`` frames). The ``frame-local-attention`` model uses the same window, so that the
+difference between the two is what the SSM adds.
 
-Training: the chunked scan (``mamba.selective_scan``) over each block's ``T * b_h * b_w``
-tokens. Generation: per frame, the block's ``b_h * b_w`` new tokens are scanned from the state
-carried over from the previous frame, so memory and time per frame are constant.
+Training: the chunked state-space-duality scan (``ssd.ssd_scan``, chunks of 64 tokens) over
+each block's ``T * b_h * b_w`` tokens. Generation: per frame, the block's ``b_h * b_w`` new
+tokens are scanned from the state carried over from the previous frame (the recurrent step when
+the block is one token), so memory and time per frame are constant.
+
+Default: 6 layers, blocks alternating whole grid / 2x2 tokens, window 4; Mamba-2 with
+``expand 2``, 4 heads of 64 channels, state 64, conv 4.
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ import torch.nn as nn
 from ..errors import MemorybenchError
 from .attention import FrameAttention, KVCache
 from .common import MLP, NetConfig, NeuralWorldModel, NextFrameNet
-from .mamba import MambaState, SelectiveSSM
+from .ssd import Mamba2, SSDState
 
 
 def to_blocks(x: torch.Tensor, bh: int, bw: int) -> torch.Tensor:
@@ -64,17 +71,17 @@ def from_blocks(y: torch.Tensor, B: int, T: int, h: int, w: int, bh: int, bw: in
 
 
 class BlockSSM(nn.Module):
-    """A selective SSM scanning each ``b_h x b_w`` spatial block of the grid along time."""
+    """A Mamba-2 block scanning each ``b_h x b_w`` spatial block of the grid along time."""
 
-    def __init__(self, width: int, block: tuple[int, int], d_state: int, expand: int, d_conv: int):
+    def __init__(self, width: int, block: tuple[int, int], d_state: int, expand: int, head_dim: int, d_conv: int):
         super().__init__()
         self.block = block
-        self.ssm = SelectiveSSM(width, d_state, expand, d_conv)
+        self.ssm = Mamba2(width, d_state, expand, head_dim, d_conv)
 
     def block_shape(self, h: int, w: int) -> tuple[int, int]:
         return self.block[0] or h, self.block[1] or w
 
-    def forward(self, x: torch.Tensor, state: MambaState | None = None) -> tuple[torch.Tensor, MambaState]:
+    def forward(self, x: torch.Tensor, state: SSDState | None = None) -> tuple[torch.Tensor, SSDState]:
         B, T, h, w, _ = x.shape
         bh, bw = self.block_shape(h, w)
         y, state = self.ssm(to_blocks(x, bh, bw), state)
@@ -83,7 +90,7 @@ class BlockSSM(nn.Module):
 
 @dataclass
 class LSSVWMState:
-    ssm: MambaState
+    ssm: SSDState
     attn: KVCache
 
 
@@ -91,7 +98,7 @@ class LSSVWMLayer(nn.Module):
     def __init__(self, c: "LSSVWMConfig", block: tuple[int, int]):
         super().__init__()
         self.norm_ssm, self.norm_attn, self.norm_mlp = (nn.RMSNorm(c.width) for _ in range(3))
-        self.ssm = BlockSSM(c.width, block, c.d_state, c.expand, c.d_conv)
+        self.ssm = BlockSSM(c.width, block, c.d_state, c.expand, c.head_dim, c.d_conv)
         self.attn = FrameAttention(c.width, c.heads, window=c.window)
         self.mlp = MLP(c.width, c.mlp_ratio)
 
@@ -108,9 +115,10 @@ class LSSVWMConfig(NetConfig):
     layers: int = 6
     #: (b_h, b_w) block sizes in tokens, cycled over the layers; 0 = the whole grid side
     blocks: tuple[tuple[int, int], ...] = ((0, 0), (2, 2))
-    window: int = 4  # k: frames of dense attention
-    d_state: int = 16
-    expand: int = 2
+    window: int = 4  # k: frames of dense attention (= frame-local-attention's window)
+    d_state: int = 64  # N: state size per channel of a head
+    expand: int = 2  # E = expand * D inner channels
+    head_dim: int = 64  # P: channels per head (H = E / P heads, one decay rate each)
     d_conv: int = 4
 
     def __post_init__(self):
@@ -118,10 +126,14 @@ class LSSVWMConfig(NetConfig):
             raise ValueError(f"blocks must be a list of [b_h, b_w] pairs >= 0, got {self.blocks}")
         if self.window < 1:
             raise ValueError(f"window must be >= 1, got {self.window}")
+        if (self.expand * self.width) % self.head_dim:
+            raise ValueError(f"expand * width = {self.expand * self.width} is not a multiple of head_dim {self.head_dim}")
 
 
 class LSSVWMNet(NextFrameNet):
     Config = LSSVWMConfig
+    architecture = 2
+    architecture_note = "version 1: Mamba-1 selective scans, version 2: Mamba-2 (SSD) blocks"
 
     def __init__(self, config: LSSVWMConfig):
         super().__init__(config)
@@ -148,7 +160,7 @@ LSSVWM_BIBTEX = """@inproceedings{po2025lssvwm,
 
 
 class LSSVWM(NeuralWorldModel):
-    """Block-wise selective SSM over time + frame-local attention (Po et al., ICCV 2025)."""
+    """Block-wise Mamba-2 scans over time + frame-local attention (Po et al., ICCV 2025)."""
 
     name = "lssvwm"
     citation = LSSVWM_BIBTEX
