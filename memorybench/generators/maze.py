@@ -568,7 +568,7 @@ class MemoryMaze(Generator):
         headings = headings_from_dirs(poses[:, 2:])
         meta = pose_memory_metadata(poses[:, :2], headings, spec.resolution, spec.recent_window, C,
                                     p.near_distance, p.near_angle)
-        items = pose_memory_items(poses[:, :2], headings, meta, C, spec.recent_window, p.near_distance,
+        items = pose_memory_items(frames, poses[:, :2], headings, meta, C, spec.recent_window, p.near_distance,
                                   p.near_angle, p.foils)
         info = {
             "mode": p.mode,

@@ -45,6 +45,8 @@ no candidate is set apart from the others by how it was chosen:
   with foils only ``rho > 1`` apart but ``> 2`` from the truth, the truth had a wider empty
   neighbourhood, hence a larger share of the space of possible predictions, and every no-memory
   reference scored +0.02 to +0.05 above chance.)
+* a frame whose picture is identical to a chosen candidate's (e.g. the same bare wall seen from
+  two places) is not a foil: it is not another view.
 * the foils are the frames nearest the truth's *position* (then heading, then frame index) that
   satisfy the separations, taken greedily: usually the other headings of the same spot (a
   look-around shows them all), then the views of the nearest places. Not random frames across the
@@ -227,11 +229,11 @@ def pose_rho(positions: np.ndarray, headings: np.ndarray, t: int, near_distance:
     return np.maximum(units(d, near_distance), units(dh, np.deg2rad(near_angle)))
 
 
-def pose_memory_items(positions: np.ndarray, headings: np.ndarray, meta: MemoryMetadata, context_frames: int,
-                      recent_window: int, near_distance: float = NEAR_DISTANCE, near_angle: float = NEAR_ANGLE,
-                      foils: int = FOILS) -> MemoryItems:
-    """The memory items of a pose-based episode (see the module docstring), from its poses and the
-    metadata ``pose_memory_metadata`` made of them."""
+def pose_memory_items(frames: np.ndarray, positions: np.ndarray, headings: np.ndarray, meta: MemoryMetadata,
+                      context_frames: int, recent_window: int, near_distance: float = NEAR_DISTANCE,
+                      near_angle: float = NEAR_ANGLE, foils: int = FOILS) -> MemoryItems:
+    """The memory items of a pose-based episode (see the module docstring), from its frames (uint8
+    ``[T, H, W, 3]``), its poses and the metadata ``pose_memory_metadata`` made of them."""
     positions = np.asarray(positions, dtype=np.float64)
     headings = np.asarray(headings, dtype=np.float64)
     T, H, W = meta.memory_mask.shape
@@ -239,6 +241,7 @@ def pose_memory_items(positions: np.ndarray, headings: np.ndarray, meta: MemoryM
     memory = meta.memory_mask[:, 0, 0]
     ctx = np.arange(C)
     pixels = np.arange(H * W, dtype=np.int32)
+    frames = np.ascontiguousarray(frames).reshape(T, -1)
     rho_cache: dict[int, np.ndarray] = {}
 
     def rho(t: int) -> np.ndarray:
@@ -261,8 +264,8 @@ def pose_memory_items(positions: np.ndarray, headings: np.ndarray, meta: MemoryM
         chosen: list[int] = []
         taken = np.zeros(T, bool)  # within FOIL_SEPARATION of an already chosen foil
         for f in idx[np.lexsort((idx, dh, d))]:  # nearest position first, then heading, then frame
-            if taken[f]:
-                continue
+            if taken[f] or any(np.array_equal(frames[f], frames[c]) for c in [t, *chosen]):
+                continue  # too near a chosen candidate, or the very same picture
             chosen.append(int(f))
             if len(chosen) == foils:
                 break

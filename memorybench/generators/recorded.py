@@ -361,7 +361,7 @@ class Recorded(Generator):
             angle = p.near_angle if p.direction_key else 180.0
             meta = pose_memory_metadata(poses[:, :2], headings, (H, W), spec.recent_window, spec.context_frames,
                                         p.near_distance, angle)
-            items = pose_memory_items(poses[:, :2], headings, meta, spec.context_frames, spec.recent_window,
+            items = pose_memory_items(frames, poses[:, :2], headings, meta, spec.context_frames, spec.recent_window,
                                       p.near_distance, angle, p.foils)
         else:
             meta = unscored_metadata(T, (H, W))
