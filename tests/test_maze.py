@@ -260,3 +260,25 @@ def test_training_mazes_are_not_evaluation_mazes(registry, episodes):
     assert ep.info["env_seed"] == int(np.random.default_rng([spec.seed, 0]).integers(0, 2**31 - 1))
     train_ep = get_generator(spec.family)(shrink(training_spec(spec), frames=12, context_frames=8)).generate(0)
     assert train_ep.info["env_seed"] not in ev and train_ep.info["maze_layout"] != ep.info["maze_layout"]
+
+
+@pytest.mark.slow
+def test_a_cached_maze_train_split_feeds_training(registry, simulator, tmp_path, monkeypatch):
+    """`memorybench tasks generate maze-retrieval@smoke --split train --episodes 2` writes the split
+    where `task_loader(..., episodes=[2])` (what `memorybench train --train-episodes` uses) reads it."""
+    from typer.testing import CliRunner
+
+    from memorybench import data
+    from memorybench.cli import app
+    from memorybench.splits import train_dir, training_spec
+
+    monkeypatch.setenv("MEMORYBENCH_CACHE", str(tmp_path))
+    spec = shrink(registry.get("maze-retrieval", "smoke"), frames=14, context_frames=12)
+    res = CliRunner().invoke(app, ["tasks", "generate", "maze-retrieval@smoke", "--split", "train", "--episodes", "2"])
+    assert res.exit_code == 0, res.output
+    path = train_dir(training_spec(registry.get("maze-retrieval", "smoke"), 2))
+    assert (path / "manifest.json").exists() and str(path).startswith(str(tmp_path))
+    batches = list(data.task_loader([registry.get("maze-retrieval", "smoke")], 1, stop=3, episodes=[2]))
+    assert [int(b["episode"][0]) for b in batches] == [0, 1, 0]
+    first = get_generator(spec.family)(training_spec(spec)).generate(1)  # the same exploration, shorter
+    assert np.array_equal(batches[1]["frames"][0, :12].permute(0, 2, 3, 1).numpy(), first.frames[:12])
