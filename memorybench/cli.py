@@ -894,6 +894,33 @@ def validity_cmd(tasks: str = typer.Option("smoke", "--tasks", help="smoke | sta
 # training
 
 
+def _train_episodes(text: str, specs) -> list:
+    """``--train-episodes``: ``N`` for every task, or ``TASK=N,...`` (a task's name or ``name@tier``)."""
+    def count(v: str, what: str) -> int:
+        try:
+            n = int(v)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise MemorybenchError(f"--train-episodes: {what} needs a positive number of episodes, got {v!r}")
+        return n
+
+    text = text.strip()
+    if "=" not in text:
+        return [count(text, "every task")] * len(specs)
+    out: list = [None] * len(specs)
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        name, _, v = part.partition("=")
+        name = name.strip()
+        hits = [i for i, s in enumerate(specs) if name in (s.key, s.name)]
+        if not hits:
+            raise MemorybenchError(f"--train-episodes: '{name}' is not one of the training tasks "
+                                   f"({', '.join(s.key for s in specs)})")
+        for i in hits:
+            out[i] = count(v.strip(), name)
+    return out
+
+
 @app.command("train")
 def train_cmd(model: str = typer.Argument(..., help="Zoo model: lssvwm, full-attention, frame-local-attention, s4, mamba, diffusion."),
               tasks: str = typer.Option("occlusion-recall,scene-retrieval,scene-reasoning", "--tasks",
@@ -921,6 +948,11 @@ def train_cmd(model: str = typer.Argument(..., help="Zoo model: lssvwm, full-att
                                                        "(WINDOW in frames or 'full'), e.g. 300:96,200:256,100:full: "
                                                        "replaces --steps and --window."),
               config: Optional[str] = typer.Option(None, "--config", help="Model config overrides: key=value,..."),
+              train_episodes: Optional[str] = typer.Option(
+                  None, "--train-episodes", help="N (every task) or TASK=N,... (TASK: name or name@tier): train on "
+                  "the first N training episodes of those tasks, generated once into the cache (as `memorybench "
+                  "tasks generate TASK --split train --episodes N` writes them; checksummed) and reused in every "
+                  "pass; the other tasks stream new episodes. For the Memory Maze tasks."),
               tasks_dir: Optional[List[Path]] = TasksDirOpt):
     """Train a reference model (deterministic for a seed, resumable) and write weights + a model card."""
     from .models import parse_model_args, target_of
@@ -957,7 +989,8 @@ def train_cmd(model: str = typer.Argument(..., help="Zoo model: lssvwm, full-att
         path = train(model, specs, steps, out, seed=seed, batch_size=batch_size, lr=lr, window=window, curriculum=phases,
                      device=resolve_device(device), max_seconds=max_seconds, resume=resume, workers=workers,
                      grad_checkpointing=grad_checkpointing, memory_fraction=memory_fraction,
-                     model_config=model_config)
+                     model_config=model_config,
+                     train_episodes=_train_episodes(train_episodes, specs) if train_episodes else None)
     console.print(f"[green]✓[/] {path} (model card: {path.with_name('card.json')})")
 
 

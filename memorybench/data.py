@@ -13,6 +13,7 @@ episodes, and episode ``i`` depends only on ``(task, tier, i)``. Three ways to r
     EpisodeDataset.from_disk("train/scene")      # ... written by `memorybench tasks generate --split train`
     EpisodeStream(spec, crop=64)                 # iterable, endless, made in the DataLoader's workers
     task_loader([spec, ...], batch_size=4)       # a DataLoader: batch i from task i mod n (what `train` uses)
+    task_loader([spec, ...], 4, episodes=[None, 64])  # ... the second task's first 64 episodes, cached, cycled
 
 **Samples.** Every dataset yields dicts of tensors:
 
@@ -246,9 +247,14 @@ class EpisodeDataset(torch.utils.data.Dataset):
         return self._gen.generate(index)
 
     def __getitem__(self, index: int) -> dict:
-        index = int(index)
+        return self.sample(int(index))
+
+    def sample(self, index: int, draw: int | None = None) -> dict:
+        """The sample of episode ``index``, its crop drawn with ``default_rng([seed, draw])`` (``draw``
+        defaults to ``index``; ``task_loader`` passes the position in its stream when it cycles
+        through a finite split, so each pass over the episodes gets other crops)."""
         ep = self.episode(index)
-        start = draw_crop(ep, self.crop, np.random.default_rng([self.seed, index]))
+        start = draw_crop(ep, self.crop, np.random.default_rng([self.seed, index if draw is None else draw]))
         return make_sample(ep, self.spec.key, start, self.crop, self.float_frames)
 
 
@@ -333,26 +339,49 @@ def round_robin_episodes(n_tasks: int, batch_size: int, steps: int, world_size: 
 
 
 class _TaskMix(torch.utils.data.Dataset):
+    """Key ``(task, i)``: the ``i``-th sample of the task's stream; a finite (cached) split of ``N``
+    episodes is cycled through (episode ``i mod N``, its crop drawn with ``i``)."""
+
     def __init__(self, datasets: Sequence[EpisodeDataset]):
         self.datasets = list(datasets)
 
     def __getitem__(self, key: tuple[int, int]) -> dict:
         k, i = key
-        return self.datasets[k][i]
+        ds = self.datasets[k]
+        if ds.episodes is None:
+            return ds.sample(i)
+        return ds.sample(i % ds.episodes, draw=i)
 
 
 def task_loader(tasks: Sequence[TaskSpec], batch_size: int, *, crop: int | None = None, seed: int = 0,
                 start: int = 0, stop: int | None = None, workers: int = 0, float_frames: bool = False,
-                rank: int | None = None, world_size: int | None = None, **loader_args) -> torch.utils.data.DataLoader:
+                rank: int | None = None, world_size: int | None = None,
+                episodes: Sequence[int | None] | None = None, cache_workers: int = 1,
+                **loader_args) -> torch.utils.data.DataLoader:
     """A DataLoader over the train splits of ``tasks``: batch ``i`` (from ``start``; until ``stop``,
     or endless) holds ``batch_size`` episodes of task ``i mod n`` (``RoundRobinBatches``), made by
     ``workers`` processes; the batches do not depend on ``workers``. Other keyword arguments go to
-    the ``DataLoader`` (e.g. ``pin_memory``)."""
+    the ``DataLoader`` (e.g. ``pin_memory``).
+
+    ``episodes`` (one entry per task, None = endless): a task with ``N`` uses only its first ``N``
+    training episodes, generated once into the cache (``EpisodeDataset(..., cache=True)``, with
+    ``cache_workers`` processes; the directory ``memorybench tasks generate NAME --split train
+    --episodes N`` writes, checksummed and reused) and cycled through: its ``i``-th sample is episode
+    ``i mod N``, cropped with ``default_rng([seed, i])``. For tasks too slow to generate on the fly
+    (the Memory Maze simulator renders about 35 frames/s per core)."""
     tasks = list(tasks)
     if not tasks:
         raise MemorybenchError("task_loader: no tasks")
+    episodes = [None] * len(tasks) if episodes is None else list(episodes)
+    if len(episodes) != len(tasks):
+        raise MemorybenchError(f"task_loader: {len(episodes)} episode counts for {len(tasks)} tasks")
+    for s, n in zip(tasks, episodes):
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise MemorybenchError(f"task_loader: the episode count of {s.key} must be a positive integer or None, "
+                                   f"got {n!r}")
     rank, world = _rank_world(rank, world_size)
-    mix = _TaskMix([EpisodeDataset(s, None, crop=crop, seed=seed, float_frames=float_frames) for s in tasks])
+    mix = _TaskMix([EpisodeDataset(s, n, crop=crop, seed=seed, float_frames=float_frames, cache=n is not None,
+                                   workers=cache_workers) for s, n in zip(tasks, episodes)])
     sampler = RoundRobinBatches(len(tasks), batch_size, start, stop, rank, world)
     return torch.utils.data.DataLoader(mix, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
                                        **loader_args)

@@ -30,7 +30,13 @@ the evaluation episodes. Batch ``i`` holds episodes ``(i // n_tasks) * batch_siz
 ``i mod n_tasks`` (``data.task_loader``: round-robin, one task per batch, so a batch has one
 episode length and one action layout), so the data stream is a function of the step index alone
 (resume reproduces it; ``workers > 0`` generates it in background processes without changing it),
-and each task's episodes used are ``0 .. n - 1`` (the card records ``episode_range`` per task). With
+and each task's episodes used are ``0 .. n - 1`` (the card records ``episode_range`` per task).
+``train_episodes`` (one entry per task, None = endless) limits a task to its first ``N`` training
+episodes, generated once into the cache and reused in every pass (``data.task_loader``: sample
+``i`` of the task is episode ``i mod N``; the card records ``episodes``, ``samples`` and
+``cached``): for the Memory Maze tasks, whose simulator renders about 35 frames/s per core,
+generate them first with ``memorybench tasks generate maze-retrieval@paper --split train
+--episodes 64 -j 8`` (then ``memorybench train --train-episodes maze-retrieval@paper=64``). With
 ``window = W`` each sample is a ``W``-frame crop that keeps memory events whole (the crop start
 drawn from ``numpy.random.default_rng([seed, episode])`` among the starts whose crop holds both
 ends of at least one memory event; memory-only pixels whose content was last seen before the crop
@@ -142,9 +148,11 @@ DATA_STREAM = ("batch i: task i mod n_tasks, its training episodes (i // n_tasks
                "(memorybench.data.task_loader)")
 
 
-def training_data_hash(specs: Sequence[TaskSpec]) -> str:
-    """SHA-256 over the training specs' hashes (they include the training seeds), in order."""
-    return hashlib.sha256(json.dumps([training_spec(s).hash() for s in specs]).encode()).hexdigest()
+def training_data_hash(specs: Sequence[TaskSpec], episodes: Sequence[int | None] | None = None) -> str:
+    """SHA-256 over the training specs' hashes (they include the training seeds; a task trained on a
+    finite cached split of ``N`` episodes: the spec of those ``N``), in order."""
+    episodes = [None] * len(specs) if episodes is None else list(episodes)
+    return hashlib.sha256(json.dumps([training_spec(s, n).hash() for s, n in zip(specs, episodes)]).encode()).hexdigest()
 
 
 def curriculum_phases(steps: int, window: int | None,
@@ -288,7 +296,8 @@ def train(model: str, tasks: Sequence[TaskSpec], steps: int, out_dir: str | Path
           memory_fraction: float = 0.5, grad_clip: float = 1.0,
           model_config: dict | None = None, device: str = "cpu", grad_checkpointing: bool = False,
           checkpoint_every: int = 200, log_every: int = 10, max_seconds: float | None = None,
-          resume: bool = False, workers: int = 0, progress: bool = True) -> Path:
+          resume: bool = False, workers: int = 0, progress: bool = True,
+          train_episodes: Sequence[int | None] | None = None) -> Path:
     """Train ``model`` on ``tasks`` for ``steps`` steps into ``out_dir``; see the module docstring."""
     from .models import resolve
     from .zoo.common import NeuralWorldModel, num_parameters, save_checkpoint
@@ -316,6 +325,13 @@ def train(model: str, tasks: Sequence[TaskSpec], steps: int, out_dir: str | Path
         raise MemorybenchError(f"train: memory_fraction must be in [0, 1), got {memory_fraction}")
     warn_short_window(tasks, max((w for _, _, w in phases), key=lambda w: float("inf") if w is None else w))
     warmup = max(1, min(200, steps // 20)) if warmup is None else warmup
+    cycled = [None] * len(tasks) if train_episodes is None else list(train_episodes)
+    if len(cycled) != len(tasks):
+        raise MemorybenchError(f"train: {len(cycled)} episode counts for {len(tasks)} tasks")
+    for s, n in zip(tasks, cycled):
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise MemorybenchError(f"train: the number of training episodes of {s.key} must be a positive integer, "
+                                   f"got {n!r}")
 
     config = cls.make_config(model_config)
     dev = torch.device(device)
@@ -328,7 +344,8 @@ def train(model: str, tasks: Sequence[TaskSpec], steps: int, out_dir: str | Path
         "lr": lr, "weight_decay": weight_decay, "warmup": warmup, "window": window,
         "curriculum": [[b - a, w] for a, b, w in phases] if curriculum else None,
         "memory_fraction": memory_fraction, "grad_clip": grad_clip,
-        "tasks": [{"key": s.key, "spec_hash": s.hash(), "training_seed": training_spec(s).seed} for s in tasks],
+        "tasks": [{"key": s.key, "spec_hash": s.hash(), "training_seed": training_spec(s).seed,
+                   **({} if n is None else {"episodes": n})} for s, n in zip(tasks, cycled)],
         "data_stream": DATA_STREAM,
     }
     run = json.loads(json.dumps(run))  # the form it is saved in (lists, not tuples)
@@ -372,7 +389,8 @@ def train(model: str, tasks: Sequence[TaskSpec], steps: int, out_dir: str | Path
                             "losses": losses, "wall_seconds": wall}, state_path)
 
     loader = _phase_batches(tasks, batch_size, phases, seed=seed, start=start, workers=workers,
-                              rank=0, world_size=1, pin_memory=dev.type == "cuda")
+                            rank=0, world_size=1, pin_memory=dev.type == "cuda", episodes=cycled,
+                            cache_workers=max(1, workers))
     bar = _progress_bar(cls.name, steps, start) if progress else None
     t0 = time.perf_counter()
     done, stopped = start, False
@@ -405,7 +423,7 @@ def train(model: str, tasks: Sequence[TaskSpec], steps: int, out_dir: str | Path
     save_state(done, wall)
 
     net.eval()
-    data_hash = training_data_hash(tasks)
+    data_hash = training_data_hash(tasks, cycled)
     model_path = save_checkpoint(net, cls.name, out / MODEL_FILE, extra={"training_data_hash": data_hash, "steps": done})
     from .hashing import file_sha256
 
@@ -418,7 +436,9 @@ def train(model: str, tasks: Sequence[TaskSpec], steps: int, out_dir: str | Path
         "checkpoint": {"file": MODEL_FILE, "sha256": file_sha256(model_path)},
         "training": {
             "split": "train",
-            "tasks": [{**t, "episode_range": [0, n]} for t, n in zip(run["tasks"], used)],
+            "tasks": [{**t, "episode_range": [0, n if c is None else min(n, c)],
+                       **({} if c is None else {"samples": n, "cached": True})}
+                      for t, n, c in zip(run["tasks"], used, cycled)],
             "seed_offset": TRAIN_SEED_OFFSET,
             "data_hash": data_hash,
             "data_stream": DATA_STREAM,

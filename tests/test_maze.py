@@ -205,3 +205,80 @@ def test_perfect_memory_reference_runs(episodes):
 def test_backend_is_headless(simulator):
     maze_mod.load_memory_maze()
     assert os.environ["MUJOCO_GL"] in ("egl", "osmesa")
+
+
+# ------------------------------------------------------------------------------------------------
+# memory items (recall) and the training split
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_memory_items_are_other_views_of_the_episode(episodes, name):
+    """Candidates: the true frame first, then views of the same episode at other poses, as
+    memorybench.generators.poses defines them (tests/test_pose_items.py checks the same on a
+    synthetic world)."""
+    from test_pose_items import check_pose_items
+
+    spec, ep = episodes[name]
+    assert check_pose_items(spec, get_generator(spec.family)(spec), ep) >= 5
+
+
+def test_validity_check_on_the_smoke_tasks(registry, simulator):
+    """The validity check runs on the smoke maze tasks: ground-truth identifies every item, the
+    approximate perfect-memory (closest observed pose) nearly every one. (The smoke tier has a few
+    dozen items, too few for the no-memory criterion, whose CI needs hundreds per gap bin: that is
+    checked on the standard and paper tiers by `memorybench validity`, results/validity-maze.md,
+    and on a synthetic world in tests/test_pose_items.py.)"""
+    from memorybench.models import NO_MEMORY
+    from memorybench.validity import check
+
+    result = check([registry.get(t, "smoke") for t in TASKS], protocols=("rollout", "teacher-forced"))
+    assert sorted(result.results) == sorted(f"{t}@smoke" for t in TASKS) and sorted(result.approximate) == sorted(
+        result.results)
+    for key, by_protocol in result.results.items():
+        assert list(by_protocol) == ["rollout"]  # the pose-based tasks offer rollout only
+        r = by_protocol["rollout"]
+        assert set(r) == {*NO_MEMORY, "perfect-memory", "ground-truth"} and r["copy-last"]["items"] >= 10
+        assert r["ground-truth"]["metrics"]["recall"]["mean"] == 1
+        assert r["perfect-memory"]["metrics"]["recall"]["mean"] >= 0.8, key
+    assert not [p for p in result.problems() if "perfect-memory" in p or "ground-truth" in p]
+
+
+def test_training_mazes_are_not_evaluation_mazes(registry, episodes):
+    """The environment seed of episode i is the first draw of default_rng([seed, i]) in [0, 2^31 - 1):
+    over thousands of indices no training seed (seed + TRAIN_SEED_OFFSET) gives an evaluation maze
+    of either task; and the first training episode is another maze."""
+    from memorybench.splits import training_spec
+
+    def env_seeds(seed, n=4000):
+        return {int(np.random.default_rng([seed, i]).integers(0, 2**31 - 1)) for i in range(n)}
+
+    specs = [registry.get(t, "paper") for t in TASKS]
+    ev = set().union(*(env_seeds(s.seed) for s in specs))
+    tr = set().union(*(env_seeds(training_spec(s).seed) for s in specs))
+    assert len(ev) == len(tr) == 2 * 4000 and not ev & tr
+    spec, ep = episodes["maze-retrieval"]
+    assert ep.info["env_seed"] == int(np.random.default_rng([spec.seed, 0]).integers(0, 2**31 - 1))
+    train_ep = get_generator(spec.family)(shrink(training_spec(spec), frames=12, context_frames=8)).generate(0)
+    assert train_ep.info["env_seed"] not in ev and train_ep.info["maze_layout"] != ep.info["maze_layout"]
+
+
+@pytest.mark.slow
+def test_a_cached_maze_train_split_feeds_training(registry, simulator, tmp_path, monkeypatch):
+    """`memorybench tasks generate maze-retrieval@smoke --split train --episodes 2` writes the split
+    where `task_loader(..., episodes=[2])` (what `memorybench train --train-episodes` uses) reads it."""
+    from typer.testing import CliRunner
+
+    from memorybench import data
+    from memorybench.cli import app
+    from memorybench.splits import train_dir, training_spec
+
+    monkeypatch.setenv("MEMORYBENCH_CACHE", str(tmp_path))
+    spec = shrink(registry.get("maze-retrieval", "smoke"), frames=14, context_frames=12)
+    res = CliRunner().invoke(app, ["tasks", "generate", "maze-retrieval@smoke", "--split", "train", "--episodes", "2"])
+    assert res.exit_code == 0, res.output
+    path = train_dir(training_spec(registry.get("maze-retrieval", "smoke"), 2))
+    assert (path / "manifest.json").exists() and str(path).startswith(str(tmp_path))
+    batches = list(data.task_loader([registry.get("maze-retrieval", "smoke")], 1, stop=3, episodes=[2]))
+    assert [int(b["episode"][0]) for b in batches] == [0, 1, 0]
+    first = get_generator(spec.family)(training_spec(spec)).generate(1)  # the same exploration, shorter
+    assert np.array_equal(batches[1]["frames"][0, :12].permute(0, 2, 3, 1).numpy(), first.frames[:12])

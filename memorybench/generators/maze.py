@@ -62,7 +62,8 @@ from ..episode import Episode
 from ..errors import MemorybenchError
 from ..spec import ActionSpace, param
 from .base import Generator
-from .poses import NEAR_ANGLE, NEAR_DISTANCE, check_rollout_only, headings_from_dirs, pose_memory_metadata
+from .poses import (FOILS, NEAR_ANGLE, NEAR_DISTANCE, check_rollout_only, headings_from_dirs, pose_item_candidates,
+                    pose_memory_items, pose_memory_metadata)
 
 NOOP, FORWARD, LEFT, RIGHT, FORWARD_LEFT, FORWARD_RIGHT = range(6)
 ACTION_LABELS = ("noop", "forward", "turn_left", "turn_right", "forward_left", "forward_right")
@@ -157,6 +158,8 @@ class MazeParams:
     near_distance: float = param(NEAR_DISTANCE, min=0.01, max=10.0,
                                  doc="two frames show the same view within this distance (cells) ...")
     near_angle: float = param(NEAR_ANGLE, min=0.5, max=180.0, doc="... and this heading difference (degrees)")
+    foils: int = param(FOILS, min=1, max=256, doc="memory items: other views of the episode offered beside the "
+                                                  "true frame (see memorybench.generators.poses)")
     target_border: bool = param(True, doc="draw the current target's colour as a border, as Memory Maze does")
 
     def __post_init__(self):
@@ -390,7 +393,7 @@ class _Agent:
 
 class MemoryMaze(Generator):
     family = "memory_maze"
-    version = 1
+    version = 2
     Params = MazeParams
     has_content_ids = False
     default_protocols = ("rollout",)  # per-frame pose masks: see memorybench.generators.poses
@@ -414,9 +417,9 @@ class MemoryMaze(Generator):
         if spec.frames - 1 > limit:
             raise ValueError(f"a {p.maze_size}x{p.maze_size} Memory Maze episode has at most {limit} steps "
                              f"({limit + 1} frames); got frames {spec.frames}")
-        if p.mode == "retrace" and spec.predict_frames > spec.context_frames - 1:
-            raise ValueError(f"retrace needs predict frames ({spec.predict_frames}) <= context_frames - 1 "
-                             f"({spec.context_frames - 1}): the return undoes the exploration")
+        if p.mode == "retrace" and spec.predict_frames > spec.context_frames:
+            raise ValueError(f"retrace needs predict frames ({spec.predict_frames}) <= context_frames "
+                             f"({spec.context_frames}): the return undoes the exploration")
         if p.mode == "revisit" and p.min_revisit_age >= spec.context_frames:
             raise ValueError(f"min_revisit_age ({p.min_revisit_age}) must be below context_frames "
                              f"({spec.context_frames})")
@@ -564,8 +567,11 @@ class MemoryMaze(Generator):
         frames = np.stack(agent.frames)
         poses = np.stack(agent.poses).astype(np.float32)
         actions = np.array(agent.actions, dtype=np.int64)[:, None]
-        meta = pose_memory_metadata(poses[:, :2], headings_from_dirs(poses[:, 2:]), spec.resolution,
-                                    spec.recent_window, C, p.near_distance, p.near_angle)
+        headings = headings_from_dirs(poses[:, 2:])
+        meta = pose_memory_metadata(poses[:, :2], headings, spec.resolution, spec.recent_window, C,
+                                    p.near_distance, p.near_angle)
+        items = pose_memory_items(frames, poses[:, :2], headings, meta, C, spec.recent_window, p.near_distance,
+                                  p.near_angle, p.foils)
         info = {
             "mode": p.mode,
             "maze_size": p.maze_size,
@@ -579,4 +585,13 @@ class MemoryMaze(Generator):
         return Episode(task=spec.name, index=index, frames=frames, actions=actions, poses=poses,
                        memory_gap=meta.memory_gap, memory_gap_rollout=meta.memory_gap_rollout,
                        memory_mask=meta.memory_mask, novel_mask=meta.novel_mask,
-                       info=info)
+                       items=items, info=info)
+
+    # -- memory items (memorybench.recall): frames of the episode, see memorybench.generators.poses
+    @classmethod
+    def num_candidates(cls, spec) -> int:
+        return 1 + spec.params.foils
+
+    def item_candidates(self, episode: Episode, i: int) -> np.ndarray:
+        """uint8 ``[1 + foils, H * W, 3]``: item ``i``'s candidate frames (the true frame first)."""
+        return pose_item_candidates(episode, i)

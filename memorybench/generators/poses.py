@@ -26,6 +26,49 @@ rollout protocol only.
 * ``memory_gap_rollout[t]`` (``t >= C``): ``t - s`` for the last *context* frame ``s`` near ``t``:
   under the rollout protocol the model observed only the context (``memorybench.episode``).
 
+Memory items (the identification tests of ``memorybench.recall``; ``C = context_frames``, ``K =
+recent_window``). Poses are compared by ``rho(a, b) = max(|pos_a - pos_b| / near_distance,
+|heading_a - heading_b| / near_angle)``, the pose distance in units of the near thresholds (near:
+``rho <= 1``), and ``FOIL_SEPARATION`` = 2. There is one item per memory frame ``t >= C`` whose
+pose is more than ``FOIL_SEPARATION`` from the poses of the last ``K`` context frames ``C-K ..
+C-1`` (what a model under rollout observed last: a view near them is in its recent window, not in
+its memory). The item's region is the whole frame. Its candidates are **frames of the same
+episode**: the true frame ``t`` and up to ``foils`` (default ``FOILS`` = 15) *foils*, chosen so that
+no candidate is set apart from the others by how it was chosen:
+
+* every two candidates, the truth included, are more than ``FOIL_SEPARATION`` apart, and every
+  candidate is more than ``FOIL_SEPARATION`` from the poses of ``C-K .. C-1`` (as the truth is).
+  The factor 2 makes a memory that retrieves *any* view near the truth (``rho <= 1``, what the
+  perfect-memory reference does) retrieve a view nearer the truth than every foil in both pose
+  components (triangle inequality); the *same* separation between foils gives every candidate
+  the same empty neighbourhood in pose space as the truth. (Measured on pilot episodes, 15 foils:
+  with foils only ``rho > 1`` apart but ``> 2`` from the truth, the truth had a wider empty
+  neighbourhood, hence a larger share of the space of possible predictions, and every no-memory
+  reference scored +0.02 to +0.05 above chance.)
+* a frame whose picture is identical to a chosen candidate's (e.g. the same bare wall seen from
+  two places) is not a foil: it is not another view.
+* the foils are the frames nearest the truth's *position* (then heading, then frame index) that
+  satisfy the separations, taken greedily: usually the other headings of the same spot (a
+  look-around shows them all), then the views of the nearest places. Not random frames across the
+  maze: a retrace's first returning views are in the rooms of the last context frames, and a
+  prediction copied from those frames resembles any view of those rooms more than a view of
+  another room; local foils share the truth's place, so a prediction made without memory of the
+  views *at* that place is no closer to the truth than to them.
+* the views near the true frames ``t-K .. t-1`` are *not* excluded: these tasks offer the rollout
+  protocol only (see above), where a model never sees those frames. (Excluding them would leave a
+  hole in pose space next to the truth, on the side it came from, which measurably favoured the
+  truth: +0.01 to +0.02 for every no-memory reference on pilot episodes.)
+
+Chance is then ``1 / (1 + foils offered)``. Candidates are stored as frame indices
+(``MemoryItems.extra["candidate_frames"]``, ``[I, 1 + foils]``, the truth first); an item with
+fewer available foils repeats the truth in the unused columns and excludes them
+(``MemoryItems.exclude``); a memory frame with no available foil has no item. ``gap`` and
+``gap_rollout`` are the frame's ``memory_gap`` and ``memory_gap_rollout``; ``key`` is the last
+context frame near ``t``. The perfect-memory reference (the observed frame of the closest pose) is
+approximate: a view up to ``near_angle`` degrees off is shifted sideways (Memory Maze at 64x64:
+about 0.8 pixel per degree, so up to about 10 pixels at 12 degrees), so it scores below 1 (its
+margin is measured by ``memorybench validity``).
+
 Choosing the thresholds: they must be *smaller than the motion of one step* of a moving agent,
 or every frame is near the frame before it (``age`` 1) and only the first frame of a return
 counts as memory. In Memory Maze one forward step moves 0.25 cells and one turn step turns
@@ -41,11 +84,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..episode import NEVER_SEEN, MemoryMetadata, frame_gaps
+from ..episode import NEVER_SEEN, MemoryItems, MemoryMetadata, frame_gaps
 
 #: defaults for Memory Maze (cells, degrees); see the module docstring
 NEAR_DISTANCE = 0.2
 NEAR_ANGLE = 12.0
+#: foils of a memory item differ from the truth by more than this many near thresholds (``rho``)
+FOIL_SEPARATION = 2.0
+#: foils per memory item (candidates: the true frame and these)
+FOILS = 15
+#: tolerance of the near tests (thresholds hit exactly by hand-built poses count as near)
+_EPS = 1e-9
 
 
 def check_rollout_only(spec) -> None:
@@ -76,7 +125,7 @@ def near_matrix(positions: np.ndarray, headings: np.ndarray, near_distance: floa
     d = np.sqrt(((p[:, None, :] - p[None, :, :]) ** 2).sum(-1))
     dh = np.abs((h[:, None] - h[None, :] + np.pi) % (2 * np.pi) - np.pi)
     # a small tolerance so that thresholds hit exactly (hand-built poses) count as near
-    return (d <= near_distance + 1e-9) & (dh <= np.deg2rad(near_angle) + 1e-9)
+    return (d <= near_distance + _EPS) & (dh <= np.deg2rad(near_angle) + _EPS)
 
 
 def frame_ages(near: np.ndarray, context_frames: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -158,3 +207,86 @@ def unscored_metadata(frames: int, resolution: tuple[int, int]) -> MemoryMetadat
     never = np.full(frames, NEVER_SEEN, np.int32)
     return MemoryMetadata(np.full((frames, H, W), NEVER_SEEN, np.int32), never, np.zeros((frames, H, W), bool),
                           np.ones((frames, H, W), bool), np.full((frames, H, W), NEVER_SEEN, np.int32), never.copy())
+
+
+# ------------------------------------------------------------------------------------------------
+# memory items
+
+
+def pose_rho(positions: np.ndarray, headings: np.ndarray, t: int, near_distance: float,
+             near_angle: float) -> np.ndarray:
+    """``rho[s]``: the pose distance of frame ``s`` to frame ``t`` in units of the near thresholds,
+    ``max(|pos_s - pos_t| / near_distance, |heading_s - heading_t| / near_angle)`` (near: ``rho <=
+    1``, up to the near tests' tolerance). A zero threshold makes any difference infinitely far."""
+    d = np.sqrt(((positions - positions[t]) ** 2).sum(-1))
+    dh = np.abs((headings - headings[t] + np.pi) % (2 * np.pi) - np.pi)
+
+    def units(x, thr):
+        if thr > 0:
+            return np.maximum(x - _EPS, 0.0) / thr
+        return np.where(x <= _EPS, 0.0, np.inf)
+
+    return np.maximum(units(d, near_distance), units(dh, np.deg2rad(near_angle)))
+
+
+def pose_memory_items(frames: np.ndarray, positions: np.ndarray, headings: np.ndarray, meta: MemoryMetadata,
+                      context_frames: int, recent_window: int, near_distance: float = NEAR_DISTANCE,
+                      near_angle: float = NEAR_ANGLE, foils: int = FOILS) -> MemoryItems:
+    """The memory items of a pose-based episode (see the module docstring), from its frames (uint8
+    ``[T, H, W, 3]``), its poses and the metadata ``pose_memory_metadata`` made of them."""
+    positions = np.asarray(positions, dtype=np.float64)
+    headings = np.asarray(headings, dtype=np.float64)
+    T, H, W = meta.memory_mask.shape
+    C, K = context_frames, recent_window
+    memory = meta.memory_mask[:, 0, 0]
+    ctx = np.arange(C)
+    pixels = np.arange(H * W, dtype=np.int32)
+    frames = np.ascontiguousarray(frames).reshape(T, -1)
+    rho_cache: dict[int, np.ndarray] = {}
+
+    def rho(t: int) -> np.ndarray:
+        if t not in rho_cache:
+            rho_cache[t] = pose_rho(positions, headings, t, near_distance, near_angle)
+        return rho_cache[t]
+
+    # the views a model under rollout observed last (and the truth never is: see the docstring)
+    recent = np.zeros(T, bool)
+    for s in range(max(0, C - K), C):
+        recent |= rho(s) <= FOIL_SEPARATION
+    rows, cands = [], []
+    for t in range(C, T):
+        if not memory[t] or recent[t]:
+            continue
+        r = rho(t)
+        idx = np.flatnonzero((r > FOIL_SEPARATION) & ~recent)
+        d = np.sqrt(((positions[idx] - positions[t]) ** 2).sum(-1))
+        dh = np.abs((headings[idx] - headings[t] + np.pi) % (2 * np.pi) - np.pi)
+        chosen: list[int] = []
+        taken = np.zeros(T, bool)  # within FOIL_SEPARATION of an already chosen foil
+        for f in idx[np.lexsort((idx, dh, d))]:  # nearest position first, then heading, then frame
+            if taken[f] or any(np.array_equal(frames[f], frames[c]) for c in [t, *chosen]):
+                continue  # too near a chosen candidate, or the very same picture
+            chosen.append(int(f))
+            if len(chosen) == foils:
+                break
+            taken |= rho(int(f)) <= FOIL_SEPARATION
+        n = len(chosen)
+        if not n:
+            continue
+        rows.append({"frame": t, "gap": int(meta.memory_gap[t]), "gap_rollout": int(meta.memory_gap_rollout[t]),
+                     "truth": 0, "key": int(ctx[r[:C] <= 1].max()), "pixels": pixels,
+                     "exclude": np.arange(n + 1, foils + 1)})
+        cands.append([t] + chosen + [t] * (foils - n))
+        if len(rho_cache) > 2 * T:  # bounded memory on long episodes
+            rho_cache.clear()
+    extra = {"candidate_frames": np.array(cands, dtype=np.int32).reshape(len(cands), foils + 1)}
+    return MemoryItems.build(rows, extra=extra)
+
+
+def pose_item_candidates(episode, i: int) -> np.ndarray:
+    """uint8 ``[1 + foils, P, 3]``: the pixels of item ``i`` in each of its candidate frames (the truth
+    first; ``MemoryItems.extra["candidate_frames"]``)."""
+    items = episode.items
+    frames = items.extra["candidate_frames"][i]
+    T = episode.frames.shape[0]
+    return episode.frames.reshape(T, -1, 3)[frames][:, items.pixels_of(i)]

@@ -34,7 +34,10 @@ pose in the context but not in the last ``recent_window`` frames; with ``directi
 positions are compared. Without poses (``position_key: ""``) nothing says which frames show
 something seen before: every frame is marked novel, so the memory scores of such a task are
 empty and only whole-frame metrics (over all predicted frames) are meaningful; the
-perfect-memory reference then copies the last observed frame. This is explicit in the task file
+perfect-memory reference then copies the last observed frame. With poses, the episodes also carry
+the memory items of ``recall`` (the identification tests), exactly as for the Memory Maze family:
+per memory frame, the true frame among other views of the same episode (``foils``; see
+``memorybench.generators.poses``); without poses there are none. This is explicit in the task file
 (``position_key: ""``), never a silent fallback: a file that lacks the configured pose arrays is
 an error.
 
@@ -66,7 +69,8 @@ from ..episode import Episode
 from ..errors import DataError
 from ..spec import ActionSpace, param
 from .base import Generator
-from .poses import NEAR_ANGLE, NEAR_DISTANCE, check_rollout_only, pose_memory_metadata, unscored_metadata
+from .poses import (FOILS, NEAR_ANGLE, NEAR_DISTANCE, check_rollout_only, pose_item_candidates, pose_memory_items,
+                    pose_memory_metadata, unscored_metadata)
 
 MEMORY_MAZE_ACTIONS = ("noop", "forward", "turn_left", "turn_right", "forward_left", "forward_right")
 
@@ -119,6 +123,8 @@ class RecordedParams:
                                              "(replaces action_labels)")
     near_distance: float = param(NEAR_DISTANCE, min=0.0, max=1e9, doc="same view within this distance ...")
     near_angle: float = param(NEAR_ANGLE, min=0.0, max=180.0, doc="... and this heading difference (degrees)")
+    foils: int = param(FOILS, min=1, max=256, doc="memory items (with poses): other views of the episode offered "
+                                                  "beside the true frame (see memorybench.generators.poses)")
     fingerprint_mode: str = param("stat", choices=("stat", "content"), doc="what the source fingerprint covers")
     source_fingerprint: str = param("", doc="filled in on load from the source files (set it to pin them)")
 
@@ -349,11 +355,14 @@ class Recorded(Generator):
         if not np.isfinite(poses).all():
             raise DataError(f"{where}: the pose arrays contain NaN or infinite values")
 
+        items = None
         if p.position_key:
             headings = np.arctan2(poses[:, 3], poses[:, 2]) if p.direction_key else np.zeros(T)
             angle = p.near_angle if p.direction_key else 180.0
             meta = pose_memory_metadata(poses[:, :2], headings, (H, W), spec.recent_window, spec.context_frames,
                                         p.near_distance, angle)
+            items = pose_memory_items(frames, poses[:, :2], headings, meta, spec.context_frames, spec.recent_window,
+                                      p.near_distance, angle, p.foils)
         else:
             meta = unscored_metadata(T, (H, W))
         info = {"source": name,
@@ -361,4 +370,13 @@ class Recorded(Generator):
         return Episode(task=spec.name, index=index, frames=frames, actions=actions,
                        poses=poses.astype(np.float32), memory_gap=meta.memory_gap,
                        memory_gap_rollout=meta.memory_gap_rollout, memory_mask=meta.memory_mask,
-                       novel_mask=meta.novel_mask, info=info)
+                       novel_mask=meta.novel_mask, items=items, info=info)
+
+    # -- memory items (memorybench.recall): frames of the episode, see memorybench.generators.poses
+    @classmethod
+    def num_candidates(cls, spec) -> int | None:
+        return 1 + spec.params.foils if spec.params.position_key else None
+
+    def item_candidates(self, episode: Episode, i: int) -> np.ndarray:
+        """uint8 ``[1 + foils, H * W, 3]``: item ``i``'s candidate frames (the true frame first)."""
+        return pose_item_candidates(episode, i)
