@@ -105,6 +105,27 @@ def bootstrap_mean(values: np.ndarray, cfg: AggregationConfig, key: str) -> dict
             "n": int(len(v))}
 
 
+def bootstrap_pooled(sums: np.ndarray, counts: np.ndarray, cfg: AggregationConfig, key: str) -> dict:
+    """Mean over items pooled across episodes, ``sum(sums) / sum(counts)``, with a cluster bootstrap
+    CI: episodes (the independent units) are resampled, each with all its items. ``n`` = episodes
+    with items. (A mean of per-episode means would let an episode with one item in a gap bin weigh
+    as much as one with a hundred: a noisy bin's CI would reach far above chance by luck.)"""
+    s = np.asarray(sums, dtype=np.float64)
+    c = np.asarray(counts, dtype=np.float64)
+    keep = c > 0
+    s, c = s[keep], c[keep]
+    if len(s) == 0:
+        return {"mean": None, "ci_low": None, "ci_high": None, "n": 0}
+    point = float(s.sum() / c.sum())
+    if len(s) == 1:
+        return {"mean": point, "ci_low": None, "ci_high": None, "n": 1}
+    idx = _rng(cfg, key).integers(0, len(s), size=(cfg.resamples, len(s)))
+    boots = s[idx].sum(axis=1) / c[idx].sum(axis=1)
+    a = (1 - cfg.ci) / 2
+    return {"mean": point, "ci_low": float(np.quantile(boots, a)), "ci_high": float(np.quantile(boots, 1 - a)),
+            "n": int(len(s))}
+
+
 def psnr_of_mse(mse: float | None) -> float | None:
     if mse is None or (isinstance(mse, float) and math.isnan(mse)):
         return None
@@ -185,8 +206,11 @@ def _item_stats(items: pd.DataFrame, cfg: AggregationConfig, key: str) -> dict:
     it = items.copy()
     it["premature"] = it["premature"].map(lambda v: np.nan if v is None or (isinstance(v, float) and math.isnan(v))
                                           else float(bool(v)))
-    ep = it.groupby("episode")[list(ITEM_COLUMNS.values())].mean()
-    return {name: bootstrap_mean(ep[col].to_numpy(), cfg, f"{key}/{name}") for name, col in ITEM_COLUMNS.items()}
+    cols = list(ITEM_COLUMNS.values())
+    g = it.groupby("episode")[cols]
+    sums, counts = g.sum(min_count=1).fillna(0.0), g.count()
+    return {name: bootstrap_pooled(sums[col].to_numpy(), counts[col].to_numpy(), cfg, f"{key}/{name}")
+            for name, col in ITEM_COLUMNS.items()}
 
 
 def memory_horizon(by_gap: list[dict]) -> tuple[int, list[int] | None]:

@@ -23,9 +23,15 @@ whether the model *identifies* the remembered content (definitions pinned; writt
   ``t`` than to the truth of ``t - 1`` (an object painted while its curtain is still closed). A
   premature item gets no credit: its hit counts as chance. (The rule can only lower a score.)
 * **Score** of an item: ``(hit - c) / (1 - c)``: 0 at chance, 1 for a perfect identification,
-  negative below chance. ``recall`` is its mean (per episode over its items, then over episodes,
-  with a bootstrap CI over episodes); ``recall_acc`` the mean raw hit, ``recall_chance`` the mean
+  negative below chance. ``recall`` is its mean over the items (pooled over episodes, with a
+  cluster-bootstrap CI that resamples episodes with all their items); ``recall_acc`` the mean raw hit, ``recall_chance`` the mean
   ``c``, ``false_recall`` the fraction of premature items.
+* **Recent content is not memory**: an item is a test only when its content is not visible in the
+  last ``K = recent_window`` frames the model *observed*: the frames ``t - K .. t - 1`` under
+  ``teacher-forced`` (the memory mask's definition), the last ``K`` context frames under
+  ``rollout`` (the model observes nothing after them: an item whose content the context's tail
+  shows is skipped there, since a buffer of the last observed frames, e.g. a motion-compensated
+  copy of the last context frame, would predict it).
 * The **gap** of an item is counted from what the model observed: under ``rollout`` the frames
   since its content was last visible in a *context* frame, under ``teacher-forced`` in the true
   history (``memorybench.episode``).
@@ -45,8 +51,11 @@ RECALL_DEFINITION = {
     "false_recall": "premature: frame t-1 was predicted, the truth on the item's pixels differs between t-1 and t, and "
                     "the prediction of t-1 is closer to the truth of t than to the truth of t-1; a premature item's "
                     "hit counts as chance",
-    "score": "(hit - chance) / (1 - chance); recall = mean score (per episode, then over episodes); "
+    "score": "(hit - chance) / (1 - chance); recall = mean score over the items (pooled over episodes; CI: "
+             "cluster bootstrap resampling episodes); "
              "recall_acc = mean hit; recall_chance = mean chance; false_recall = fraction premature",
+    "recent": "an item counts only if its content is not visible in the last recent_window observed frames (rollout: "
+              "the last recent_window context frames; teacher-forced: the memory mask's age > recent_window)",
     "gap": "rollout: frames since the content was last visible in a context frame; teacher-forced: since it was last "
            "visible in the true history",
 }
@@ -84,6 +93,7 @@ def score_items(generator, episode, pred_u8: np.ndarray, start: int, protocol: s
     n, H, W = pred_u8.shape[0], pred_u8.shape[1], pred_u8.shape[2]
     ncand = generator.num_candidates(generator.spec)
     gaps = items.gap_rollout if protocol == "rollout" else items.gap
+    recent = int(generator.spec.recent_window)
     pred = pred_u8.reshape(n, H * W, 3)
     truth_frames = episode.frames.reshape(episode.frames.shape[0], H * W, 3)
     out = []
@@ -91,6 +101,8 @@ def score_items(generator, episode, pred_u8: np.ndarray, start: int, protocol: s
         t = int(items.frame[i])
         if not start <= t < start + n:
             continue
+        if protocol == "rollout" and int(gaps[i]) <= (t - start) + recent:
+            continue  # its content is in the last K observed (context) frames: no memory test under rollout
         pix = items.pixels_of(i)
         p = pred[t - start, pix]  # [P, 3]
         cands = generator.item_candidates(episode, i)  # [N, P, 3]

@@ -75,7 +75,7 @@ class NetConfig:
     layers: int = 6  # trunk layers
     heads: int = 4  # attention heads (head size D / heads)
     mlp_ratio: int = 4  # hidden width of the MLPs, in multiples of D
-    patch: int = 8  # pixels per token side
+    patch: int = 16  # pixels per token side (4x4 tokens at 64x64: one per occlusion slot)
     stem_channels: int = 16  # channels of the codec's full-resolution convolutions
     max_grid: int = 16  # largest token grid side the position tables cover
 
