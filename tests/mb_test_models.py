@@ -187,7 +187,9 @@ class SceneMemory(WorldModel):
     relative to the unknown starting heading), writes every observed pixel's colour into the map
     texel it shows, and predicts the next view from the map: a texel last observed at most
     ``horizon`` frames ago is painted from memory; anything else is copied from the last observed
-    frame at the same pixel (no memory).
+    frame at the same pixel (no memory). Its own predictions, handed back under rollout (the very
+    tensor it returned), move its pose but do not refresh what it remembers: it forgets ``horizon``
+    frames after it last *observed* a texel, as the rollout gap counts.
     """
 
     name = "scene-memory"
@@ -206,6 +208,7 @@ class SceneMemory(WorldModel):
         self.colour = torch.zeros(batch_size, g, g, 3)
         self.seen = np.full((batch_size, g, g), -(10 ** 9), np.int64)
         self.last = None
+        self.pending = None
 
     def _move(self, pose, a):
         from memorybench.generators.scene import BACKWARD, FORWARD, FWD, LEFT, RIGHT
@@ -234,12 +237,15 @@ class SceneMemory(WorldModel):
         return wy + self.off, wx + self.off
 
     def observe(self, frames, actions):
+        own = frames is self.pending  # rollout: its own prediction comes back
+        self.pending = None
         for i in range(frames.shape[1]):
             for b in range(frames.shape[0]):
                 self.pose[b] = self._move(self.pose[b], int(actions[b, i, 0]))
-                ty, tx = self._tiles(self.pose[b])
-                self.colour[b, ty, tx] = frames[b, i].permute(1, 2, 0).cpu()
-                self.seen[b, ty, tx] = self.t
+                if not own:
+                    ty, tx = self._tiles(self.pose[b])
+                    self.colour[b, ty, tx] = frames[b, i].permute(1, 2, 0).cpu()
+                    self.seen[b, ty, tx] = self.t
             self.t += 1
         self.last = frames[:, -1]
 
@@ -253,4 +259,5 @@ class SceneMemory(WorldModel):
                 fresh &= self.t - self.seen[b, ty, tx] <= self.horizon
             mem = self.colour[b, ty, tx].permute(2, 0, 1).to(out.device)
             out[b] = torch.where(torch.from_numpy(fresh).to(out.device), mem, out[b])
-        return out.unsqueeze(1)
+        self.pending = out.unsqueeze(1)
+        return self.pending
