@@ -8,6 +8,7 @@ traceback and exit with code 2.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 import warnings
@@ -990,7 +991,8 @@ def train_cmd(model: str = typer.Argument(..., help="Zoo model: lssvwm, full-att
                      device=resolve_device(device), max_seconds=max_seconds, resume=resume, workers=workers,
                      grad_checkpointing=grad_checkpointing, memory_fraction=memory_fraction,
                      model_config=model_config,
-                     train_episodes=_train_episodes(train_episodes, specs) if train_episodes else None)
+                     train_episodes=_train_episodes(train_episodes, specs) if train_episodes else None,
+                     command="memorybench " + shlex.join(_ARGV) if _ARGV[:1] == ["train"] else None)
     console.print(f"[green]✓[/] {path} (model card: {path.with_name('card.json')})")
 
 
@@ -1157,8 +1159,14 @@ def _report(e: BaseException, message: str) -> None:
         err_console.print(f"[dim](set {DEBUG_ENV}=1 for the full traceback)[/]")
 
 
+#: the arguments of the command being run (for records such as a model card's training command)
+_ARGV: list[str] = []
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Console-script entry point: run the app, turning user errors into exit code 2."""
+    global _ARGV
+    _ARGV = list(sys.argv[1:] if argv is None else argv)
     try:
         app(args=argv, prog_name="memorybench")
     except MemorybenchError as e:

@@ -297,7 +297,7 @@ def train(model: str, tasks: Sequence[TaskSpec], steps: int, out_dir: str | Path
           model_config: dict | None = None, device: str = "cpu", grad_checkpointing: bool = False,
           checkpoint_every: int = 200, log_every: int = 10, max_seconds: float | None = None,
           resume: bool = False, workers: int = 0, progress: bool = True,
-          train_episodes: Sequence[int | None] | None = None) -> Path:
+          train_episodes: Sequence[int | None] | None = None, command: str | None = None) -> Path:
     """Train ``model`` on ``tasks`` for ``steps`` steps into ``out_dir``; see the module docstring."""
     from .models import resolve
     from .zoo.common import NeuralWorldModel, num_parameters, save_checkpoint
@@ -447,6 +447,7 @@ def train(model: str, tasks: Sequence[TaskSpec], steps: int, out_dir: str | Path
             "steps_planned": steps,
             "complete": done == steps,
             "stopped_by_time_limit": stopped,
+            **({} if command is None else {"command": command}),
             "batch_size": batch_size,
             "window": window,
             "curriculum": [[b - a, w] for a, b, w in phases] if curriculum else None,

@@ -130,6 +130,8 @@ def test_a_window_shorter_than_a_gap_is_reported_when_training_starts(registry, 
     assert main(["train", "s4", "--tasks", "occlusion-recall", "--tier", "smoke", "--steps", "1", "--window", "24",
                  "--batch-size", "1", "--out", str(tmp_path / "m"), "--config", "width=16,layers=1,heads=2"]) == 0
     err = capsys.readouterr().err.replace("\n", " ")
+    card = json.loads((tmp_path / "m" / "card.json").read_text())
+    assert card["training"]["command"].startswith("memorybench train s4 --tasks occlusion-recall --tier smoke")
     assert f"window 24 is shorter than the longest memory gap of occlusion-recall@smoke ({gap} frames)" in err
 
 
