@@ -854,6 +854,8 @@ def validity_cmd(tasks: str = typer.Option("smoke", "--tasks", help="smoke | sta
                  out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the table here (.md) and the "
                                                     "numbers next to it (.json)."),
                  device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
+                 limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N episodes of each task "
+                                                     "(default: all; the maze tiers take minutes per episode)."),
                  tasks_dir: Optional[List[Path]] = TasksDirOpt):
     """Check that the memory score is valid: every no-memory strategy at chance, the oracles near 1.
 
@@ -862,8 +864,10 @@ def validity_cmd(tasks: str = typer.Option("smoke", "--tasks", help="smoke | sta
     """
     from .models import expand_model_names
     from .runner import resolve_device
+    from .validation import check_at_least
     from .validity import check
 
+    check_at_least(limit, 1, "--limit")
     specs = _registry(tasks_dir).select(tasks, default_tier=tier)
     with progress_bar() as bar:
         job = bar.add_task("validity", total=1)
@@ -874,7 +878,7 @@ def validity_cmd(tasks: str = typer.Option("smoke", "--tasks", help="smoke | sta
             bar.update(job, description=what, completed=done, total=total)
 
         result = check(specs, _protocols(protocol), expand_model_names(models) if models else None,
-                       device=resolve_device(device), progress=show)
+                       device=resolve_device(device), progress=show, limit=limit)
         bar.update(job, description="validity", completed=size[0])
     text = result.to_markdown()
     if out is not None:

@@ -39,7 +39,7 @@ PAPER_PARAMETERS = "about 200M"
 #: our zoo model -> (the paper's column it stands for, how ours differs)
 PAPER_MODELS = {
     "lssvwm": ("LSSVWM", "block-wise selective scan + frame-local attention, as the paper's"),
-    "mamba": ("Mamba2", "a chunked selective scan over the whole frame sequence"),
+    "mamba": ("Mamba2", "Mamba-2 (SSD) scans over time, one per token position"),
     "full-attention": ("causal full context", "causal attention over every observed frame (KV cache)"),
     "frame-local-attention": ("causal 192-frame context",
                               "causal attention over a window of 4 frames, not 192: the finite-window baseline"),

@@ -40,6 +40,8 @@ class ValidityResult:
     skipped: list = field(default_factory=list)  # (task key, reason)
     #: task keys whose perfect-memory reference is approximate (no content identities)
     approximate: list = field(default_factory=list)
+    #: episodes evaluated per task key
+    episodes: dict = field(default_factory=dict)
 
     def problems(self) -> list[str]:
         from .models import NO_MEMORY
@@ -72,6 +74,7 @@ class ValidityResult:
     def to_json(self) -> str:
         return json.dumps({"no_memory_max": NO_MEMORY_MAX, "oracle_min": ORACLE_MIN, "results": self.results,
                            "skipped": self.skipped, "approximate_perfect_memory": self.approximate,
+                           "episodes": self.episodes,
                            "problems": self.problems()}, indent=1) + "\n"
 
     def to_markdown(self) -> str:
@@ -89,7 +92,7 @@ class ValidityResult:
             for protocol, by_m in by_p.items():
                 any_model = next(iter(by_m.values()))
                 bins = [b for b in any_model["by_gap"] if b["items"]]
-                lines.append(f"## {task} · {protocol}")
+                lines.append(f"## {task} · {protocol} · {self.episodes.get(task, '?')} episodes")
                 lines.append("")
                 head = ["Model", "kind", "overall"] + [f"{b['label']} ({b['items']})" for b in bins]
                 lines.append("| " + " | ".join(head) + " |")
@@ -125,9 +128,10 @@ def _fmt(v: dict | None) -> str:
 
 def check(tasks: Sequence, protocols: Sequence[str] = ("rollout", "teacher-forced"), models: Sequence[str] | None = None,
           device: str = "cpu", batch_size: int = 8,
-          progress: Callable[[str, int, int], None] | None = None) -> ValidityResult:
-    """Run ``models`` (default: every no-memory reference and the oracles) on ``tasks`` (``TaskSpec`` s);
-    ``progress(what, done, total)`` is called before each (model, task, protocol)."""
+          progress: Callable[[str, int, int], None] | None = None, limit: int | None = None) -> ValidityResult:
+    """Run ``models`` (default: every no-memory reference and the oracles) on ``tasks`` (``TaskSpec`` s),
+    on each task's first ``limit`` episodes (default: all); ``progress(what, done, total)`` is called
+    before each (model, task, protocol)."""
     from .generators import get_generator
     from .models import NO_MEMORY
     from .recall import evaluate_recall
@@ -146,6 +150,8 @@ def check(tasks: Sequence, protocols: Sequence[str] = ("rollout", "teacher-force
     for k, (spec, protocol, model) in enumerate(todo):
         if progress:
             progress(f"{model} · {spec.key} · {protocol}", k, len(todo))
+        episodes = range(spec.episodes if limit is None else min(limit, spec.episodes))
+        out.episodes[spec.key] = len(episodes)
         out.results.setdefault(spec.key, {}).setdefault(protocol, {})[model] = evaluate_recall(
-            model, spec, protocol, batch_size=batch_size, device=device)
+            model, spec, protocol, episodes=episodes, batch_size=batch_size, device=device)
     return out
