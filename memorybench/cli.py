@@ -545,7 +545,8 @@ def show_cmd(run_dir: Path = typer.Argument(..., help="A run directory made with
                                                                          "predicted frame; for a sheet a selection)."),
              fps: int = typer.Option(8, "--fps", help="Frames per second of an animation.")):
     """A model's saved predictions beside the truth, the memory mask and the frame where the
-    content was last seen (t - memory_gap[t]), as a picture or an animation."""
+    content was last seen by the model (t - gap; under rollout the gap counts from the context), as a picture
+    or an animation."""
     from .validation import check_at_least, check_out_file, parse_frame_range
 
     check_out_file(out, suffixes=(".png", ".pdf", ".gif", ".mp4"))
@@ -593,10 +594,12 @@ def show_cmd(run_dir: Path = typer.Argument(..., help="A run directory made with
     title = f"{meta['model']['name']} · {entry['key']} · {protocol} · episode {episode}"
     if out.suffix.lower() in (".png", ".pdf"):
         pick = None if sel is None else preview.pick_predicted_frames(ep, *sel)
-        path = preview.predictions_sheet(ep, preds, start, out, frames=pick, title=title, scores=scores)
+        path = preview.predictions_sheet(ep, preds, start, out, frames=pick, title=title, scores=scores,
+                                         protocol=protocol)
     else:
         path = preview.predictions_animation(ep, preds, start, spec.context_frames, out, fps=fps, scores=scores,
-                                             frames=None if sel is None else range(*sel), title=title)
+                                             frames=None if sel is None else range(*sel), title=title,
+                                             protocol=protocol)
     console.print(f"[green]✓[/] wrote {path}")
 
 

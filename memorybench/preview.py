@@ -129,10 +129,19 @@ def animation(ep: Episode, context_frames: int, out: str | Path, start: int = 0,
 SHOW_COLUMNS = ("prediction", "truth", "memory mask (on truth)", "last seen (truth at t - gap)")
 
 
-def last_seen_frame(ep: Episode, t: int) -> int | None:
-    """The frame where frame ``t``'s remembered content was last seen: ``t - memory_gap[t]``
-    (``None`` when nothing in it was seen before, or the gap is 0)."""
-    g = int(ep.memory_gap[t])
+def gap_of(ep: Episode, t: int, protocol: str = "teacher-forced") -> int:
+    """Frame ``t``'s memory gap under ``protocol``: under ``rollout`` counted from what the model
+    saw (``memory_gap_rollout``: the last *context* frame that showed the content), else
+    ``memory_gap``."""
+    if protocol == "rollout" and getattr(ep, "memory_gap_rollout", None) is not None:
+        return int(ep.memory_gap_rollout[t])
+    return int(ep.memory_gap[t])
+
+
+def last_seen_frame(ep: Episode, t: int, protocol: str = "teacher-forced") -> int | None:
+    """The frame where frame ``t``'s remembered content was last seen *by the model* under
+    ``protocol``: ``t - gap`` (``None`` when nothing in it was seen before, or the gap is 0)."""
+    g = gap_of(ep, t, protocol)
     if g == NEVER_SEEN or g < 1 or t - g < 0:
         return None
     return t - g
@@ -150,9 +159,9 @@ def pick_predicted_frames(ep: Episode, start: int, stop: int, count: int = 8) ->
     return sorted({start, *cand.tolist()})[:count]
 
 
-def _panels(ep: Episode, pred: np.ndarray, t: int) -> list[np.ndarray]:
+def _panels(ep: Episode, pred: np.ndarray, t: int, protocol: str = "teacher-forced") -> list[np.ndarray]:
     H, W = ep.frames.shape[1:3]
-    seen = last_seen_frame(ep, t)
+    seen = last_seen_frame(ep, t, protocol)
     past = ep.frames[seen] if seen is not None else np.full((H, W, 3), 235, np.uint8)
     return [pred, ep.frames[t], overlay(ep, t), past]
 
@@ -161,8 +170,8 @@ def _number(x) -> bool:
     return isinstance(x, (int, float)) and x == x  # not None, not NaN (a frame without memory pixels)
 
 
-def _row_label(ep: Episode, t: int, scores: dict | None) -> str:
-    g = int(ep.memory_gap[t])
+def _row_label(ep: Episode, t: int, scores: dict | None, protocol: str = "teacher-forced") -> str:
+    g = gap_of(ep, t, protocol)
     gap = "never seen" if g == NEVER_SEEN else f"gap {g}"
     s = (scores or {}).get(t, {})
     metric = "".join(f"\n{name} {s[key]:.1f} dB" for key, name in (("psnr", "PSNR"), ("psnr_memory", "PSNR mem"))
@@ -171,9 +180,9 @@ def _row_label(ep: Episode, t: int, scores: dict | None) -> str:
 
 
 def predictions_sheet(ep: Episode, preds: np.ndarray, start: int, out: str | Path, frames: list[int] | None = None,
-                      title: str = "", scores: dict | None = None) -> Path:
+                      title: str = "", scores: dict | None = None, protocol: str = "teacher-forced") -> Path:
     """A PNG/PDF grid: one row per frame ``t`` (of the predicted frames ``start..``), the columns
-    of ``SHOW_COLUMNS``. ``preds`` is uint8 [N, H, W, 3] for frames ``start .. start+N-1``;
+    of ``SHOW_COLUMNS`` (gaps and last-seen frames as the model saw them under ``protocol``). ``preds`` is uint8 [N, H, W, 3] for frames ``start .. start+N-1``;
     ``scores`` maps a frame to its records (``psnr``, ``psnr_memory``) for the row labels."""
     import matplotlib
 
@@ -185,8 +194,8 @@ def predictions_sheet(ep: Episode, preds: np.ndarray, start: int, out: str | Pat
     frames = frames if frames is not None else pick_predicted_frames(ep, start, stop)
     fig, axes = plt.subplots(len(frames), 4, figsize=(4 * 1.7 + 0.9, len(frames) * 1.7 + 1.0), squeeze=False)
     for r, t in enumerate(frames):
-        seen = last_seen_frame(ep, t)
-        for c, img in enumerate(_panels(ep, preds[t - start], t)):
+        seen = last_seen_frame(ep, t, protocol)
+        for c, img in enumerate(_panels(ep, preds[t - start], t, protocol)):
             ax = axes[r, c]
             ax.imshow(img, interpolation="nearest")
             ax.set_xticks([])
@@ -195,7 +204,7 @@ def predictions_sheet(ep: Episode, preds: np.ndarray, start: int, out: str | Pat
                 ax.set_title(SHOW_COLUMNS[c].replace(" (", "\n("), fontsize=8)
             if c == 3:
                 ax.set_xlabel(f"t={seen}" if seen is not None else "nothing seen before", fontsize=7)
-        axes[r, 0].set_ylabel(_row_label(ep, t, scores), fontsize=7, rotation=0, ha="right", va="center",
+        axes[r, 0].set_ylabel(_row_label(ep, t, scores, protocol), fontsize=7, rotation=0, ha="right", va="center",
                               color="#d2691e")
     handles = [Patch(color=MEMORY_RGB / 255, label="memory-only pixels"),
                Patch(facecolor="#7f7f7f", edgecolor=NOVEL_RGB / 255, hatch="///", label="novel pixels")]
@@ -210,16 +219,16 @@ def predictions_sheet(ep: Episode, preds: np.ndarray, start: int, out: str | Pat
 
 
 def _show_frame(ep: Episode, pred: np.ndarray, t: int, context_frames: int, scale: int, scores: dict | None,
-                title: str):
+                title: str, protocol: str = "teacher-forced"):
     from PIL import Image, ImageDraw
 
     H, W = ep.frames.shape[1:3]
     gap_px, head, caption = 4, 28, 12
-    panels = [Image.fromarray(p).resize((W * scale, H * scale), Image.NEAREST) for p in _panels(ep, pred, t)]
+    panels = [Image.fromarray(p).resize((W * scale, H * scale), Image.NEAREST) for p in _panels(ep, pred, t, protocol)]
     width = 4 * W * scale + 3 * gap_px
     canvas = Image.new("RGB", (max(width, 420), head + caption + H * scale + caption), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    g = int(ep.memory_gap[t])
+    g = gap_of(ep, t, protocol)
     s = (scores or {}).get(t, {})
     psnr = f"  PSNR {s['psnr']:.1f} dB" if _number(s.get("psnr")) else ""
     psnr += f"  PSNR mem {s['psnr_memory']:.1f} dB" if _number(s.get("psnr_memory")) else ""
@@ -228,7 +237,7 @@ def _show_frame(ep: Episode, pred: np.ndarray, t: int, context_frames: int, scal
                        f"{'-' if g == NEVER_SEEN else g}  memory px {int(ep.memory_mask[t].sum())}{psnr}",
               fill=(210, 105, 30))
     names = ("prediction", "truth", "memory mask", "last seen")
-    seen = last_seen_frame(ep, t)
+    seen = last_seen_frame(ep, t, protocol)
     for c, img in enumerate(panels):
         x = c * (W * scale + gap_px)
         draw.text((x + 1, head), names[c], fill=(40, 40, 40))
@@ -241,7 +250,7 @@ def _show_frame(ep: Episode, pred: np.ndarray, t: int, context_frames: int, scal
 
 def predictions_animation(ep: Episode, preds: np.ndarray, start: int, context_frames: int, out: str | Path,
                           frames: range | None = None, scale: int = 4, fps: int = 8, scores: dict | None = None,
-                          title: str = "") -> Path:
+                          title: str = "", protocol: str = "teacher-forced") -> Path:
     """A GIF or MP4 of ``SHOW_COLUMNS`` side by side over time (frames ``start..`` by default).
 
     MP4 needs ffmpeg: the ``imageio-ffmpeg`` package, or an ``ffmpeg`` program for matplotlib's
@@ -259,7 +268,7 @@ def predictions_animation(ep: Episode, preds: np.ndarray, start: int, context_fr
         if writer is None:
             raise MemorybenchError("writing .mp4 needs ffmpeg: `pip install imageio-ffmpeg`, or an ffmpeg program on "
                                    "PATH (e.g. `apt-get install ffmpeg`); or write a .gif instead")
-    images = [_show_frame(ep, preds[t - start], t, context_frames, scale, scores, title) for t in frames]
+    images = [_show_frame(ep, preds[t - start], t, context_frames, scale, scores, title, protocol) for t in frames]
     out.parent.mkdir(parents=True, exist_ok=True)
     if writer is not None:
         writer(out, [np.asarray(im) for im in images], fps)

@@ -154,6 +154,14 @@ def test_show_panels_are_prediction_truth_mask_and_last_seen(saved_run):
     # the mask view is grey outside the marks: no object hue can be mistaken for the mask
     rest = ~m & ~ep.novel_mask[t]
     assert (mask[rest].max(axis=-1) - mask[rest].min(axis=-1) <= 1).all()
+    # under rollout the gap and the last-seen frame are those of what the model saw (the context):
+    # a predicted frame without memory pixels, whose content the true trajectory showed a frame ago
+    u = next(f for f in range(start + 1, spec.frames) if ep.memory_gap_rollout[f] != ep.memory_gap[f])
+    gr = int(ep.memory_gap_rollout[u])
+    assert preview.gap_of(ep, u, "rollout") == gr and preview.last_seen_frame(ep, u, "rollout") == u - gr < start
+    *_, past_r = preview._panels(ep, preds[u - start], u, "rollout")
+    assert (past_r == ep.frames[u - gr]).all()
+    assert preview.gap_of(ep, u) == int(ep.memory_gap[u])
 
 
 def test_show_errors(saved_run, small_plain_run, tmp_path, capsys):
