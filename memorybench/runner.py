@@ -699,7 +699,8 @@ def summarize_run(run_dir: str | Path, retention: bool = True, device: str = "cp
                  if not df.empty else {"episodes": 0, "frames": 0})
             g.update({"task": t["key"], "protocol": p, "complete": not missing, "missing_episodes": missing,
                       "episodes_selected": len(t["episodes_selected"]), "spec_hash": t["spec_hash"],
-                      "dataset_sha256": t["dataset_sha256"]})
+                      "dataset_sha256": t["dataset_sha256"],
+                      **{k: t[k] for k in ("split", "seed") if k in t}})  # never a training episode
             complete &= not missing
             groups[key] = g
     summary = {"model": meta["model"], "memorybench_version": meta["memorybench_version"], "complete": complete,

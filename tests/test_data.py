@@ -321,6 +321,9 @@ def test_runner_refuses_a_recorded_task_over_a_train_split(occ, tmp_path):
     run = evaluate(RunRequest(model="copy-last", tasks=[ok], out=tmp_path / "ok", retention=False, progress=False,
                               limit=1))
     assert load_run_json(run)["tasks"][0]["split"] == "eval"
+    # ... and the split and seed are in the summary too (every results file says where its episodes came from)
+    group = json.loads((run / "summary.json").read_text())["groups"][f"{ok.key}/rollout"]
+    assert (group["split"], group["seed"]) == ("eval", load_run_json(run)["tasks"][0]["seed"])
 
 
 def test_runner_refuses_a_dataset_manifest_of_the_train_split(occ, tmp_path):
