@@ -53,8 +53,9 @@ when no pixel differs by more than ``tolerance`` levels (default 1, i.e. 1/255).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -104,7 +105,7 @@ class AdapterReport:
 # generators
 
 
-def _generator_class(cls_or_family: "type[Generator] | str", spec: "TaskSpec", subject: str) -> "type[Generator]":
+def _generator_class(cls_or_family: type[Generator] | str, spec: TaskSpec, subject: str) -> type[Generator]:
     from .generators import get_generator
     from .generators.base import Generator
 
@@ -156,7 +157,7 @@ def _first_difference(a: Episode, b: Episode) -> str | None:
     return None
 
 
-def _generate(gen: "Generator", index: int, subject: str) -> Episode:
+def _generate(gen: Generator, index: int, subject: str) -> Episode:
     try:
         ep = gen.generate(index)
     except Exception as e:  # noqa: BLE001 - the generator raising is the finding
@@ -166,7 +167,7 @@ def _generate(gen: "Generator", index: int, subject: str) -> Episode:
     return ep
 
 
-def _check_episode(ep: Episode, index: int, spec: "TaskSpec", gen: "Generator", subject: str) -> None:
+def _check_episode(ep: Episode, index: int, spec: TaskSpec, gen: Generator, subject: str) -> None:
     where = f"{subject}, episode {index}"
     try:
         ep.check(spec.frames, spec.resolution, spec.action_space.dims, len(spec.pose_fields))
@@ -189,7 +190,7 @@ def _check_episode(ep: Episode, index: int, spec: "TaskSpec", gen: "Generator", 
     _check_items(ep, spec, gen, where)
 
 
-def _check_masks(ep: Episode, spec: "TaskSpec", where: str) -> None:
+def _check_masks(ep: Episode, spec: TaskSpec, where: str) -> None:
     T, C, K = spec.frames, spec.context_frames, spec.recent_window
     both = ep.memory_mask & ep.novel_mask
     if both.any():
@@ -220,7 +221,7 @@ def _check_masks(ep: Episode, spec: "TaskSpec", where: str) -> None:
                                "the last recent_window frames)")
 
 
-def _check_items(ep: Episode, spec: "TaskSpec", gen: "Generator", where: str, max_items: int = 8) -> None:
+def _check_items(ep: Episode, spec: TaskSpec, gen: Generator, where: str, max_items: int = 8) -> None:
     n_cand = type(gen).num_candidates(spec)
     items = ep.items
     if n_cand is None:
@@ -261,7 +262,7 @@ def _check_items(ep: Episode, spec: "TaskSpec", gen: "Generator", where: str, ma
                                    f"not what frame {int(items.frame[i])} shows on the item's pixels")
 
 
-def check_generator(cls_or_family: "type[Generator] | str", spec: "TaskSpec",
+def check_generator(cls_or_family: type[Generator] | str, spec: TaskSpec,
                     indices: tuple[int, int] = (0, 1)) -> GeneratorReport:
     """Check a task family's generator on a task of that family (see the module docstring).
 
@@ -304,7 +305,7 @@ class _PredictTwice:
     """Wraps a model for ``predict_episodes``: every ``predict`` is made twice with the same
     actions, and the two frames must agree (``predict`` must not change the history)."""
 
-    def __init__(self, model: "WorldModel", subject: str, tolerance: int):
+    def __init__(self, model: WorldModel, subject: str, tolerance: int):
         self.model, self.subject, self.tolerance = model, subject, tolerance
         self.name, self.privileged = model.name, model.privileged
         self.step = 0
@@ -353,7 +354,7 @@ def _max_level_difference(a: np.ndarray, b: np.ndarray) -> int:
     return int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max()) if a.size else 0
 
 
-def check_adapter(model: "WorldModel", spec: "TaskSpec", episodes: int | Sequence[Episode] = 2,
+def check_adapter(model: WorldModel, spec: TaskSpec, episodes: int | Sequence[Episode] = 2,
                   device: str = "cpu", tolerance: int = 1) -> AdapterReport:
     """Check a model adapter on a task (see the module docstring).
 

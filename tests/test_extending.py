@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_adapter_guide import example_commands, example_files, install_without_pip
 
 ROOT = Path(__file__).parents[1]

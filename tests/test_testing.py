@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from memorybench.generators import get_generator, generator_names
+from memorybench.generators import generator_names, get_generator
 from memorybench.generators.occlusion import OcclusionRecall
 from memorybench.models import BUILTIN_MODELS, MODEL_GROUPS, load_model
 from memorybench.models.calibration import CopyLast
