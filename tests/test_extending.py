@@ -64,7 +64,7 @@ def test_plugins_pass_the_conformance_checks(mbext, one_thread):
 def test_guide_package_runs_end_to_end(mbext):
     files, env, src = mbext
     commands = example_commands(GUIDE.read_text(encoding="utf-8"))
-    assert commands[0].startswith("python -m pytest") and commands[1].startswith("memorybench run")
+    assert commands[0].startswith("python -m pytest") and commands[-1].startswith("memorybench run")
     for cmd in commands:
         argv = shlex.split(cmd)
         argv = [sys.executable, *argv[1:]] if argv[0] == "python" else [sys.executable, "-m", "memorybench", *argv[1:]]
@@ -72,6 +72,7 @@ def test_guide_package_runs_end_to_end(mbext):
         assert proc.returncode == 0, f"{cmd}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         if argv[1:3] == ["-m", "pytest"]:
             assert "2 passed" in proc.stdout
+    assert (src / "flash.gif").stat().st_size > 0
     summaries = {m: json.loads((src / "runs" / m / "summary.json").read_text()) for m in ("first-frame", "copy-last")}
     run_json = json.loads((src / "runs" / "first-frame" / "run.json").read_text())
     assert "mae" in run_json["metrics"]["user_metrics"]
