@@ -241,7 +241,7 @@ def main() -> None:
     headline = ratio("lssvwm", main_workload, threads[0]) if main_workload else None
     if headline is not None:
         if main_workload != "episode":
-            print(f"(--quick: the ratio below is of the first 192 frames of the episode, not the whole episode)")
+            print("(--quick: the ratio below is of the first 192 frames of the episode, not the whole episode)")
         print(f"ratio: {headline:.1f}x")
 
 

@@ -9,6 +9,7 @@ Where things live (one module per concept):
 - ``memorybench.storage``    generated episodes on disk (a Hugging Face dataset + manifest)
 - ``memorybench.preview``    contact sheets and animations of episodes
 - ``memorybench.cli``        the ``memorybench`` command line
+- ``memorybench.testing``    conformance checks for your own task families and model adapters
 """
 
 __version__ = "0.1.0"

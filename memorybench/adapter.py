@@ -71,9 +71,11 @@ import json
 import os
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from ._io import jsonable
 from .errors import MemorybenchError
 from .hashing import cached_sha256, file_sha256, tree_files, tree_sha256  # noqa: F401 - file_sha256 re-exported
 
@@ -114,24 +116,24 @@ class WorldModel(ABC):
 
     # -- the contract -----------------------------------------------------------------------
     @abstractmethod
-    def reset(self, spec: "TaskSpec", batch_size: int) -> None:
+    def reset(self, spec: TaskSpec, batch_size: int) -> None:
         """Start ``batch_size`` new episodes of ``spec``; drop all history."""
 
     @abstractmethod
-    def observe(self, frames: "torch.Tensor", actions: "torch.Tensor") -> None:
+    def observe(self, frames: torch.Tensor, actions: torch.Tensor) -> None:
         """Append frames ``[B, T, 3, H, W]`` (float32 in [0, 1]) and their actions ``[B, T, A]``."""
 
     @abstractmethod
-    def predict(self, actions: "torch.Tensor") -> "torch.Tensor":
+    def predict(self, actions: torch.Tensor) -> torch.Tensor:
         """Frames ``[B, N, 3, H, W]`` for the next ``N`` actions ``[B, N, A]``; history unchanged."""
 
     # -- optional hooks -----------------------------------------------------------------------
-    def to(self, device: str) -> "WorldModel":
+    def to(self, device: str) -> WorldModel:
         """Move the model to ``device`` ("cpu", "cuda", "cuda:1"...). Neural adapters override."""
         self.device = device
         return self
 
-    def bind(self, episodes: Sequence["Episode"]) -> None:
+    def bind(self, episodes: Sequence[Episode]) -> None:
         """Privileged models only: the true episodes of the current batch (called after ``reset``)."""
         raise NotImplementedError(f"{type(self).__name__} is not a privileged model")
 
@@ -193,7 +195,7 @@ class WorldModel(ABC):
         return {
             "name": self.name or type(self).__name__,
             "class": f"{type(self).__module__}:{type(self).__qualname__}",
-            "args": _jsonable(self._init_args),
+            "args": jsonable(self._init_args, sort_keys=True),
             "checkpoint": str(ckpt) if ckpt else None,
             "checkpoint_sha256": cached_sha256(ckpt) if ckpt else None,
             "weights": self.weights(),
@@ -282,13 +284,3 @@ def _state_sha256(modules: dict) -> str:
             except (RuntimeError, TypeError):  # dtypes without a byte view: hash their values as float64
                 h.update(flat.to(torch.float64).numpy())
     return h.hexdigest()
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in sorted(x.items())}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (str, int, float, bool)) or x is None:
-        return x
-    return str(x)

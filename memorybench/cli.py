@@ -222,7 +222,7 @@ def tasks_generate(name: str = typer.Argument(..., help="Task name, or a selecto
             with progress_bar() as bar:
                 job = bar.add_task(f"{spec.key} ({split})", total=spec.episodes)
                 path = export_npz(spec, out_for(spec), split, workers=workers, force=force,
-                                  on_episode=lambda: bar.advance(job))
+                                  on_episode=lambda: bar.advance(job))  # noqa: B023 - called in this iteration
             size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
             console.print(f"[green]✓[/] {spec.key} ({split} split, seed {spec.seed}, episodes 0..{spec.episodes - 1}):"
                           f" {spec.episodes} .npz files -> {path} ({size / 2**20:.1f} MiB; {time.time() - t0:.1f}s)")
@@ -248,7 +248,6 @@ def tasks_preview(name: str = typer.Argument(..., help="Task name."), tier: str 
     """A contact sheet or animation of one episode with the memory-only mask overlaid."""
     from . import preview
     from .generators import get_generator
-
     from .validation import check_out_file, parse_frame_range
 
     check_out_file(out, suffixes=(".png", ".pdf", ".gif"))
@@ -646,7 +645,6 @@ def leaderboard_cmd(runs: List[Path] = RunDirsArg,
     """
     from . import leaderboard as lb
     from . import plots
-
     from .validation import check_choices, check_out_file, split_list
 
     check_choices([fmt], list(lb.RENDERERS), "--format")
@@ -708,9 +706,7 @@ def plot_cmd(runs: List[Path] = typer.Argument(None, help="Run directories (or d
     """Memory curves (metric vs memory gap, log-x, CI bands) and quality over the generated frames."""
     from . import leaderboard as lb
     from . import plots
-
     from .profile import FIELDS, load_profiles
-
     from .validation import check_figure_formats, check_out_dir
 
     if not runs and not profile:
@@ -805,7 +801,6 @@ def report_cmd(runs: List[Path] = RunDirsArg,
     check_out_dir(runs_to, "--runs-to")
     from . import leaderboard as lb
     from . import plots
-
     from .profile import FIELDS, load_profiles
 
     if runs_to is not None:

@@ -9,7 +9,7 @@ versions, the protocols, the model's weights) and, where there is one, the fix.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def ranges_text(indices: Sequence[int]) -> str:

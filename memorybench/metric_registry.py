@@ -24,9 +24,9 @@ and shows up in summaries, tables, ``compare`` and ``--metrics`` without other c
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Callable
+from functools import cache
 
 ENTRY_POINT_GROUP = "memorybench.metrics"
 KINDS = ("frame", "psnr", "item", "derived")
@@ -105,7 +105,7 @@ def _builtins() -> list[Metric]:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def _plugins() -> tuple[Metric, ...]:
     from importlib.metadata import entry_points
 

@@ -18,8 +18,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 #: the paper's columns, in its order
 PAPER_COLUMNS = ("causal 192-frame context", "Mamba2", "Mamba2 + frame-local attn", "LSSVWM", "causal full context")

@@ -24,8 +24,8 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from .errors import MemorybenchError
 

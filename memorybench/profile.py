@@ -29,9 +29,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -236,9 +236,8 @@ def profile_model(model_name: str, cfg: ProfileConfig, progress=None) -> dict:
 
 def write_profiles(profiles: list[dict], out: str | Path) -> Path:
     from . import __version__
-    from .results import atomic_write_json, environment
-
     from .portable import portable
+    from .results import atomic_write_json, environment
 
     out = Path(out)
     # portable (no host name, no local paths): profiles are meant to be committed next to results

@@ -34,15 +34,15 @@ import os
 import platform
 import socket
 import subprocess
-import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
 from . import __version__
+from ._io import atomic_write_bytes, atomic_write_json  # noqa: F401 - re-exported: results are written with them
 from .errors import DataError, MemorybenchError
 
 RUN_FORMAT = "memorybench-run/1"
@@ -53,42 +53,18 @@ class RunExistsError(MemorybenchError):
     """The output directory already holds a run that the request would overwrite."""
 
 
-class IncompatibleRunError(MemorybenchError):
-    """``--resume`` or ``merge`` was asked to combine results that are not the same run."""
+class DifferentRunError(MemorybenchError):
+    """``--resume`` or ``merge`` was asked to combine results that are not the same run (a run
+    directory or shard holds another model, other episodes, tasks or metric definitions). Not to
+    be confused with ``leaderboard.IncomparableRunsError``: runs that cannot share a table column."""
+
+
+#: the former name of ``DifferentRunError``
+IncompatibleRunError = DifferentRunError
 
 
 # ------------------------------------------------------------------------------------------
-# atomic file helpers
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _umask()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=False, allow_nan=True) + "\n").encode())
+# events
 
 
 def append_event(run_dir: Path, event: str, **fields) -> None:
@@ -315,7 +291,7 @@ def comparable_keys(meta: dict) -> dict:
 
 
 def check_same_run(existing: dict, requested: dict, where: Path) -> None:
-    """Raise ``IncompatibleRunError`` saying, in words, every difference between the run on disk
+    """Raise ``DifferentRunError`` saying, in words, every difference between the run on disk
     and the one requested (model and weights, episodes, task specs and data, protocols, metric
     version, shard)."""
     from .comparability import metrics_difference, model_differences, task_differences
@@ -345,8 +321,8 @@ def check_same_run(existing: dict, requested: dict, where: Path) -> None:
         diffs.append(f"shard {a['shard']} on disk, {b['shard']} requested")
     if not diffs:  # pragma: no cover - every key of comparable_keys is described above
         diffs = [f"{k}: on disk {a[k]!r}, requested {b[k]!r}" for k in a if a[k] != b[k]]
-    raise IncompatibleRunError(f"{where} holds a different run; refusing to mix results (resume continues the same "
-                               "run only; start another with a new --out):\n  " + "\n  ".join(diffs))
+    raise DifferentRunError(f"{where} holds a different run; refusing to mix results (resume continues the same "
+                             "run only; start another with a new --out):\n  " + "\n  ".join(diffs))
 
 
 def expand_run_dirs(paths: Iterable[str | Path]) -> list[Path]:

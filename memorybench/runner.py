@@ -26,26 +26,42 @@ run directory (the error message and the ``error`` event of ``events.jsonl`` poi
 from __future__ import annotations
 
 import contextlib
-import shutil
 import json
 import os
+import shutil
 import socket
 import sys
 import time
 import traceback
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
 from . import storage
-from .aggregate import (NO_MEMORY_REFERENCE, PERFECT_REFERENCE, AggregationConfig, items_frame, records_frame,
-                        summarize_group)
+from .aggregate import (
+    NO_MEMORY_REFERENCE,
+    PERFECT_REFERENCE,
+    AggregationConfig,
+    items_frame,
+    records_frame,
+    summarize_group,
+)
 from .errors import MemorybenchError
-from .results import (RUN_JSON, SUMMARY, RunDir, RunExistsError, append_event, atomic_write_json, check_same_run,
-                      load_run_json, new_run_meta, task_protocols)
+from .results import (
+    RUN_JSON,
+    SUMMARY,
+    RunDir,
+    RunExistsError,
+    append_event,
+    atomic_write_json,
+    check_same_run,
+    load_run_json,
+    new_run_meta,
+    task_protocols,
+)
 from .spec import TaskSpec, spec_from_dict
 
 #: bump when the scoring pipeline changes what a number means (part of run identity). 2: recall
@@ -283,7 +299,6 @@ def evaluate(req: RunRequest, progress=None) -> Path:
 
 
 def _evaluate(req: RunRequest, progress, stack: contextlib.ExitStack) -> Path:
-    import torch
 
     from .metrics import FrameScorer
     from .models import load_model

@@ -29,13 +29,15 @@ import hashlib
 import json
 import re
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
 from . import TASK_FORMAT_VERSION
+from ._io import jsonable
 from .errors import TaskSpecError, UnknownNameError
 
 PROTOCOLS = ("rollout", "teacher-forced")
@@ -63,7 +65,7 @@ class ActionSpace:
         return {"nvec": list(self.nvec), "names": list(self.names), "labels": [list(x) for x in self.labels]}
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> "ActionSpace":
+    def from_dict(cls, d: Mapping) -> ActionSpace:
         return cls(tuple(d["nvec"]), tuple(d["names"]), tuple(tuple(x) for x in d["labels"]))
 
     @property
@@ -132,7 +134,7 @@ class TaskSpec:
             "recent_window": self.recent_window,
             "protocols": list(self.protocols),
             "gap_bins": list(self.gap_bins),
-            "params": _jsonable(dataclasses.asdict(self.params)),
+            "params": jsonable(dataclasses.asdict(self.params)),
             "action_space": self.action_space.to_dict(),
             "pose_fields": list(self.pose_fields),
             "description": self.description,
@@ -147,17 +149,9 @@ class TaskSpec:
         blob = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()
 
-    def with_overrides(self, **changes) -> "TaskSpec":
+    def with_overrides(self, **changes) -> TaskSpec:
         """A copy with some fields changed (used by tests and by ``--episodes`` limits)."""
         return dataclasses.replace(self, **changes)
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
 
 
 # --------------------------------------------------------------------------------------------

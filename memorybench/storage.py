@@ -41,13 +41,14 @@ import tempfile
 import time
 import uuid
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
 from . import TASK_FORMAT_VERSION, __version__
+from ._io import atomic_write_text
 from .comparability import ranges_text as _ranges
 from .episode import ARRAY_LAYOUT, Episode, MemoryItems
 from .errors import DataError, MemorybenchError
@@ -379,12 +380,7 @@ def _new_manifest(spec: TaskSpec, split: str = "eval") -> dict:
 
 
 def _write_manifest(path: Path, man: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST}.", suffix=".tmp", dir=path)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(man, indent=1))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path / MANIFEST)
+    atomic_write_text(path / MANIFEST, json.dumps(man, indent=1))
 
 
 def _add_shard(spec: TaskSpec, path: Path, man: dict, indices: list[int], workers: int,

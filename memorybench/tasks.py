@@ -15,10 +15,10 @@ A name defined twice is an error naming both files. Selectors used on the comman
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable
 
 from .errors import MemorybenchError, TaskSpecError, UnknownNameError
 from .spec import SUITE_TIERS, TaskSpec, load_task_file

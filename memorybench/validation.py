@@ -8,8 +8,8 @@ mean" where a name is involved) and imports nothing heavy.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from .errors import MemorybenchError, UnknownNameError
 

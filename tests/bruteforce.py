@@ -64,8 +64,8 @@ def scene_identity(spec, poses):
 def occlusion_identity(spec, poses, info):
     """Content at (y, x) of frame t from the curtain covers and distractor positions in the poses
     (and each slot's object shape from the episode's ``info``)."""
-    from memorybench.generators.occlusion import _layout
     from memorybench.generators import render
+    from memorybench.generators.occlusion import _layout
 
     p = spec.params
     H, W = spec.resolution

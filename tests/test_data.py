@@ -9,20 +9,28 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
 from conftest import shrink
+
 from memorybench import storage
 from memorybench.cli import main
-from memorybench.data import (EpisodeDataset, EpisodeStream, RoundRobinBatches, collate, crop_starts, make_sample,
-                              memory_intervals, round_robin_episodes, task_loader)
+from memorybench.data import (
+    EpisodeDataset,
+    EpisodeStream,
+    RoundRobinBatches,
+    collate,
+    crop_starts,
+    make_sample,
+    memory_intervals,
+    round_robin_episodes,
+    task_loader,
+)
 from memorybench.episode import NEVER_SEEN, Episode
 from memorybench.errors import MemorybenchError
 from memorybench.generators import get_generator
 from memorybench.results import load_run_json
 from memorybench.runner import RunRequest, evaluate
 from memorybench.spec import load_task_file
-from memorybench.splits import (TRAIN_SEED_OFFSET, TrainingDataError, export_npz, npz_arrays, split_spec,
-                                training_spec)
+from memorybench.splits import TRAIN_SEED_OFFSET, TrainingDataError, export_npz, npz_arrays, split_spec, training_spec
 from memorybench.tasks import get_task
 from memorybench.zoo.common import default_checkpoint
 

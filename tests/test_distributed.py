@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import pytest
 from memorybench.cli import main
 from memorybench.distributed import merge
 from memorybench.errors import MemorybenchError
-from memorybench.results import IncompatibleRunError, RunDir, load_run_json, load_summary
+from memorybench.results import DifferentRunError, RunDir, load_run_json, load_summary
 from memorybench.runner import RunRequest, evaluate
 
 
@@ -65,7 +64,7 @@ def test_missing_or_foreign_shard_blocks_merge(tmp_path, smoke_specs):
     assert not (tmp_path / "m").exists()
     assert main(["merge", str(s0), str(s2), "--out", str(tmp_path / "m2")]) == 2
     other = evaluate(RunRequest(model="mean-frame", out=tmp_path / "o1", shard=(1, 3), **base))
-    with pytest.raises(IncompatibleRunError, match="not a shard of the same run"):
+    with pytest.raises(DifferentRunError, match="not a shard of the same run"):
         merge([s0, other, s2], tmp_path / "m3")
     # an unfinished shard: remove one of its episode records
     s1 = evaluate(RunRequest(model="copy-last", out=tmp_path / "s1", shard=(1, 3), **base))

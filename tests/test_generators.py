@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from bruteforce import masks_from_identities, occlusion_identity, scene_identity
 from conftest import shrink
+
 from memorybench.episode import NEVER_SEEN, frame_gaps, memory_metadata
 from memorybench.generators import get_generator
 
@@ -117,7 +117,7 @@ def test_occlusion_masks_by_brute_force(registry):
 
 def test_memory_metadata_matches_reference_on_random_ids():
     """Property test of the fast scan against a direct definition, on random id sequences."""
-    hypothesis = pytest.importorskip("hypothesis", reason="hypothesis is in the dev extra")
+    pytest.importorskip("hypothesis", reason="hypothesis is in the dev extra")
     from hypothesis import given, settings
     from hypothesis import strategies as st
 

@@ -12,8 +12,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import shrink
+
 from memorybench.episode import NEVER_SEEN
 from memorybench.errors import MemorybenchError
 from memorybench.generators import get_generator

@@ -4,7 +4,6 @@ that shows up in summaries, tables, compare and --metrics without other changes.
 from __future__ import annotations
 
 import json
-import textwrap
 
 import pytest
 

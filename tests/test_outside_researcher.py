@@ -16,7 +16,7 @@ from memorybench import leaderboard as lb
 from memorybench import storage
 from memorybench.cli import main
 from memorybench.hashing import file_sha256
-from memorybench.results import IncompatibleRunError, RunDir, load_run_json, load_summary, read_events
+from memorybench.results import DifferentRunError, RunDir, load_run_json, load_summary, read_events
 from memorybench.runner import AdapterError, RunRequest, evaluate, reference_dir
 
 ROOT = Path(__file__).parents[1]
@@ -127,7 +127,7 @@ def test_resume_refused_when_the_checkpoint_file_changed(tmp_path, plugin, regis
     assert entry["sha256"] == old and entry["type"] == "file"
     save_weights(ckpt, 0.5)  # "trained" in between
     new = file_sha256(ckpt)
-    with pytest.raises(IncompatibleRunError) as e:
+    with pytest.raises(DifferentRunError) as e:
         resume(out, plugin, spec, checkpoint=str(ckpt))
     msg = str(e.value)
     assert "argument checkpoint" in msg and old[:12] in msg and new[:12] in msg and str(ckpt) in msg
@@ -147,11 +147,11 @@ def test_resume_refused_when_a_weights_directory_changed(tmp_path, plugin, regis
     (entry,) = [w for w in load_run_json(out)["model"]["weights"] if w["source"] == "argument weights_dir"]
     assert entry["type"] == "directory" and entry["files"] == 2 and entry["bytes"] == 96
     (wdir / "sub" / "b.bin").write_bytes(b"\x02" * 32)  # one file's bytes
-    with pytest.raises(IncompatibleRunError, match=r"argument weights_dir: directory .*weights SHA-256"):
+    with pytest.raises(DifferentRunError, match=r"argument weights_dir: directory .*weights SHA-256"):
         resume(out, plugin, spec, weights_dir=str(wdir))
     (wdir / "sub" / "b.bin").write_bytes(b"\x01" * 32)
     (wdir / "c.bin").write_bytes(b"")  # an added file changes the hash too
-    with pytest.raises(IncompatibleRunError, match="argument weights_dir"):
+    with pytest.raises(DifferentRunError, match="argument weights_dir"):
         resume(out, plugin, spec, weights_dir=str(wdir))
     (wdir / "c.bin").unlink()
     assert load_summary(resume(out, plugin, spec, weights_dir=str(wdir)))["complete"]
@@ -321,12 +321,12 @@ def test_leaderboard_refusal_says_what_differs_and_how_to_match(small_runs):
 
 def test_resume_refusal_says_what_differs(small_runs, registry):
     occ = registry.get("occlusion-recall", "smoke")
-    with pytest.raises(IncompatibleRunError) as e:
+    with pytest.raises(DifferentRunError) as e:
         evaluate(RunRequest(model="copy-last", tasks=[occ], out=small_runs["one-task"], limit=2, resume=True,
                             progress=False, retention=False, device="cpu"))
     msg = " ".join(str(e.value).split())
     assert "on disk evaluates 1 episode (0), requested 2 episodes (0-1)" in msg and "--limit 1" in msg
-    with pytest.raises(IncompatibleRunError, match="model name 'copy-last' \\(on disk\\) vs 'mean-frame'"):
+    with pytest.raises(DifferentRunError, match="model name 'copy-last' \\(on disk\\) vs 'mean-frame'"):
         evaluate(RunRequest(model="mean-frame", tasks=[occ], out=small_runs["one-task"], limit=1, resume=True,
                             progress=False, retention=False, device="cpu"))
 

@@ -15,7 +15,7 @@ import pytest
 
 from memorybench.cli import main
 from memorybench.errors import MemorybenchError
-from memorybench.results import IncompatibleRunError, RunDir, RunExistsError, load_run_json, load_summary, read_events
+from memorybench.results import DifferentRunError, RunDir, RunExistsError, load_run_json, load_summary, read_events
 from memorybench.runner import AdapterError, RunRequest, evaluate
 
 TESTS = Path(__file__).parent
@@ -111,12 +111,12 @@ def test_finished_run_is_never_overwritten_and_runs_never_mix(tmp_path, registry
     with pytest.raises(RunExistsError, match="--resume"):
         evaluate(RunRequest(model="copy-last", tasks=[spec], out=d, progress=False, retention=False))
     # another model, or the same model with other arguments, cannot resume into it
-    with pytest.raises(IncompatibleRunError, match="model"):
+    with pytest.raises(DifferentRunError, match="model"):
         evaluate(RunRequest(model="mean-frame", tasks=[spec], out=d, resume=True, progress=False, retention=False))
     other = tmp_path / "noisy"
     evaluate(RunRequest(model="mb_test_models:Noisy", model_args="seed=1", tasks=[spec], out=other, progress=False,
                         retention=False, limit=1))
-    with pytest.raises(IncompatibleRunError, match="model"):
+    with pytest.raises(DifferentRunError, match="model"):
         evaluate(RunRequest(model="mb_test_models:Noisy", model_args="seed=2", tasks=[spec], out=other, resume=True,
                             progress=False, retention=False, limit=1))
     # a finished run resumed with the same request changes nothing

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from memorybench.hashing import file_sha256
+from memorybench import data
 from memorybench.errors import MemorybenchError
 from memorybench.generators import get_generator
+from memorybench.hashing import file_sha256
 from memorybench.models import load_model
 from memorybench.tasks import get_task
-from memorybench import data
 from memorybench.train import TRAIN_SEED_OFFSET, train, training_data_hash, training_spec
 
 TINY = {"width": 32, "layers": 1, "heads": 2, "stem_channels": 8, "mlp_ratio": 2}

@@ -18,8 +18,8 @@ from memorybench.zoo.attention import extend_cache, frame_causal_attention, rese
 from memorybench.zoo.common import save_checkpoint
 from memorybench.zoo.diffusion import alpha_sigma
 from memorybench.zoo.lssvwm import BlockSSM, from_blocks, to_blocks
-from memorybench.zoo.ssd import Mamba2, SSDState, segsum, ssd_recurrence, ssd_scan
 from memorybench.zoo.s4 import S4D
+from memorybench.zoo.ssd import Mamba2, SSDState, segsum, ssd_recurrence, ssd_scan
 
 NEXT_FRAME = [m for m in ZOO_MODELS if m != "diffusion"]
 TASKS = ["occlusion-recall", "scene-retrieval", "scene-reasoning"]

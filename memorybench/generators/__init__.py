@@ -9,7 +9,7 @@ group ``memorybench.generators`` (``name = "package.module:Class"``). Every fami
 from __future__ import annotations
 
 import importlib
-from functools import lru_cache
+from functools import cache
 
 from ..errors import UnknownNameError
 from .base import Generator
@@ -32,7 +32,7 @@ def _load(target: str) -> type:
     return obj
 
 
-@lru_cache(maxsize=None)
+@cache
 def _entry_points() -> dict[str, str]:
     from importlib.metadata import entry_points
 

@@ -35,13 +35,13 @@ class Generator(ABC):
     #: scrolls in (the check would then void chance hits of constant predictions).
     premature_check: ClassVar[bool] = False
 
-    def __init__(self, spec: "TaskSpec"):
+    def __init__(self, spec: TaskSpec):
         self.spec = spec
         self.params = spec.params
 
     @classmethod
     @abstractmethod
-    def action_space(cls, params) -> "ActionSpace":
+    def action_space(cls, params) -> ActionSpace:
         """The action space the family's episodes use, given its parameters."""
 
     @classmethod
@@ -49,8 +49,8 @@ class Generator(ABC):
     def pose_fields(cls, params) -> tuple[str, ...]:
         """Names of the columns of ``Episode.poses``."""
 
-    @classmethod
-    def check(cls, spec: "TaskSpec") -> None:
+    @classmethod  # noqa: B027 - an optional hook: no checks by default
+    def check(cls, spec: TaskSpec) -> None:
         """Cross-field checks of a resolved spec; raise ``ValueError`` with a clear message."""
 
     @classmethod
@@ -59,7 +59,7 @@ class Generator(ABC):
         return None
 
     @classmethod
-    def describe_gaps(cls, spec: "TaskSpec") -> str:
+    def describe_gaps(cls, spec: TaskSpec) -> str:
         """A short description of the memory gaps a task tests (for ``tasks list``)."""
         return f"bins {spec.gap_bins[0]}..{spec.gap_bins[-1]}"
 
@@ -67,17 +67,17 @@ class Generator(ABC):
         return np.random.default_rng([self.spec.seed, index])
 
     @abstractmethod
-    def generate(self, index: int) -> "Episode":
+    def generate(self, index: int) -> Episode:
         """Render episode ``index`` with its memory metadata (and ``content_ids``), and its memory
         items (``Episode.items``) if the family defines identification tests."""
 
     # -- memory items (the headline ``recall`` metric, ``memorybench.recall``) --------------------
     @classmethod
-    def num_candidates(cls, spec: "TaskSpec") -> int | None:
+    def num_candidates(cls, spec: TaskSpec) -> int | None:
         """How many candidates each memory item is identified among (None: the family has no items)."""
         return None
 
-    def item_candidates(self, episode: "Episode", i: int) -> np.ndarray:
+    def item_candidates(self, episode: Episode, i: int) -> np.ndarray:
         """uint8 ``[num_candidates, P, 3]``: item ``i``'s ``P`` pixels as each candidate would show
         them (candidate ``episode.items.truth[i]`` is what the frame shows). Deterministic, from the
         stored episode alone (its frames, poses, items and their ``extra`` arrays)."""

@@ -62,8 +62,16 @@ from ..episode import Episode
 from ..errors import MemorybenchError
 from ..spec import ActionSpace, param
 from .base import Generator
-from .poses import (FOILS, NEAR_ANGLE, NEAR_DISTANCE, check_rollout_only, headings_from_dirs, pose_item_candidates,
-                    pose_memory_items, pose_memory_metadata)
+from .poses import (
+    FOILS,
+    NEAR_ANGLE,
+    NEAR_DISTANCE,
+    check_rollout_only,
+    headings_from_dirs,
+    pose_item_candidates,
+    pose_memory_items,
+    pose_memory_metadata,
+)
 
 NOOP, FORWARD, LEFT, RIGHT, FORWARD_LEFT, FORWARD_RIGHT = range(6)
 ACTION_LABELS = ("noop", "forward", "turn_left", "turn_right", "forward_left", "forward_right")

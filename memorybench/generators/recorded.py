@@ -69,8 +69,16 @@ from ..episode import Episode
 from ..errors import DataError
 from ..spec import ActionSpace, param
 from .base import Generator
-from .poses import (FOILS, NEAR_ANGLE, NEAR_DISTANCE, check_rollout_only, pose_item_candidates, pose_memory_items,
-                    pose_memory_metadata, unscored_metadata)
+from .poses import (
+    FOILS,
+    NEAR_ANGLE,
+    NEAR_DISTANCE,
+    check_rollout_only,
+    pose_item_candidates,
+    pose_memory_items,
+    pose_memory_metadata,
+    unscored_metadata,
+)
 
 MEMORY_MAZE_ACTIONS = ("noop", "forward", "turn_left", "turn_right", "forward_left", "forward_right")
 

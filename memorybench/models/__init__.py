@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from functools import lru_cache
+from functools import cache
 
 import yaml
 
@@ -61,7 +61,7 @@ BUILTIN_MODELS: dict[str, str] = {
 ENTRY_POINT_GROUP = "memorybench.models"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _plugins() -> dict[str, str]:
     from importlib.metadata import entry_points
 

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from ..adapter import WorldModel
 from ..spec import TaskSpec
 
+
 class _LastFrames(WorldModel):
     """Keeps the last ``window`` observed frames (``[B, n, 3, H, W]``): one, or ``K`` with ``recent``."""
 
