@@ -135,7 +135,7 @@ def evaluate_recall(model, spec, protocol: str, episodes=None, batch_size: int =
     Returns the ``metrics``, ``by_gap``, ``memory_horizon`` and ``items`` of a summary group.
     """
     from . import storage
-    from .aggregate import AggregationConfig, HORIZON_MIN, _item_stats, gap_bin_labels, items_frame, memory_horizon
+    from .aggregate import HORIZON_MIN, AggregationConfig, _item_stats, gap_bin_labels, items_frame, memory_horizon
     from .generators import get_generator
     from .models import load_model
     from .runner import predict_episodes

@@ -126,14 +126,13 @@ import math
 import os
 import platform
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
-from . import __version__
-from . import data
+from . import __version__, data
 from .data import TRAIN_SEED_OFFSET, training_spec  # noqa: F401 (part of this module's interface)
 from .errors import MemorybenchError
 from .spec import TaskSpec

@@ -24,8 +24,8 @@ and a genuine memory scores near 1. ``check`` runs them on tasks and protocols a
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 NO_MEMORY_MAX = 0.05
 ORACLE_MIN = 0.95

@@ -91,10 +91,17 @@ def test_scene_items_gap_by_protocol(registry):
     gen = get_generator(spec.family)(spec)
     ep = gen.generate(0)
     assert (ep.items.gap_rollout >= ep.items.gap).all() and (ep.items.gap_rollout > ep.items.gap).any()
-    perfect = ep.frames[spec.context_frames:]
-    for protocol, gaps in (("rollout", ep.items.gap_rollout), ("teacher-forced", ep.items.gap)):
-        rows = score_items(gen, ep, perfect, spec.context_frames, protocol)
-        assert [r["gap"] for r in rows] == list(gaps)
+    C, K = spec.context_frames, spec.recent_window
+    perfect = ep.frames[C:]
+    rows = score_items(gen, ep, perfect, C, "teacher-forced")
+    assert [r["gap"] for r in rows] == list(ep.items.gap)  # every item: its content left the last K frames
+    # under rollout, an item whose content the last K context frames show is no memory test (a buffer of
+    # the last observed frames predicts it): skipped; the others are scored with the rollout gap
+    recent = ep.items.gap_rollout <= (ep.items.frame - C) + K
+    assert recent.any() and (~recent).any()
+    rows = score_items(gen, ep, perfect, C, "rollout")
+    assert [r["item"] for r in rows] == list(np.flatnonzero(~recent))
+    assert [r["gap"] for r in rows] == list(ep.items.gap_rollout[~recent])
 
 
 # -- identification -------------------------------------------------------------------------------
@@ -103,7 +110,7 @@ def test_hits_ties_and_chance(registry):
     gen = get_generator(spec.family)(spec)
     ep = gen.generate(0)
     C = spec.context_frames
-    exact = score_items(gen, ep, ep.frames[C:], C, "rollout")
+    exact = score_items(gen, ep, ep.frames[C:], C, "teacher-forced")
     assert all(r["hit"] == 1 and r["score"] == 1 and r["chance"] == 1 / 64 for r in exact)
     # a prediction exactly half-way between two palette colours on an item ties them: hit 1/2
     pix = ep.items.pixels_of(0)
@@ -115,8 +122,8 @@ def test_hits_ties_and_chance(registry):
     pred = ep.frames[C:].copy()
     flat = pred.reshape(pred.shape[0], -1, 3)
     flat[ep.items.frame[0] - C, pix] = (truth + other) // 2
-    rows = score_items(gen, ep, pred, C, "rollout")
-    assert rows[0]["hit"] == 0.5 and rows[0]["score"] == pytest.approx((0.5 - 1 / 64) / (1 - 1 / 64))
+    rows = score_items(gen, ep, pred, C, "teacher-forced")
+    assert rows[0]["item"] == 0 and rows[0]["hit"] == 0.5 and rows[0]["score"] == pytest.approx((0.5 - 1 / 64) / (1 - 1 / 64))
 
 
 def test_constant_predictions_are_at_chance(registry):

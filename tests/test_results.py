@@ -48,10 +48,10 @@ def test_readme_shows_the_committed_table():
             assert line in table, f"README table line not in results/leaderboard.md: {line[:80]}"
 
 
-# One episode of each reference model's committed run is kept with its per-frame records
-# (results/runs/standard/<model>/records/...): re-running the shipped checkpoint on it must give the
-# recorded metrics. The committed run was evaluated 12 episodes at a time and this one alone, so
-# float rounding may move a few pixels by one 8-bit level: a tolerance far below any model gap.
+# The committed runs keep their per-frame records (results/runs/standard/main/<model>/records/...):
+# re-running the shipped checkpoint on episode 0 must give the recorded metrics. The committed run
+# was evaluated 8 episodes at a time and this one alone, so float rounding may move a few pixels by
+# one 8-bit level: a tolerance far below any model gap.
 CHECKED_GROUP = ("occlusion-recall", "rollout")
 TOLERANCE = {"psnr": 0.05, "ssim": 2e-3, "lpips": 2e-3}
 
@@ -64,7 +64,7 @@ def test_shipped_checkpoint_reproduces_its_committed_records(model, tmp_path):
     from memorybench.runner import RunRequest, evaluate
     from memorybench.tasks import get_task
 
-    committed_dir = RUNS / model
+    committed_dir = RUNS / "main" / model
     meta = load_run_json(committed_dir)
     card = json.loads((ROOT / "baselines" / model / "card.json").read_text())
     # the committed results were produced by the shipped weights, and those are what loads by name

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import torch
 import torch.nn as nn
@@ -172,7 +172,7 @@ def _windowed_attention(q, k, v, tokens: int, q_frame0: int, k_frame0: int, wind
     window is computed, and the backward pass is one call too (about 2x faster on the CPU than
     chunks of frames under a boolean mask)."""
     B, heads, _, d = q.shape
-    Tq, Tk = q.shape[2] // tokens, k.shape[2] // tokens
+    Tq, _Tk = q.shape[2] // tokens, k.shape[2] // tokens
     pad = max(0, window - 1 - (q_frame0 - k_frame0))  # frames before k_frame0 that some window reaches
     start = q_frame0 - k_frame0 + pad - (window - 1)  # the first query's window, in padded key frames
     k, v = (F.pad(x, (0, 0, pad * tokens, 0))[:, :, start * tokens:] for x in (k, v))
@@ -185,7 +185,7 @@ def _windowed_attention(q, k, v, tokens: int, q_frame0: int, k_frame0: int, wind
     return o.reshape(B, heads, Tq * tokens, d)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _compiled_flex():
     from torch.nn.attention.flex_attention import flex_attention
 

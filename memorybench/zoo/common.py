@@ -498,7 +498,7 @@ class NeuralWorldModel(WorldModel):
         return net
 
     # -- WorldModel hooks ---------------------------------------------------------------------------
-    def to(self, device: str) -> "NeuralWorldModel":
+    def to(self, device: str) -> NeuralWorldModel:
         self.net.to(device)
         self.device = device
         return self

@@ -95,7 +95,7 @@ class LSSVWMState:
 
 
 class LSSVWMLayer(nn.Module):
-    def __init__(self, c: "LSSVWMConfig", block: tuple[int, int]):
+    def __init__(self, c: LSSVWMConfig, block: tuple[int, int]):
         super().__init__()
         self.norm_ssm, self.norm_attn, self.norm_mlp = (nn.RMSNorm(c.width) for _ in range(3))
         self.ssm = BlockSSM(c.width, block, c.d_state, c.expand, c.head_dim, c.d_conv)
