@@ -84,8 +84,16 @@ class MambaState:
 class SelectiveSSM(nn.Module):
     """The Mamba block on sequences ``u [b, L, D]`` (``b`` independent sequences)."""
 
-    def __init__(self, width: int, d_state: int = 16, expand: int = 2, d_conv: int = 4, dt_rank: int | None = None,
-                 dt_min: float = 1e-3, dt_max: float = 1e-1):
+    def __init__(
+        self,
+        width: int,
+        d_state: int = 16,
+        expand: int = 2,
+        d_conv: int = 4,
+        dt_rank: int | None = None,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+    ):
         super().__init__()
         E = self.inner = expand * width
         R = self.dt_rank = dt_rank or math.ceil(width / 16)
@@ -111,7 +119,7 @@ class SelectiveSSM(nn.Module):
         x = x.transpose(1, 2)  # [b, E, L]
         past = state.conv if state is not None else x.new_zeros(b, self.inner, self.d_conv - 1)
         x = torch.cat([past, x], -1)
-        conv_state = x[:, :, x.shape[-1] - (self.d_conv - 1):]
+        conv_state = x[:, :, x.shape[-1] - (self.d_conv - 1) :]
         x = F.silu(self.conv(x)).transpose(1, 2)  # [b, L, E]
         dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], -1)
         dt = F.softplus(self.dt_proj(dt))

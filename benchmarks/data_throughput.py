@@ -89,25 +89,42 @@ def main() -> None:
     for spec in specs:
         one = time_stream(spec, args.episodes, 0, args.crop)
         many = time_stream(spec, args.episodes, args.workers, args.crop)
-        row = {"task": spec.key, "frames": spec.frames, "crop": args.crop,
-               "episodes_per_s_one_worker_in_process": 1 / one,
-               f"episodes_per_s_dataloader_{args.workers}_workers": 1 / many,
-               "episodes_per_s_per_worker_dataloader": 1 / many / args.workers}
+        row = {
+            "task": spec.key,
+            "frames": spec.frames,
+            "crop": args.crop,
+            "episodes_per_s_one_worker_in_process": 1 / one,
+            f"episodes_per_s_dataloader_{args.workers}_workers": 1 / many,
+            "episodes_per_s_per_worker_dataloader": 1 / many / args.workers,
+        }
         rows.append(row)
-        print(f"{spec.key:28s} in-process {1 / one:6.2f} episodes/s ({one * 1000:5.0f} ms each)   "
-              f"DataLoader x{args.workers}: {1 / many:6.2f} episodes/s ({1 / many / args.workers:.2f} per worker)")
-    out = {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
-           "tier": args.tier, "results": rows}
+        print(
+            f"{spec.key:28s} in-process {1 / one:6.2f} episodes/s ({one * 1000:5.0f} ms each)   "
+            f"DataLoader x{args.workers}: {1 / many:6.2f} episodes/s ({1 / many / args.workers:.2f} per worker)"
+        )
+    out = {
+        "machine": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "tier": args.tier,
+        "results": rows,
+    }
     if args.model:
         step = time_train_step(args.model, specs, args.batch_size, args.crop, args.steps)
         need = args.batch_size / step
         slowest = min(r["episodes_per_s_one_worker_in_process"] for r in rows)
-        out["train_step"] = {"model": args.model, "batch_size": args.batch_size, "crop": args.crop,
-                             "seconds_per_step": step, "episodes_per_s_needed": need,
-                             "workers_needed": int(np.ceil(need / slowest))}
-        print(f"{args.model} training step (batch {args.batch_size}, crop {args.crop}, 1 thread): {step:.2f} s "
-              f"-> needs {need:.3f} episodes/s; one worker makes >= {slowest:.2f} "
-              f"({slowest / need:.0f}x what the step consumes)")
+        out["train_step"] = {
+            "model": args.model,
+            "batch_size": args.batch_size,
+            "crop": args.crop,
+            "seconds_per_step": step,
+            "episodes_per_s_needed": need,
+            "workers_needed": int(np.ceil(need / slowest)),
+        }
+        print(
+            f"{args.model} training step (batch {args.batch_size}, crop {args.crop}, 1 thread): {step:.2f} s "
+            f"-> needs {need:.3f} episodes/s; one worker makes >= {slowest:.2f} "
+            f"({slowest / need:.0f}x what the step consumes)"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)

@@ -40,15 +40,32 @@ def main() -> None:
             gen.generate(i % spec.episodes)
             times.append(time.perf_counter() - t0)
         fps = spec.frames / np.array(times)
-        rows.append({"task": spec.key, "frames_per_episode": spec.frames,
-                     "resolution": f"{spec.resolution[0]}x{spec.resolution[1]}",
-                     "median_fps": float(np.median(fps)), "min_fps": float(fps.min()), "episodes_timed": len(times)})
-        print(f"{spec.key:32s} {spec.resolution[0]}x{spec.resolution[1]} {spec.frames:5d} frames/episode  "
-              f"median {np.median(fps):8.0f} frames/s  (min {fps.min():.0f})")
+        rows.append(
+            {
+                "task": spec.key,
+                "frames_per_episode": spec.frames,
+                "resolution": f"{spec.resolution[0]}x{spec.resolution[1]}",
+                "median_fps": float(np.median(fps)),
+                "min_fps": float(fps.min()),
+                "episodes_timed": len(times),
+            }
+        )
+        print(
+            f"{spec.key:32s} {spec.resolution[0]}x{spec.resolution[1]} {spec.frames:5d} frames/episode  "
+            f"median {np.median(fps):8.0f} frames/s  (min {fps.min():.0f})"
+        )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
-                       "one_core": hasattr(os, "sched_setaffinity"), "results": rows}, f, indent=1)
+            json.dump(
+                {
+                    "machine": platform.processor() or platform.machine(),
+                    "python": platform.python_version(),
+                    "one_core": hasattr(os, "sched_setaffinity"),
+                    "results": rows,
+                },
+                f,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":

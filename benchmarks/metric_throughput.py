@@ -57,8 +57,10 @@ def main() -> None:
     C = spec.context_frames
     episodes = [gen.generate(i) for i in range(args.episodes)]
     rng = np.random.default_rng(0)
-    preds_u8 = [np.clip(ep.frames[C:].astype(np.int16) + rng.integers(-40, 41, ep.frames[C:].shape), 0, 255)
-                .astype(np.uint8) for ep in episodes]
+    preds_u8 = [
+        np.clip(ep.frames[C:].astype(np.int16) + rng.integers(-40, 41, ep.frames[C:].shape), 0, 255).astype(np.uint8)
+        for ep in episodes
+    ]
     to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).float().div(255)  # noqa: E731
     pred = torch.cat([to_t(p) for p in preds_u8])
     target = torch.cat([to_t(ep.frames[C:]) for ep in episodes])
@@ -81,8 +83,9 @@ def main() -> None:
     # -- per-frame reference -----------------------------------------------------------------------
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torchvision's deprecation warnings about `pretrained`
-        ref = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False,
-                          spatial=True).eval()
+        ref = lpips.LPIPS(
+            net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False, spatial=True
+        ).eval()
     backbone, source = load_alexnet_backbone()
     for sl in (ref.net.slice1, ref.net.slice2, ref.net.slice3, ref.net.slice4, ref.net.slice5):
         for name, p in sl.named_parameters():
@@ -94,8 +97,16 @@ def main() -> None:
     masks_np = {"known": (~novel[:m]).numpy(), "memory": memory[:m].numpy()}
 
     def ssim_full(a, b):
-        return structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-                                     data_range=1.0, channel_axis=-1, full=True)
+        return structural_similarity(
+            a,
+            b,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            data_range=1.0,
+            channel_axis=-1,
+            full=True,
+        )
 
     def loop() -> None:
         with torch.no_grad():
@@ -103,7 +114,7 @@ def main() -> None:
                 a, b = p_np[i], t_np[i]
                 peak_signal_noise_ratio(b, a, data_range=1.0)
                 _, smap = ssim_full(a, b)
-                spatial = ref(pred[i:i + 1] * 2 - 1, target[i:i + 1] * 2 - 1)[0, 0]
+                spatial = ref(pred[i : i + 1] * 2 - 1, target[i : i + 1] * 2 - 1)[0, 0]
                 spatial.mean()
                 for mask in masks_np.values():
                     mk = mask[i]
@@ -116,7 +127,7 @@ def main() -> None:
                     comp = np.where(mk[..., None], a, b)
                     ssim_full(comp, b)[1][mk].mean()
                     c = torch.from_numpy(comp).permute(2, 0, 1)[None].float()
-                    ref(c * 2 - 1, target[i:i + 1] * 2 - 1)[0, 0][torch.from_numpy(mk)].mean()
+                    ref(c * 2 - 1, target[i : i + 1] * 2 - 1)[0, 0][torch.from_numpy(mk)].mean()
 
     # warm-up, then alternate so that any load from other processes hits every side alike
     batched()
@@ -134,22 +145,42 @@ def main() -> None:
     items = sum(len(ep.items) for ep in episodes)
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}")
-    print(f"{spec.key}: {args.episodes} episodes, {n} predicted frames "
-          f"({int(memory.any(dim=(1, 2)).sum())} with memory pixels, {int(novel.any(dim=(1, 2)).sum())} with novel "
-          f"pixels), {items} memory items; loop: {m} frames; best of {args.repeats}")
+    print(
+        f"{spec.key}: {args.episodes} episodes, {n} predicted frames "
+        f"({int(memory.any(dim=(1, 2)).sum())} with memory pixels, {int(novel.any(dim=(1, 2)).sum())} with novel "
+        f"pixels), {items} memory items; loop: {m} frames; best of {args.repeats}"
+    )
     print(f"LPIPS weights: {source}")
-    print(f"FrameScorer.score on {args.device} (MSE/PSNR, SSIM, LPIPS x whole/known/memory, composites): "
-          f"{batched_fps:9.1f} frames/s")
+    print(
+        f"FrameScorer.score on {args.device} (MSE/PSNR, SSIM, LPIPS x whole/known/memory, composites): "
+        f"{batched_fps:9.1f} frames/s"
+    )
     print(f"per-frame loop on cpu, skimage + lpips, the same numbers: {loop_fps:9.1f} frames/s")
     print(f"identification (recall items): {best['identify']:.3f} s = {100 * share:.1f}% of the batched scoring time")
     print(f"ratio: {ratio:.2f}x")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
-                       "torch": torch.__version__, "threads": torch.get_num_threads(), "task": spec.key,
-                       "episodes": args.episodes, "frames": n, "loop_frames": m, "items": items, "device": args.device,
-                       "batched_fps": batched_fps, "loop_fps": loop_fps, "ratio": ratio,
-                       "identify_seconds": best["identify"], "identify_share_of_scoring": share}, f, indent=1)
+            json.dump(
+                {
+                    "machine": platform.processor() or platform.machine(),
+                    "python": platform.python_version(),
+                    "torch": torch.__version__,
+                    "threads": torch.get_num_threads(),
+                    "task": spec.key,
+                    "episodes": args.episodes,
+                    "frames": n,
+                    "loop_frames": m,
+                    "items": items,
+                    "device": args.device,
+                    "batched_fps": batched_fps,
+                    "loop_fps": loop_fps,
+                    "ratio": ratio,
+                    "identify_seconds": best["identify"],
+                    "identify_share_of_scoring": share,
+                },
+                f,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":

@@ -61,22 +61,59 @@ def main() -> None:
         tasks.mkdir()
         (tasks / "runner-memory.yaml").write_text(TASK.format())
         # generate the datasets first, so that generation is not part of the measured runs
-        subprocess.run([sys.executable, "-m", "memorybench", "tasks", "generate", "runner-memory@f512e4,runner-memory@f512e16,"
-                        "runner-memory@f2048e4", "--tasks-dir", str(tasks)], check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "memorybench",
+                "tasks",
+                "generate",
+                "runner-memory@f512e4,runner-memory@f512e16,runner-memory@f2048e4",
+                "--tasks-dir",
+                str(tasks),
+            ],
+            check=True,
+            capture_output=True,
+        )
         for tier in ("f512e4", "f512e16", "f2048e4"):
-            cmd = [sys.executable, "-c", CHILD, "run", "--model", "copy-last", "--tasks", f"runner-memory@{tier}",
-                   "--tasks-dir", str(tasks), "--out", str(Path(tmp) / tier), "--no-retention", "--device", "cpu",
-                   "--batch-size", str(args.batch_size)]
+            cmd = [
+                sys.executable,
+                "-c",
+                CHILD,
+                "run",
+                "--model",
+                "copy-last",
+                "--tasks",
+                f"runner-memory@{tier}",
+                "--tasks-dir",
+                str(tasks),
+                "--out",
+                str(Path(tmp) / tier),
+                "--no-retention",
+                "--device",
+                "cpu",
+                "--batch-size",
+                str(args.batch_size),
+            ]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 sys.exit(proc.stderr[-2000:])
             fields = proc.stdout.split("PEAK_RSS_MB")[-1].split()
             peak, anon = float(fields[0]), float(fields[2])
             frames, episodes = (512, 4) if tier == "f512e4" else (512, 16) if tier == "f512e16" else (2048, 4)
-            rows.append({"frames": frames, "episodes": episodes, "batch_size": args.batch_size, "peak_rss_mb": peak,
-                         "peak_anonymous_mb": anon})
-            print(f"{frames:5d} frames x {episodes:2d} episodes (batch {args.batch_size}): peak RSS {peak:7.1f} MiB "
-                  f"(anonymous, i.e. not the memory-mapped dataset: {anon:7.1f} MiB)")
+            rows.append(
+                {
+                    "frames": frames,
+                    "episodes": episodes,
+                    "batch_size": args.batch_size,
+                    "peak_rss_mb": peak,
+                    "peak_anonymous_mb": anon,
+                }
+            )
+            print(
+                f"{frames:5d} frames x {episodes:2d} episodes (batch {args.batch_size}): peak RSS {peak:7.1f} MiB "
+                f"(anonymous, i.e. not the memory-mapped dataset: {anon:7.1f} MiB)"
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 

@@ -60,8 +60,11 @@ from memorybench.train import BETAS, training_spec  # noqa: E402
 from memorybench.zoo import ZOO_MODELS  # noqa: E402
 
 #: workload -> (task, tier, batch size, frames: None = the whole episode)
-WORKLOADS = {"episode": ("scene-retrieval", "standard", 1, None), "smoke": ("scene-retrieval", "smoke", 2, None),
-             "episode-192": ("scene-retrieval", "standard", 1, 192)}
+WORKLOADS = {
+    "episode": ("scene-retrieval", "standard", 1, None),
+    "smoke": ("scene-retrieval", "smoke", 2, None),
+    "episode-192": ("scene-retrieval", "standard", 1, 192),
+}
 LEGACY = " (Mamba-1)"
 MEMORY_WEIGHT = 5.0
 
@@ -85,8 +88,9 @@ def build(name: str, grad_checkpointing: bool):
     net.grad_checkpointing = grad_checkpointing
     decayed = [p for p in net.parameters() if p.ndim >= 2 and not getattr(p, "_no_weight_decay", False)]
     others = [p for p in net.parameters() if p.ndim < 2 or getattr(p, "_no_weight_decay", False)]
-    opt = torch.optim.AdamW([{"params": decayed, "weight_decay": 0.01}, {"params": others, "weight_decay": 0.0}],
-                            lr=1e-4, betas=BETAS)
+    opt = torch.optim.AdamW(
+        [{"params": decayed, "weight_decay": 0.01}, {"params": others, "weight_decay": 0.0}], lr=1e-4, betas=BETAS
+    )
     return net, opt
 
 
@@ -120,16 +124,28 @@ def run_setting(models: list[str], workload: str, threads: int, repeats: int, gr
         for m in models:
             t = timed_step(*nets[m], data)
             times[m].append(t)
-            print(f"  [{workload}, {threads} thread(s), round {r + 1}/{repeats}] {m:32s} {t['wall']:8.2f} s wall "
-                  f"{t['cpu']:8.2f} s cpu  peak {t['peak_rss_mb']:.0f} MiB", file=sys.stderr, flush=True)
+            print(
+                f"  [{workload}, {threads} thread(s), round {r + 1}/{repeats}] {m:32s} {t['wall']:8.2f} s wall "
+                f"{t['cpu']:8.2f} s cpu  peak {t['peak_rss_mb']:.0f} MiB",
+                file=sys.stderr,
+                flush=True,
+            )
     rows = []
     for m in models:
         walls = [t["wall"] for t in times[m]]
-        rows.append({"model": m, "workload": workload, "threads": threads, "steps": len(walls),
-                     "grad_checkpointing": grad_checkpointing,
-                     "wall_median_s": statistics.median(walls), "wall_min_s": min(walls),
-                     "cpu_median_s": statistics.median(t["cpu"] for t in times[m]),
-                     "peak_rss_mb": max(t["peak_rss_mb"] for t in times[m])})
+        rows.append(
+            {
+                "model": m,
+                "workload": workload,
+                "threads": threads,
+                "steps": len(walls),
+                "grad_checkpointing": grad_checkpointing,
+                "wall_median_s": statistics.median(walls),
+                "wall_min_s": min(walls),
+                "cpu_median_s": statistics.median(t["cpu"] for t in times[m]),
+                "peak_rss_mb": max(t["peak_rss_mb"] for t in times[m]),
+            }
+        )
     return rows
 
 
@@ -146,8 +162,11 @@ def breakdown(workload: str, threads: int, grad_checkpointing: bool) -> dict[str
         kinds.setdefault("frame-local attention", []).append(layer.attn)
         kinds.setdefault("MLP", []).append(layer.mlp)
     captured: dict[int, tuple] = {}
-    hooks = [mod.register_forward_pre_hook(lambda mod, args: captured.__setitem__(id(mod), args))
-             for mods in kinds.values() for mod in mods]
+    hooks = [
+        mod.register_forward_pre_hook(lambda mod, args: captured.__setitem__(id(mod), args))
+        for mods in kinds.values()
+        for mod in mods
+    ]
     t = timed_step(net, opt, data)
     for h in hooks:
         h.remove()
@@ -155,8 +174,10 @@ def breakdown(workload: str, threads: int, grad_checkpointing: bool) -> dict[str
     for kind, mods in kinds.items():
         total = 0.0
         for mod in mods:
-            args = tuple(a.detach().requires_grad_(a.is_floating_point()) if isinstance(a, torch.Tensor) else a
-                         for a in captured[id(mod)])
+            args = tuple(
+                a.detach().requires_grad_(a.is_floating_point()) if isinstance(a, torch.Tensor) else a
+                for a in captured[id(mod)]
+            )
             gc.collect()
             start = time.process_time()
             if grad_checkpointing and kind not in ("encoder", "decoder"):
@@ -204,12 +225,16 @@ def main() -> None:
         for n in threads:
             rows += run_setting(models, workload, n, repeats, checkpointing(workload))
 
-    print(f"seconds per training step (forward, backward, AdamW), median [min] of {repeats} round(s); "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
+    print(
+        f"seconds per training step (forward, backward, AdamW), median [min] of {repeats} round(s); "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+    )
     print(f"{'model':26s} {'workload':8s} {'ckpt':>4s} {'threads':>7s} {'wall s':>18s} {'cpu s':>8s} {'peak MiB':>9s}")
     for r in rows:
-        print(f"{r['model']:26s} {r['workload']:8s} {'on' if r['grad_checkpointing'] else 'off':>4s} {r['threads']:7d} "
-              f"{r['wall_median_s']:8.2f} [{r['wall_min_s']:7.2f}] {r['cpu_median_s']:8.2f} {r['peak_rss_mb']:9.0f}")
+        print(
+            f"{r['model']:26s} {r['workload']:8s} {'on' if r['grad_checkpointing'] else 'off':>4s} {r['threads']:7d} "
+            f"{r['wall_median_s']:8.2f} [{r['wall_min_s']:7.2f}] {r['cpu_median_s']:8.2f} {r['peak_rss_mb']:9.0f}"
+        )
 
     def ratio(name, workload, n, key="wall_median_s"):
         old = [r[key] for r in rows if (r["model"], r["workload"], r["threads"]) == (name + LEGACY, workload, n)]
@@ -228,16 +253,27 @@ def main() -> None:
     parts = None
     if not args.no_breakdown and "lssvwm" in models and main_workload:
         parts = breakdown(main_workload, threads[0], checkpointing(main_workload))
-        print(f"\nwhere one lssvwm {main_workload} step goes ({threads[0]} thread(s); forward + backward, CPU seconds"
-              f"{', grad checkpointing' if checkpointing(main_workload) else ''}):")
+        print(
+            f"\nwhere one lssvwm {main_workload} step goes ({threads[0]} thread(s); forward + backward, CPU seconds"
+            f"{', grad checkpointing' if checkpointing(main_workload) else ''}):"
+        )
         for kind, s in parts.items():
             print(f"  {kind:58s} {s:8.2f}  ({100 * s / parts['whole step']:4.1f} %)")
 
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": platform.processor() or platform.machine(),
-                                               "cores": os.cpu_count(), "torch": torch.__version__,
-                                               "rows": rows,
-                                               "lssvwm_breakdown": parts}, indent=1) + "\n")
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "machine": platform.processor() or platform.machine(),
+                    "cores": os.cpu_count(),
+                    "torch": torch.__version__,
+                    "rows": rows,
+                    "lssvwm_breakdown": parts,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
     headline = ratio("lssvwm", main_workload, threads[0]) if main_workload else None
     if headline is not None:
         if main_workload != "episode":

@@ -183,8 +183,15 @@ class WorldModel(ABC):
             add(Path(f), "declared")
         modules = _modules(self)
         if modules:
-            entries.append({"source": "modules", "type": "modules", "modules": sorted(modules),
-                            "parameters": self.num_parameters(), "sha256": _state_sha256(modules)})
+            entries.append(
+                {
+                    "source": "modules",
+                    "type": "modules",
+                    "modules": sorted(modules),
+                    "parameters": self.num_parameters(),
+                    "sha256": _state_sha256(modules),
+                }
+            )
         if entries:
             return entries
         return "none" if self.learned is False else "undeclared"
@@ -207,8 +214,13 @@ class WorldModel(ABC):
 
     def describe(self) -> dict:
         ident = self.identity()
-        return {**ident, "identity_hash": hash_identity(ident), "citation": self.citation,
-                "privileged": self.privileged, "reference_kind": self.reference_kind}
+        return {
+            **ident,
+            "identity_hash": hash_identity(ident),
+            "citation": self.citation,
+            "privileged": self.privileged,
+            "reference_kind": self.reference_kind,
+        }
 
 
 def hash_identity(ident: dict) -> str:
@@ -240,13 +252,26 @@ def _path_entry(path: Path, source: str) -> dict:
     if path.is_dir():
         n = len(tree_files(path))
         if n > MAX_WEIGHT_FILES:
-            raise MemorybenchError(f"{source} names {path}, a directory of {n} files: too many to hash as weights. If it "
-                                   "holds no weights, list the argument in the model class's `not_weights`")
+            raise MemorybenchError(
+                f"{source} names {path}, a directory of {n} files: too many to hash as weights. If it "
+                "holds no weights, list the argument in the model class's `not_weights`"
+            )
         digest, files, size = tree_sha256(path)
-        return {"source": source, "type": "directory", "path": str(path), "sha256": digest, "files": files,
-                "bytes": size}
-    return {"source": source, "type": "file", "path": str(path), "sha256": cached_sha256(path),
-            "bytes": path.stat().st_size}
+        return {
+            "source": source,
+            "type": "directory",
+            "path": str(path),
+            "sha256": digest,
+            "files": files,
+            "bytes": size,
+        }
+    return {
+        "source": source,
+        "type": "file",
+        "path": str(path),
+        "sha256": cached_sha256(path),
+        "bytes": path.stat().st_size,
+    }
 
 
 def _modules(obj) -> dict[str, Any]:

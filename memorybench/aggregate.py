@@ -74,16 +74,22 @@ class AggregationConfig:
             raise MemorybenchError(f"the confidence level must be in (0, 1), got {self.ci}")
 
     def to_dict(self) -> dict:
-        return {"unit": "episode", "statistic": "mean of per-episode means", "ci_method": "percentile bootstrap",
-                "resamples": self.resamples, "seed": self.seed, "ci": self.ci,
-                "min_memory_pixels": self.min_memory_pixels,
-                "psnr": "10*log10(1/mean MSE), CI from the bootstrap of the mean MSE",
-                "by_gap": "frames by memory_gap and items by gap, counted from what the model observed under the "
-                          "protocol (rollout: the context; teacher-forced: the true history)",
-                "memory_horizon": f"lower edge of the largest gap bin whose recall CI lower bound is above {HORIZON_MIN}",
-                "retention": "secondary. R = (E_copy_last - E_model) / (E_copy_last - E_perfect_memory); E = "
-                             "memory-pixel MSE (retention), LPIPS (retention_lpips), 1-SSIM (retention_ssim); "
-                             "paired bootstrap"}
+        return {
+            "unit": "episode",
+            "statistic": "mean of per-episode means",
+            "ci_method": "percentile bootstrap",
+            "resamples": self.resamples,
+            "seed": self.seed,
+            "ci": self.ci,
+            "min_memory_pixels": self.min_memory_pixels,
+            "psnr": "10*log10(1/mean MSE), CI from the bootstrap of the mean MSE",
+            "by_gap": "frames by memory_gap and items by gap, counted from what the model observed under the "
+            "protocol (rollout: the context; teacher-forced: the true history)",
+            "memory_horizon": f"lower edge of the largest gap bin whose recall CI lower bound is above {HORIZON_MIN}",
+            "retention": "secondary. R = (E_copy_last - E_model) / (E_copy_last - E_perfect_memory); E = "
+            "memory-pixel MSE (retention), LPIPS (retention_lpips), 1-SSIM (retention_ssim); "
+            "paired bootstrap",
+        }
 
 
 def _rng(cfg: AggregationConfig, key: str) -> np.random.Generator:
@@ -101,8 +107,12 @@ def bootstrap_mean(values: np.ndarray, cfg: AggregationConfig, key: str) -> dict
     idx = _rng(cfg, key).integers(0, len(v), size=(cfg.resamples, len(v)))
     boots = v[idx].mean(axis=1)
     a = (1 - cfg.ci) / 2
-    return {"mean": float(v.mean()), "ci_low": float(np.quantile(boots, a)), "ci_high": float(np.quantile(boots, 1 - a)),
-            "n": int(len(v))}
+    return {
+        "mean": float(v.mean()),
+        "ci_low": float(np.quantile(boots, a)),
+        "ci_high": float(np.quantile(boots, 1 - a)),
+        "n": int(len(v)),
+    }
 
 
 def bootstrap_pooled(sums: np.ndarray, counts: np.ndarray, cfg: AggregationConfig, key: str) -> dict:
@@ -122,8 +132,12 @@ def bootstrap_pooled(sums: np.ndarray, counts: np.ndarray, cfg: AggregationConfi
     idx = _rng(cfg, key).integers(0, len(s), size=(cfg.resamples, len(s)))
     boots = s[idx].sum(axis=1) / c[idx].sum(axis=1)
     a = (1 - cfg.ci) / 2
-    return {"mean": point, "ci_low": float(np.quantile(boots, a)), "ci_high": float(np.quantile(boots, 1 - a)),
-            "n": int(len(s))}
+    return {
+        "mean": point,
+        "ci_low": float(np.quantile(boots, a)),
+        "ci_high": float(np.quantile(boots, 1 - a)),
+        "n": int(len(s)),
+    }
 
 
 def psnr_of_mse(mse: float | None) -> float | None:
@@ -135,12 +149,17 @@ def psnr_of_mse(mse: float | None) -> float | None:
 def bootstrap_psnr(mse_values: np.ndarray, cfg: AggregationConfig, key: str) -> dict:
     """PSNR of the mean MSE over episodes, with the converted bootstrap CI of that mean."""
     b = bootstrap_mean(mse_values, cfg, key)
-    return {"mean": psnr_of_mse(b["mean"]), "ci_low": psnr_of_mse(b["ci_high"]), "ci_high": psnr_of_mse(b["ci_low"]),
-            "n": b["n"]}
+    return {
+        "mean": psnr_of_mse(b["mean"]),
+        "ci_low": psnr_of_mse(b["ci_high"]),
+        "ci_high": psnr_of_mse(b["ci_low"]),
+        "n": b["n"],
+    }
 
 
-def bootstrap_ratio(e_model: np.ndarray, e_none: np.ndarray, e_perfect: np.ndarray, cfg: AggregationConfig,
-                    key: str) -> dict:
+def bootstrap_ratio(
+    e_model: np.ndarray, e_none: np.ndarray, e_perfect: np.ndarray, cfg: AggregationConfig, key: str
+) -> dict:
     """Retention ``(mean(e_none) - mean(e_model)) / (mean(e_none) - mean(e_perfect))``, paired by episode."""
     e = np.stack([e_model, e_none, e_perfect]).astype(np.float64)
     e = e[:, ~np.isnan(e).any(axis=0)]
@@ -204,13 +223,16 @@ def _item_stats(items: pd.DataFrame, cfg: AggregationConfig, key: str) -> dict:
     if items is None or items.empty:
         return {}
     it = items.copy()
-    it["premature"] = it["premature"].map(lambda v: np.nan if v is None or (isinstance(v, float) and math.isnan(v))
-                                          else float(bool(v)))
+    it["premature"] = it["premature"].map(
+        lambda v: np.nan if v is None or (isinstance(v, float) and math.isnan(v)) else float(bool(v))
+    )
     cols = list(ITEM_COLUMNS.values())
     g = it.groupby("episode")[cols]
     sums, counts = g.sum(min_count=1).fillna(0.0), g.count()
-    return {name: bootstrap_pooled(sums[col].to_numpy(), counts[col].to_numpy(), cfg, f"{key}/{name}")
-            for name, col in ITEM_COLUMNS.items()}
+    return {
+        name: bootstrap_pooled(sums[col].to_numpy(), counts[col].to_numpy(), cfg, f"{key}/{name}")
+        for name, col in ITEM_COLUMNS.items()
+    }
 
 
 def memory_horizon(by_gap: list[dict]) -> tuple[int, list[int] | None]:
@@ -224,8 +246,14 @@ def memory_horizon(by_gap: list[dict]) -> tuple[int, list[int] | None]:
     return (int(best[0]), list(best)) if best else (0, None)
 
 
-def summarize_group(df: pd.DataFrame, gap_bins, cfg: AggregationConfig, key: str,
-                    references: dict[str, pd.DataFrame] | None = None, items: pd.DataFrame | None = None) -> dict:
+def summarize_group(
+    df: pd.DataFrame,
+    gap_bins,
+    cfg: AggregationConfig,
+    key: str,
+    references: dict[str, pd.DataFrame] | None = None,
+    items: pd.DataFrame | None = None,
+) -> dict:
     """Aggregate one (task, protocol) group of per-frame records (and per-item records) of one model.
 
     ``memory_gap`` in ``df`` and ``gap`` in ``items`` must already be the protocol's gaps.
@@ -235,9 +263,13 @@ def summarize_group(df: pd.DataFrame, gap_bins, cfg: AggregationConfig, key: str
     df = prepare_frames(df, cfg)
     names = list(frame_metrics())
     has_mem = df["mse_memory"].notna().to_numpy() if "mse_memory" in df else np.zeros(len(df), bool)
-    out: dict = {"episodes": int(df["episode"].nunique()), "frames": int(len(df)), "memory_frames": int(has_mem.sum()),
-                 "items": 0 if items is None else int(len(items)),
-                 "metrics": {**_frame_stats(df, names, cfg, key), **_item_stats(items, cfg, key)}}
+    out: dict = {
+        "episodes": int(df["episode"].nunique()),
+        "frames": int(len(df)),
+        "memory_frames": int(has_mem.sum()),
+        "items": 0 if items is None else int(len(items)),
+        "metrics": {**_frame_stats(df, names, cfg, key), **_item_stats(items, cfg, key)},
+    }
 
     refs = None
     if references and NO_MEMORY_REFERENCE in references and PERFECT_REFERENCE in references:
@@ -251,14 +283,21 @@ def summarize_group(df: pd.DataFrame, gap_bins, cfg: AggregationConfig, key: str
         sel = has_mem & (gaps >= lo) & (gaps < hi)
         sub = df[sel]
         isub = items[(items["gap"] >= lo) & (items["gap"] < hi)] if items is not None and not items.empty else None
-        entry = {"bin": [int(lo), int(hi)], "label": label, "frames": int(sel.sum()),
-                 "episodes": int(sub["episode"].nunique()), "items": 0 if isub is None else int(len(isub))}
+        entry = {
+            "bin": [int(lo), int(hi)],
+            "label": label,
+            "frames": int(sel.sum()),
+            "episodes": int(sub["episode"].nunique()),
+            "items": 0 if isub is None else int(len(isub)),
+        }
         metrics = {}
         if len(sub):
             metrics.update(_frame_stats(sub, gap_names, cfg, f"{key}/{label}"))
             if refs is not None:
-                rsub = {k: v[(v["memory_gap"] >= lo) & (v["memory_gap"] < hi) & v["mse_memory"].notna()]
-                        for k, v in refs.items()}
+                rsub = {
+                    k: v[(v["memory_gap"] >= lo) & (v["memory_gap"] < hi) & v["mse_memory"].notna()]
+                    for k, v in refs.items()
+                }
                 entry["retention"] = _retention(sub, rsub, cfg, f"{key}/{label}")
         if isub is not None and len(isub):
             metrics.update(_item_stats(isub, cfg, f"{key}/{label}"))
@@ -314,10 +353,15 @@ def _retention(df: pd.DataFrame, refs: dict[str, pd.DataFrame], cfg: Aggregation
     none = episode_means(refs[NO_MEMORY_REFERENCE], cols).reindex(mine.index)
     perf = episode_means(refs[PERFECT_REFERENCE], cols).reindex(mine.index)
     out = {}
-    for name, col in (("retention", "mse_memory"), ("retention_lpips", "lpips_memory"), ("retention_ssim", "dssim_memory")):
+    for name, col in (
+        ("retention", "mse_memory"),
+        ("retention_lpips", "lpips_memory"),
+        ("retention_ssim", "dssim_memory"),
+    ):
         if col in mine and col in none and col in perf:
-            out[name] = bootstrap_ratio(mine[col].to_numpy(), none[col].to_numpy(), perf[col].to_numpy(), cfg,
-                                        f"{key}/{name}")
+            out[name] = bootstrap_ratio(
+                mine[col].to_numpy(), none[col].to_numpy(), perf[col].to_numpy(), cfg, f"{key}/{name}"
+            )
     return out
 
 

@@ -45,7 +45,7 @@ _flags_without_type()
 app = typer.Typer(
     name="memorybench",
     help="Long-context memory benchmarks for action-conditioned video world models.\n\n"
-         "Start with `memorybench tasks list`, then `memorybench run` (smoke tier, calibration baselines).",
+    "Start with `memorybench tasks list`, then `memorybench run` (smoke tier, calibration baselines).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -54,11 +54,14 @@ tasks_app = typer.Typer(help="List, inspect, generate and preview the memory tas
 app.add_typer(tasks_app, name="tasks")
 
 TasksDirOpt = typer.Option(None, "--tasks-dir", help="Extra directory of task YAML files (repeatable).")
-ScoreDeviceOpt = typer.Option("auto", "--device", help="Device for scoring (and the references): cpu, cuda, cuda:N "
-                                                       "or auto.")
-RetentionOpt = typer.Option(True, "--retention/--no-retention", help="Compute the memory retention index (runs the "
-                                                                     "copy-last and perfect-memory references if not "
-                                                                     "cached).")
+ScoreDeviceOpt = typer.Option(
+    "auto", "--device", help="Device for scoring (and the references): cpu, cuda, cuda:N or auto."
+)
+RetentionOpt = typer.Option(
+    True,
+    "--retention/--no-retention",
+    help="Compute the memory retention index (runs the copy-last and perfect-memory references if not cached).",
+)
 TierOpt = typer.Option("standard", "--tier", "-t", help="Tier of the task: smoke (seconds, for tests) or standard.")
 
 
@@ -75,8 +78,11 @@ def _version_callback(value: bool):
 
 
 @app.callback()
-def _main(version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
-                                       help="Print the version and exit.")):
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+    ),
+):
     pass
 
 
@@ -85,19 +91,31 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version_cal
 
 
 @tasks_app.command("list")
-def tasks_list(tasks_dir: Optional[List[Path]] = TasksDirOpt,
-               as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
+def tasks_list(
+    tasks_dir: Optional[List[Path]] = TasksDirOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+):
     """Every registered task and tier: family, frames, resolution, episodes and memory gaps."""
     from .generators import get_generator
 
     reg = _registry(tasks_dir)
     rows = []
     for spec in reg.all_specs():
-        rows.append({"task": spec.name, "tier": spec.tier, "family": spec.family, "frames": spec.frames,
-                     "context_frames": spec.context_frames, "predict_frames": spec.predict_frames,
-                     "resolution": f"{spec.resolution[0]}x{spec.resolution[1]}", "episodes": spec.episodes,
-                     "gaps": get_generator(spec.family).describe_gaps(spec), "protocols": list(spec.protocols),
-                     "source": spec.source})
+        rows.append(
+            {
+                "task": spec.name,
+                "tier": spec.tier,
+                "family": spec.family,
+                "frames": spec.frames,
+                "context_frames": spec.context_frames,
+                "predict_frames": spec.predict_frames,
+                "resolution": f"{spec.resolution[0]}x{spec.resolution[1]}",
+                "episodes": spec.episodes,
+                "gaps": get_generator(spec.family).describe_gaps(spec),
+                "protocols": list(spec.protocols),
+                "source": spec.source,
+            }
+        )
     if as_json:
         console.print_json(json.dumps(rows))
         return
@@ -105,8 +123,16 @@ def tasks_list(tasks_dir: Optional[List[Path]] = TasksDirOpt,
     for col in ("Task", "Tier", "Family", "Frames (context+predict)", "Resolution", "Episodes", "Gaps", "Protocols"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["task"], r["tier"], r["family"], f"{r['frames']} ({r['context_frames']}+{r['predict_frames']})",
-                      r["resolution"], str(r["episodes"]), r["gaps"], ", ".join(r["protocols"]))
+        table.add_row(
+            r["task"],
+            r["tier"],
+            r["family"],
+            f"{r['frames']} ({r['context_frames']}+{r['predict_frames']})",
+            r["resolution"],
+            str(r["episodes"]),
+            r["gaps"],
+            ", ".join(r["protocols"]),
+        )
     console.print(table)
 
 
@@ -117,8 +143,9 @@ def _prepare_with_progress(spec, out: Optional[Path], workers: int, force: bool,
         warnings.simplefilter("always", storage.CacheWarning)
         with progress_bar() as bar:
             job = bar.add_task(f"generate {spec.key}", total=spec.episodes, unit="episodes")
-            res = storage.prepare(spec, out=out, workers=workers, force=force,
-                                  on_episode=lambda: bar.advance(job), split=split)
+            res = storage.prepare(
+                spec, out=out, workers=workers, force=force, on_episode=lambda: bar.advance(job), split=split
+            )
             bar.update(job, completed=spec.episodes)
     for w in caught:
         err_console.print(f"[yellow]warning:[/] {escape(str(w.message))}")
@@ -126,10 +153,13 @@ def _prepare_with_progress(spec, out: Optional[Path], workers: int, force: bool,
 
 
 @tasks_app.command("show")
-def tasks_show(name: str = typer.Argument(..., help="Task name."), tier: str = TierOpt,
-               tasks_dir: Optional[List[Path]] = TasksDirOpt,
-               workers: int = typer.Option(1, "--workers", "-j", help="Processes for generating, if needed."),
-               as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables.")):
+def tasks_show(
+    name: str = typer.Argument(..., help="Task name."),
+    tier: str = TierOpt,
+    tasks_dir: Optional[List[Path]] = TasksDirOpt,
+    workers: int = typer.Option(1, "--workers", "-j", help="Processes for generating, if needed."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+):
     """The full spec and the task's statistics (generates and caches the episodes if needed)."""
     import yaml
 
@@ -139,8 +169,13 @@ def tasks_show(name: str = typer.Argument(..., help="Task name."), tier: str = T
     spec = _registry(tasks_dir).get(name, tier)
     res = _prepare_with_progress(spec, None, workers, False)
     stats = statistics(spec, res.store)
-    info = {"spec": spec.to_dict(), "spec_hash": spec.hash(), "dataset": str(res.store.path),
-            "dataset_sha256": res.store.dataset_hash, "statistics": stats}
+    info = {
+        "spec": spec.to_dict(),
+        "spec_hash": spec.hash(),
+        "dataset": str(res.store.path),
+        "dataset_sha256": res.store.dataset_hash,
+        "statistics": stats,
+    }
     if as_json:
         console.print_json(json.dumps(info))
         return
@@ -155,19 +190,32 @@ def tasks_show(name: str = typer.Argument(..., help="Task name."), tier: str = T
         params.add_column(col)
     values = d["params"]
     for p in describe_params(type(spec.params)):
-        rng = p["choices"] and "|".join(map(str, p["choices"])) or f"{p['min'] if p['min'] is not None else ''}..{p['max'] if p['max'] is not None else ''}"
+        rng = (
+            p["choices"]
+            and "|".join(map(str, p["choices"]))
+            or f"{p['min'] if p['min'] is not None else ''}..{p['max'] if p['max'] is not None else ''}"
+        )
         params.add_row(*(escape(str(x)) for x in (p["name"], values[p["name"]], p["default"], rng, p["doc"] or "")))
     console.print(params)
     t = Table(title="statistics (predicted frames)", header_style="bold")
     t.add_column("measure")
     t.add_column("value", justify="right")
     t.add_row("episodes", str(stats["episodes"]))
-    t.add_row("frames per episode (context + predict)", f"{spec.frames} ({spec.context_frames} + {spec.predict_frames})")
-    t.add_row("predicted frames with memory-only pixels", f"{stats['predicted_frames_with_memory']} / {stats['predicted_frames_total']}")
-    t.add_row("memory-only pixel fraction (predicted / all frames)",
-              f"{stats['memory_pixel_fraction_predicted']:.4f} / {stats['memory_pixel_fraction_all']:.4f}")
-    t.add_row("novel pixel fraction (predicted / all frames)",
-              f"{stats['novel_pixel_fraction_predicted']:.4f} / {stats['novel_pixel_fraction_all']:.4f}")
+    t.add_row(
+        "frames per episode (context + predict)", f"{spec.frames} ({spec.context_frames} + {spec.predict_frames})"
+    )
+    t.add_row(
+        "predicted frames with memory-only pixels",
+        f"{stats['predicted_frames_with_memory']} / {stats['predicted_frames_total']}",
+    )
+    t.add_row(
+        "memory-only pixel fraction (predicted / all frames)",
+        f"{stats['memory_pixel_fraction_predicted']:.4f} / {stats['memory_pixel_fraction_all']:.4f}",
+    )
+    t.add_row(
+        "novel pixel fraction (predicted / all frames)",
+        f"{stats['novel_pixel_fraction_predicted']:.4f} / {stats['novel_pixel_fraction_all']:.4f}",
+    )
     console.print(t)
     h = Table(title="memory-gap histogram (predicted frames with memory-only pixels)", header_style="bold")
     h.add_column("gap bin")
@@ -181,19 +229,34 @@ def tasks_show(name: str = typer.Argument(..., help="Task name."), tier: str = T
 
 
 @tasks_app.command("generate")
-def tasks_generate(name: str = typer.Argument(..., help="Task name, or a selector: smoke, standard, NAME@TIER, comma-separated."),
-                   tier: str = TierOpt, out: Optional[Path] = typer.Option(
-                       None, "--out", "-o", help="Directory for the dataset (default: the cache: $MEMORYBENCH_CACHE, "
-                                                 "else $XDG_CACHE_HOME/memorybench, else ~/.cache/memorybench)."),
-                   workers: int = typer.Option(1, "--workers", "-j", help="Worker processes (results are identical)."),
-                   force: bool = typer.Option(False, "--force", help="Regenerate even if a valid cache exists."),
-                   split: str = typer.Option("eval", "--split", help="eval: the evaluation episodes; train: the "
-                                             "training split (training seeds, never an evaluation episode)."),
-                   episodes: Optional[int] = typer.Option(None, "--episodes", "-n", help="Episodes of the train split "
-                                                          "(default: the tier's count)."),
-                   fmt: str = typer.Option("hf", "--format", help="hf: a Hugging Face dataset with its manifest; npz: "
-                                           "one .npz per episode in the Memory Maze offline layout (needs --out)."),
-                   tasks_dir: Optional[List[Path]] = TasksDirOpt):
+def tasks_generate(
+    name: str = typer.Argument(..., help="Task name, or a selector: smoke, standard, NAME@TIER, comma-separated."),
+    tier: str = TierOpt,
+    out: Optional[Path] = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Directory for the dataset (default: the cache: $MEMORYBENCH_CACHE, "
+        "else $XDG_CACHE_HOME/memorybench, else ~/.cache/memorybench).",
+    ),
+    workers: int = typer.Option(1, "--workers", "-j", help="Worker processes (results are identical)."),
+    force: bool = typer.Option(False, "--force", help="Regenerate even if a valid cache exists."),
+    split: str = typer.Option(
+        "eval",
+        "--split",
+        help="eval: the evaluation episodes; train: the training split (training seeds, never an evaluation episode).",
+    ),
+    episodes: Optional[int] = typer.Option(
+        None, "--episodes", "-n", help="Episodes of the train split (default: the tier's count)."
+    ),
+    fmt: str = typer.Option(
+        "hf",
+        "--format",
+        help="hf: a Hugging Face dataset with its manifest; npz: "
+        "one .npz per episode in the Memory Maze offline layout (needs --out).",
+    ),
+    tasks_dir: Optional[List[Path]] = TasksDirOpt,
+):
     """Materialise the episodes of a task (or a tier's tasks) as a verified dataset on disk."""
     from .validation import check_at_least, check_out_dir
 
@@ -221,30 +284,49 @@ def tasks_generate(name: str = typer.Argument(..., help="Task name, or a selecto
         if fmt == "npz":
             with progress_bar() as bar:
                 job = bar.add_task(f"{spec.key} ({split})", total=spec.episodes)
-                path = export_npz(spec, out_for(spec), split, workers=workers, force=force,
-                                  on_episode=lambda: bar.advance(job))  # noqa: B023 - called in this iteration
+                path = export_npz(
+                    spec,
+                    out_for(spec),
+                    split,
+                    workers=workers,
+                    force=force,
+                    on_episode=lambda job=job: bar.advance(job),
+                )
             size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
-            console.print(f"[green]✓[/] {spec.key} ({split} split, seed {spec.seed}, episodes 0..{spec.episodes - 1}):"
-                          f" {spec.episodes} .npz files -> {path} ({size / 2**20:.1f} MiB; {time.time() - t0:.1f}s)")
+            console.print(
+                f"[green]✓[/] {spec.key} ({split} split, seed {spec.seed}, episodes 0..{spec.episodes - 1}):"
+                f" {spec.episodes} .npz files -> {path} ({size / 2**20:.1f} MiB; {time.time() - t0:.1f}s)"
+            )
             continue
         dest = out_for(spec) if out_for(spec) is not None or split == "eval" else train_dir(spec)
         res = _prepare_with_progress(spec, dest, workers, force, split)
         dt = time.time() - t0
         size = sum(f.stat().st_size for f in Path(res.store.path).rglob("*") if f.is_file())
-        what = "verified cache" if res.reused else f"generated {spec.episodes * spec.frames / max(dt, 1e-9):,.0f} frames/s"
-        console.print(f"[green]✓[/] {spec.key} ({split} split, seed {spec.seed}): {len(res.store)} episodes x "
-                      f"{spec.frames} frames at "
-                      f"{spec.resolution[0]}x{spec.resolution[1]} -> {res.store.path} ({size / 2**20:.1f} MiB; "
-                      f"{what}; {dt:.1f}s)")
+        what = (
+            "verified cache" if res.reused else f"generated {spec.episodes * spec.frames / max(dt, 1e-9):,.0f} frames/s"
+        )
+        console.print(
+            f"[green]✓[/] {spec.key} ({split} split, seed {spec.seed}): {len(res.store)} episodes x "
+            f"{spec.frames} frames at "
+            f"{spec.resolution[0]}x{spec.resolution[1]} -> {res.store.path} ({size / 2**20:.1f} MiB; "
+            f"{what}; {dt:.1f}s)"
+        )
 
 
 @tasks_app.command("preview")
-def tasks_preview(name: str = typer.Argument(..., help="Task name."), tier: str = TierOpt,
-                  episode: int = typer.Option(0, "--episode", "-e", help="Episode index."),
-                  out: Path = typer.Option(..., "--out", "-o", help="Output file: .png/.pdf (contact sheet) or .gif (animation)."),
-                  frames: Optional[str] = typer.Option(None, "--frames", help="Frame range START:STOP (default: for a GIF "
-                                                       "the end of the context and the predicted frames; for a sheet a selection)."),
-                  tasks_dir: Optional[List[Path]] = TasksDirOpt):
+def tasks_preview(
+    name: str = typer.Argument(..., help="Task name."),
+    tier: str = TierOpt,
+    episode: int = typer.Option(0, "--episode", "-e", help="Episode index."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output file: .png/.pdf (contact sheet) or .gif (animation)."),
+    frames: Optional[str] = typer.Option(
+        None,
+        "--frames",
+        help="Frame range START:STOP (default: for a GIF "
+        "the end of the context and the predicted frames; for a sheet a selection).",
+    ),
+    tasks_dir: Optional[List[Path]] = TasksDirOpt,
+):
     """A contact sheet or animation of one episode with the memory-only mask overlaid."""
     from . import preview
     from .generators import get_generator
@@ -263,8 +345,7 @@ def tasks_preview(name: str = typer.Argument(..., help="Task name."), tier: str 
         path = preview.animation(ep, spec.context_frames, out, start, stop)
     elif suffix in (".png", ".pdf"):
         sel = list(range(start, stop)) if start is not None else None
-        path = preview.contact_sheet(ep, spec.context_frames, out, frames=sel,
-                                     title=f"{spec.key} episode {episode}")
+        path = preview.contact_sheet(ep, spec.context_frames, out, frames=sel, title=f"{spec.key} episode {episode}")
     else:
         raise MemorybenchError(f"--out must end in .png, .pdf or .gif, got '{out.name}'")
     console.print(f"[green]✓[/] wrote {path}")
@@ -316,36 +397,63 @@ def _model_names(value: str) -> list[str]:
 
 @app.command("run")
 def run_cmd(
-    model: str = typer.Option("copy-last,mean-frame,ground-truth,perfect-memory", "--model", "-m",
-                              help="Model name(s), comma-separated: a built-in name, a plugin name, or package.module:Class; "
-                                   "or a group: calibration (the default: copy-last, mean-frame, ground-truth, "
-                                   "perfect-memory), no-memory (every no-memory reference), zoo (the reference models). "
-                                   "See `memorybench models list`."),
+    model: str = typer.Option(
+        "copy-last,mean-frame,ground-truth,perfect-memory",
+        "--model",
+        "-m",
+        help="Model name(s), comma-separated: a built-in name, a plugin name, or package.module:Class; "
+        "or a group: calibration (the default: copy-last, mean-frame, ground-truth, "
+        "perfect-memory), no-memory (every no-memory reference), zoo (the reference models). "
+        "See `memorybench models list`.",
+    ),
     model_args: Optional[str] = typer.Option(None, "--model-args", help="Constructor arguments: key=value,key=value."),
     tasks: str = typer.Option("smoke", "--tasks", help="smoke | standard | NAME | NAME@TIER, comma-separated."),
     tier: str = typer.Option("standard", "--tier", help="Tier used for bare task names in --tasks."),
-    protocol: str = typer.Option("rollout", "--protocol", "-p",
-                                 help="rollout (generate after the context), teacher-forced (true history at every "
-                                      "frame), or all."),
+    protocol: str = typer.Option(
+        "rollout",
+        "--protocol",
+        "-p",
+        help="rollout (generate after the context), teacher-forced (true history at every frame), or all.",
+    ),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N, or auto (cuda when available)."),
-    batch_size: int = typer.Option(8, "--batch-size", "-b", help="Episodes evaluated together (results do not depend on it)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for the results: one run directory per model "
-                                                                 "inside it. Default: runs/<date-time>."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out (finished episodes are "
-                                                        "kept; needs --out)."),
-    save_predictions: bool = typer.Option(False, "--save-predictions", help="Keep the generated frames (for `memorybench "
-                                                                            "score` and `memorybench show`)."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate only the first N episodes of each task (recorded)."),
-    shard: Optional[str] = typer.Option(None, "--shard", help="I/N: evaluate every N-th episode from I (cluster array jobs; "
-                                                              "combine with `memorybench merge`)."),
+    batch_size: int = typer.Option(
+        8, "--batch-size", "-b", help="Episodes evaluated together (results do not depend on it)."
+    ),
+    out: Optional[Path] = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Directory for the results: one run directory per model inside it. Default: runs/<date-time>.",
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue an interrupted run in --out (finished episodes are kept; needs --out)."
+    ),
+    save_predictions: bool = typer.Option(
+        False, "--save-predictions", help="Keep the generated frames (for `memorybench score` and `memorybench show`)."
+    ),
+    limit: Optional[int] = typer.Option(
+        None, "--limit", help="Evaluate only the first N episodes of each task (recorded)."
+    ),
+    shard: Optional[str] = typer.Option(
+        None,
+        "--shard",
+        help="I/N: evaluate every N-th episode from I (cluster array jobs; combine with `memorybench merge`).",
+    ),
     workers: int = typer.Option(1, "--workers", "-j", help="Processes for generating task datasets, if needed."),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the confidence intervals (>= 1)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
-    retention: bool = typer.Option(True, "--retention/--no-retention",
-                                   help="Compute the memory retention index (needs the copy-last and perfect-memory references)."),
+    retention: bool = typer.Option(
+        True,
+        "--retention/--no-retention",
+        help="Compute the memory retention index (needs the copy-last and perfect-memory references).",
+    ),
     tasks_dir: Optional[List[Path]] = TasksDirOpt,
-    debug: bool = typer.Option(False, "--debug", help="When a model raises an exception, print its full traceback "
-                                                      "(it is always saved in the run directory's errors/)."),
+    debug: bool = typer.Option(
+        False,
+        "--debug",
+        help="When a model raises an exception, print its full traceback "
+        "(it is always saved in the run directory's errors/).",
+    ),
 ):
     """Evaluate models on tasks and print a results table.
 
@@ -366,8 +474,10 @@ def run_cmd(
     check_at_least(workers, 0, "--workers")
     parsed_shard = _parse_shard(shard)
     if resume and out is None:
-        raise MemorybenchError("--resume needs --out: the directory of the run to continue (a run without --out "
-                               "goes to a new runs/<date-time> directory)")
+        raise MemorybenchError(
+            "--resume needs --out: the directory of the run to continue (a run without --out "
+            "goes to a new runs/<date-time> directory)"
+        )
     check_out_dir(out)
     skipped: list = []
     specs = _registry(tasks_dir).select(tasks, default_tier=tier, skipped=skipped)
@@ -385,9 +495,19 @@ def run_cmd(
     for key, reason in skipped:
         err_console.print(f"[yellow]skipping {key}:[/] {escape(reason)}")
     agg = AggregationConfig(resamples=bootstrap, seed=seed)
-    common = dict(tasks=specs, model_args=model_args, protocols=protocols, batch_size=batch_size, resume=resume,
-                  save_predictions=save_predictions, limit=limit, aggregation=agg, retention=retention,
-                  workers=workers, command=sys.argv)
+    common = dict(
+        tasks=specs,
+        model_args=model_args,
+        protocols=protocols,
+        batch_size=batch_size,
+        resume=resume,
+        save_predictions=save_predictions,
+        limit=limit,
+        aggregation=agg,
+        retention=retention,
+        workers=workers,
+        command=sys.argv,
+    )
     t0 = time.time()
     if dist_env() is not None:
         if shard is not None:
@@ -458,10 +578,12 @@ def _run_distributed(models, out, device, common):
 
 
 @app.command("merge")
-def merge_cmd(shards: List[Path] = typer.Argument(..., help="Shard run directories (from --shard I/N), all N of them."),
-              out: Path = typer.Option(..., "--out", "-o", help="The merged run directory (must not exist)."),
-              device: str = ScoreDeviceOpt,
-              retention: bool = RetentionOpt):
+def merge_cmd(
+    shards: List[Path] = typer.Argument(..., help="Shard run directories (from --shard I/N), all N of them."),
+    out: Path = typer.Option(..., "--out", "-o", help="The merged run directory (must not exist)."),
+    device: str = ScoreDeviceOpt,
+    retention: bool = RetentionOpt,
+):
     """Combine the shard runs of one evaluation into one run directory (refuses mismatched or missing shards)."""
     from .validation import check_device_name, check_out_dir
 
@@ -484,12 +606,19 @@ def default_rescore_dir(pred_dir: Path) -> Path:
 
 
 @app.command("score")
-def score_cmd(pred_dir: Path = typer.Argument(..., help="A run directory made with --save-predictions."),
-              out: Optional[Path] = typer.Option(None, "--out", "-o", help="The new run directory (must not exist or be "
-                                                 "empty). Default: rescored/<date-time>/<name of PRED_DIR> in the "
-                                                 "current directory."),
-              device: str = ScoreDeviceOpt,
-              retention: bool = RetentionOpt):
+def score_cmd(
+    pred_dir: Path = typer.Argument(..., help="A run directory made with --save-predictions."),
+    out: Optional[Path] = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="The new run directory (must not exist or be "
+        "empty). Default: rescored/<date-time>/<name of PRED_DIR> in the "
+        "current directory.",
+    ),
+    device: str = ScoreDeviceOpt,
+    retention: bool = RetentionOpt,
+):
     """Re-score saved predictions (after a metric change or fix) without running the model again."""
     from .validation import check_device_name, check_out_dir
 
@@ -505,9 +634,11 @@ def score_cmd(pred_dir: Path = typer.Argument(..., help="A run directory made wi
 
 
 @app.command("summarize")
-def summarize_cmd(run_dir: Path = typer.Argument(..., help="A run directory (finished, or stopped part way)."),
-                  device: str = ScoreDeviceOpt,
-                  retention: bool = RetentionOpt):
+def summarize_cmd(
+    run_dir: Path = typer.Argument(..., help="A run directory (finished, or stopped part way)."),
+    device: str = ScoreDeviceOpt,
+    retention: bool = RetentionOpt,
+):
     """(Re)write a run's summary.json from its records.
 
     For a run that was stopped part way (killed, out of time), this scores the episodes that
@@ -525,24 +656,40 @@ def summarize_cmd(run_dir: Path = typer.Argument(..., help="A run directory (fin
         raise DataError(f"{run_dir} is not a run directory (no {RUN_JSON})")
     summary = summarize_run(run_dir, retention=retention, device=resolve_device(device))
     print_overview(load_runs([run_dir]))
-    state = "complete" if summary["complete"] else "INCOMPLETE: " + ", ".join(
-        f"{k} {len(g['missing_episodes'])} of {g['episodes_selected']} episodes missing"
-        for k, g in summary["groups"].items() if not g["complete"])
+    state = (
+        "complete"
+        if summary["complete"]
+        else "INCOMPLETE: "
+        + ", ".join(
+            f"{k} {len(g['missing_episodes'])} of {g['episodes_selected']} episodes missing"
+            for k, g in summary["groups"].items()
+            if not g["complete"]
+        )
+    )
     console.print(f"summary written to {run_dir / 'summary.json'} ({state})")
 
 
 @app.command("show")
-def show_cmd(run_dir: Path = typer.Argument(..., help="A run directory made with --save-predictions."),
-             task: Optional[str] = typer.Option(None, "--task", "-t", help="Task of the run (NAME or NAME@TIER; "
-                                                                         "default: its only task)."),
-             episode: int = typer.Option(..., "--episode", "-e", help="Episode index."),
-             out: Path = typer.Option(..., "--out", "-o", help="Output file: .png/.pdf (a sheet of selected frames), "
-                                                                ".gif or .mp4 (an animation; mp4 needs ffmpeg)."),
-             protocol: Optional[str] = typer.Option(None, "--protocol", "-p", help="Protocol (default: the first one "
-                                                                                  "with saved predictions)."),
-             frames: Optional[str] = typer.Option(None, "--frames", help="Frame range START:STOP (default: every "
-                                                                         "predicted frame; for a sheet a selection)."),
-             fps: int = typer.Option(8, "--fps", help="Frames per second of an animation.")):
+def show_cmd(
+    run_dir: Path = typer.Argument(..., help="A run directory made with --save-predictions."),
+    task: Optional[str] = typer.Option(
+        None, "--task", "-t", help="Task of the run (NAME or NAME@TIER; default: its only task)."
+    ),
+    episode: int = typer.Option(..., "--episode", "-e", help="Episode index."),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        "-o",
+        help="Output file: .png/.pdf (a sheet of selected frames), .gif or .mp4 (an animation; mp4 needs ffmpeg).",
+    ),
+    protocol: Optional[str] = typer.Option(
+        None, "--protocol", "-p", help="Protocol (default: the first one with saved predictions)."
+    ),
+    frames: Optional[str] = typer.Option(
+        None, "--frames", help="Frame range START:STOP (default: every predicted frame; for a sheet a selection)."
+    ),
+    fps: int = typer.Option(8, "--fps", help="Frames per second of an animation."),
+):
     """A model's saved predictions beside the truth, the memory mask and the frame where the
     content was last seen by the model (t - gap; under rollout the gap counts from the context), as a picture
     or an animation."""
@@ -564,15 +711,22 @@ def show_cmd(run_dir: Path = typer.Argument(..., help="A run directory made with
     if len(matches) != 1:
         from .errors import UnknownNameError
 
-        raise UnknownNameError(f"task of {run_dir}", task, keys) if not matches else MemorybenchError(
-            f"--task {task} is ambiguous in this run: {', '.join(t['key'] for t in matches)}")
+        raise (
+            UnknownNameError(f"task of {run_dir}", task, keys)
+            if not matches
+            else MemorybenchError(f"--task {task} is ambiguous in this run: {', '.join(t['key'] for t in matches)}")
+        )
     entry = matches[0]
     if not meta["run"].get("save_predictions"):
-        raise MemorybenchError(f"{run_dir} was run without --save-predictions: there are no frames to show "
-                               "(run again with --save-predictions)")
+        raise MemorybenchError(
+            f"{run_dir} was run without --save-predictions: there are no frames to show "
+            "(run again with --save-predictions)"
+        )
     run = RunDir(run_dir)
-    have = {p: sorted(int(f.stem[3:]) for f in run.predictions_dir(entry["key"], p).glob("ep-*.npz"))
-            for p in task_protocols(entry, meta)}
+    have = {
+        p: sorted(int(f.stem[3:]) for f in run.predictions_dir(entry["key"], p).glob("ep-*.npz"))
+        for p in task_protocols(entry, meta)
+    }
     if protocol is None:
         protocol = next((p for p, eps in have.items() if eps), next(iter(have)))
     elif protocol not in have:
@@ -581,8 +735,10 @@ def show_cmd(run_dir: Path = typer.Argument(..., help="A run directory made with
         check_choices([protocol], list(have), f"protocol of {entry['key']} in this run")
     if episode not in have[protocol]:
         listing = ", ".join(map(str, have[protocol][:20])) + (" ..." if len(have[protocol]) > 20 else "")
-        raise MemorybenchError(f"--episode {episode}: no saved predictions of {entry['key']} ({protocol}) for it; "
-                               f"saved: {listing or 'none'}")
+        raise MemorybenchError(
+            f"--episode {episode}: no saved predictions of {entry['key']} ({protocol}) for it; "
+            f"saved: {listing or 'none'}"
+        )
     preds, start = run.read_predictions(entry["key"], protocol, episode)
     spec = spec_from_dict(entry["spec"], source=f"{run_dir}/run.json")
     sel = parse_frame_range(frames, spec.frames) if frames else None
@@ -593,12 +749,22 @@ def show_cmd(run_dir: Path = typer.Argument(..., help="A run directory made with
     title = f"{meta['model']['name']} · {entry['key']} · {protocol} · episode {episode}"
     if out.suffix.lower() in (".png", ".pdf"):
         pick = None if sel is None else preview.pick_predicted_frames(ep, *sel)
-        path = preview.predictions_sheet(ep, preds, start, out, frames=pick, title=title, scores=scores,
-                                         protocol=protocol)
+        path = preview.predictions_sheet(
+            ep, preds, start, out, frames=pick, title=title, scores=scores, protocol=protocol
+        )
     else:
-        path = preview.predictions_animation(ep, preds, start, spec.context_frames, out, fps=fps, scores=scores,
-                                             frames=None if sel is None else range(*sel), title=title,
-                                             protocol=protocol)
+        path = preview.predictions_animation(
+            ep,
+            preds,
+            start,
+            spec.context_frames,
+            out,
+            fps=fps,
+            scores=scores,
+            frames=None if sel is None else range(*sel),
+            title=title,
+            protocol=protocol,
+        )
     console.print(f"[green]✓[/] wrote {path}")
 
 
@@ -625,20 +791,28 @@ RunDirsArg = typer.Argument(..., help="Run directories, or directories that cont
 
 
 @app.command("leaderboard")
-def leaderboard_cmd(runs: List[Path] = RunDirsArg,
-                    fmt: str = typer.Option("md", "--format", "-f", help="md | latex | csv | html | json"),
-                    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write to this file instead of stdout."),
-                    metrics: str = typer.Option("recall,memory_horizon,psnr,lpips,psnr_memory,lpips_memory,retention",
-                                                "--metrics", help="Columns per task: recall, memory_horizon, recall_acc, "
-                                                                  "false_recall, psnr, ssim, lpips and their _known and "
-                                                                  "_memory variants, retention, or a plugin metric (see the "
-                                                                  "metric registry)."),
-                    protocol: Optional[str] = typer.Option(None, "--protocol", help="Only this protocol (default: all, "
-                                                                                     "one table each)."),
-                    split: bool = typer.Option(False, "--split", help="Give runs of different task specs separate columns "
-                                                                      "instead of refusing."),
-                    profile: Optional[List[Path]] = typer.Option(None, "--profile", help="profile.json from `memorybench "
-                                                                 "profile`: adds the efficiency table (repeatable).")):
+def leaderboard_cmd(
+    runs: List[Path] = RunDirsArg,
+    fmt: str = typer.Option("md", "--format", "-f", help="md | latex | csv | html | json"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write to this file instead of stdout."),
+    metrics: str = typer.Option(
+        "recall,memory_horizon,psnr,lpips,psnr_memory,lpips_memory,retention",
+        "--metrics",
+        help="Columns per task: recall, memory_horizon, recall_acc, "
+        "false_recall, psnr, ssim, lpips and their _known and "
+        "_memory variants, retention, or a plugin metric (see the "
+        "metric registry).",
+    ),
+    protocol: Optional[str] = typer.Option(
+        None, "--protocol", help="Only this protocol (default: all, one table each)."
+    ),
+    split: bool = typer.Option(
+        False, "--split", help="Give runs of different task specs separate columns instead of refusing."
+    ),
+    profile: Optional[List[Path]] = typer.Option(
+        None, "--profile", help="profile.json from `memorybench profile`: adds the efficiency table (repeatable)."
+    ),
+):
     """Leaderboard of runs: rows are models, columns tasks x metrics, with 95% CIs.
 
     Refuses (exit code 4) to put runs of different task specs or datasets in one column.
@@ -657,13 +831,15 @@ def leaderboard_cmd(runs: List[Path] = RunDirsArg,
     if protocol:
         _check_protocol_present(loaded, protocol)
     profiles = [p for f in (profile or []) for p in load_profiles(f)]
-    board = lb.build(loaded, metrics=columns, split=split, protocols=[protocol] if protocol else None,
-                     profiles=profiles)
+    board = lb.build(
+        loaded, metrics=columns, split=split, protocols=[protocol] if protocol else None, profiles=profiles
+    )
     if fmt == "html":
         figs = {}
         for p in board.protocols():
             figs[f"Memory curves ({p}): PSNR on memory-only pixels vs memory gap"] = plots.png_bytes(
-                plots.memory_curves(loaded, "psnr_memory", p))
+                plots.memory_curves(loaded, "psnr_memory", p)
+            )
         text = lb.to_html(board, figs)
     else:
         text = lb.RENDERERS[fmt](board)
@@ -683,26 +859,33 @@ def _check_protocol_present(loaded: list, protocol: str) -> None:
     check_choices([protocol], PROTOCOLS, "protocol")
     held = sorted({g["protocol"] for r in loaded for g in r["summary"]["groups"].values()})
     if protocol not in held:
-        raise MemorybenchError(f"--protocol {protocol}: the runs hold no {protocol} results (they hold: "
-                               f"{', '.join(held) or 'none'}); evaluate with `memorybench run --protocol {protocol}` "
-                               "or choose another --protocol")
+        raise MemorybenchError(
+            f"--protocol {protocol}: the runs hold no {protocol} results (they hold: "
+            f"{', '.join(held) or 'none'}); evaluate with `memorybench run --protocol {protocol}` "
+            "or choose another --protocol"
+        )
 
 
 def _has_metric(loaded: list, metric: str, protocol: str) -> bool:
     """Whether any run has values of ``metric`` by memory gap under ``protocol`` (retention needs the
     references: a run made with --no-retention has none)."""
-    return any(metric in {**b.get("metrics", {}), **b.get("retention", {})}
-               for r in loaded for g in r["summary"]["groups"].values() if g["protocol"] == protocol
-               for b in g.get("by_gap", []))
+    return any(
+        metric in {**b.get("metrics", {}), **b.get("retention", {})}
+        for r in loaded
+        for g in r["summary"]["groups"].values()
+        if g["protocol"] == protocol
+        for b in g.get("by_gap", [])
+    )
 
 
 @app.command("plot")
-def plot_cmd(runs: List[Path] = typer.Argument(None, help="Run directories (or directories of runs)."),
-             profile: Optional[List[Path]] = typer.Option(None, "--profile", help="profile.json files: cost vs context."),
-             out: Path = typer.Option(Path("plots"), "--out", "-o", help="Directory for the figures."),
-             protocol: str = typer.Option("rollout", "--protocol", help="Protocol of the curves: rollout or "
-                                                                        "teacher-forced."),
-             formats: str = typer.Option("png,pdf", "--formats", help="Comma-separated: png, pdf, svg.")):
+def plot_cmd(
+    runs: List[Path] = typer.Argument(None, help="Run directories (or directories of runs)."),
+    profile: Optional[List[Path]] = typer.Option(None, "--profile", help="profile.json files: cost vs context."),
+    out: Path = typer.Option(Path("plots"), "--out", "-o", help="Directory for the figures."),
+    protocol: str = typer.Option("rollout", "--protocol", help="Protocol of the curves: rollout or teacher-forced."),
+    formats: str = typer.Option("png,pdf", "--formats", help="Comma-separated: png, pdf, svg."),
+):
     """Memory curves (metric vs memory gap, log-x, CI bands) and quality over the generated frames."""
     from . import leaderboard as lb
     from . import plots
@@ -718,7 +901,9 @@ def plot_cmd(runs: List[Path] = typer.Argument(None, help="Run directories (or d
         loaded = lb.load_runs(runs)
         _check_protocol_present(loaded, protocol)
         for metric in [m for m in ("psnr_memory", "lpips_memory", "retention") if _has_metric(loaded, m, protocol)]:
-            written += plots.save(plots.memory_curves(loaded, metric, protocol), out / f"memory-curve-{metric}-{protocol}", fmts)
+            written += plots.save(
+                plots.memory_curves(loaded, metric, protocol), out / f"memory-curve-{metric}-{protocol}", fmts
+            )
         for metric in ("psnr", "lpips"):
             written += plots.save(plots.step_curves(loaded, metric, protocol), out / f"steps-{metric}-{protocol}", fmts)
     profiles = [p for f in (profile or []) for p in load_profiles(f)]
@@ -730,16 +915,27 @@ def plot_cmd(runs: List[Path] = typer.Argument(None, help="Run directories (or d
 
 
 @app.command("compare")
-def compare_cmd(baseline: Path = typer.Argument(..., help="Baseline run directory (run.json + summary.json suffice)."),
-                current: Path = typer.Argument(..., help="Current run directory."),
-                tolerance: Optional[str] = typer.Option(None, "--tolerance", help="metric=value,... (defaults from the metric "
-                                                        "registry: recall 0.05, psnr 0.5 dB, ssim 0.01, lpips 0.01), or one "
-                                                        "number for all."),
-                metrics: str = typer.Option("recall,psnr,ssim,lpips,psnr_memory,ssim_memory,lpips_memory", "--metrics",
-                                            help="Metrics to gate on, comma-separated (as in `memorybench leaderboard "
-                                                 "--metrics`)."),
-                tasks: Optional[str] = typer.Option(None, "--tasks", help="Gate only on these tasks of the baseline "
-                                                    "(NAME or NAME@TIER, comma-separated). Default: all of them.")):
+def compare_cmd(
+    baseline: Path = typer.Argument(..., help="Baseline run directory (run.json + summary.json suffice)."),
+    current: Path = typer.Argument(..., help="Current run directory."),
+    tolerance: Optional[str] = typer.Option(
+        None,
+        "--tolerance",
+        help="metric=value,... (defaults from the metric "
+        "registry: recall 0.05, psnr 0.5 dB, ssim 0.01, lpips 0.01), or one "
+        "number for all.",
+    ),
+    metrics: str = typer.Option(
+        "recall,psnr,ssim,lpips,psnr_memory,ssim_memory,lpips_memory",
+        "--metrics",
+        help="Metrics to gate on, comma-separated (as in `memorybench leaderboard --metrics`).",
+    ),
+    tasks: Optional[str] = typer.Option(
+        None,
+        "--tasks",
+        help="Gate only on these tasks of the baseline (NAME or NAME@TIER, comma-separated). Default: all of them.",
+    ),
+):
     """Regression gate: exit 1 if a metric got worse beyond the tolerance and the CI; 4 if not comparable."""
     from .compare import compare, model_warnings, parse_tolerances, print_rows
     from .leaderboard import check_metric_names, load_runs
@@ -752,8 +948,9 @@ def compare_cmd(baseline: Path = typer.Argument(..., help="Baseline run director
         check_metric_names(list(tolerances), loaded)
     for w in model_warnings(loaded[0]["meta"], loaded[1]["meta"]):
         err_console.print(f"[yellow]warning:[/] {escape(w)}")
-    rows, code = compare(baseline, current, names, tolerances,
-                         tasks=[t.strip() for t in (tasks or "").split(",") if t.strip()] or None)
+    rows, code = compare(
+        baseline, current, names, tolerances, tasks=[t.strip() for t in (tasks or "").split(",") if t.strip()] or None
+    )
     print_rows(rows)
     n_bad = sum(r.status in ("regression", "missing") for r in rows)
     if code:
@@ -764,8 +961,10 @@ def compare_cmd(baseline: Path = typer.Argument(..., help="Baseline run director
 
 
 @app.command("cite")
-def cite_cmd(runs: Optional[List[Path]] = typer.Argument(None, help="Run directories whose models to cite."),
-             model: Optional[str] = typer.Option(None, "--model", "-m", help="Model names to cite, comma-separated.")):
+def cite_cmd(
+    runs: Optional[List[Path]] = typer.Argument(None, help="Run directories whose models to cite."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model names to cite, comma-separated."),
+):
     """BibTeX for memorybench (this version), its metrics, and the models of a table."""
     from . import leaderboard as lb
     from .citation import bibtex
@@ -780,15 +979,22 @@ def cite_cmd(runs: Optional[List[Path]] = typer.Argument(None, help="Run directo
 
 
 @app.command("report")
-def report_cmd(runs: List[Path] = RunDirsArg,
-               out: Path = typer.Option(Path("results"), "--out", "-o", help="Directory for every format and figure."),
-               title: str = typer.Option("memorybench leaderboard", "--title", help="Title of the HTML page."),
-               profile: Optional[List[Path]] = typer.Option(None, "--profile", help="profile.json files: efficiency table "
-                                                                                    "and figures."),
-               runs_to: Optional[Path] = typer.Option(None, "--runs-to", help="Publish: first copy the runs into this "
-                                                      "directory (run.json, summary.json, events.jsonl, records) and "
-                                                      "the --profile files into OUT/profiles, all without host names or "
-                                                      "local paths, and report from the copies.")):
+def report_cmd(
+    runs: List[Path] = RunDirsArg,
+    out: Path = typer.Option(Path("results"), "--out", "-o", help="Directory for every format and figure."),
+    title: str = typer.Option("memorybench leaderboard", "--title", help="Title of the HTML page."),
+    profile: Optional[List[Path]] = typer.Option(
+        None, "--profile", help="profile.json files: efficiency table and figures."
+    ),
+    runs_to: Optional[Path] = typer.Option(
+        None,
+        "--runs-to",
+        help="Publish: first copy the runs into this "
+        "directory (run.json, summary.json, events.jsonl, records) and "
+        "the --profile files into OUT/profiles, all without host names or "
+        "local paths, and report from the copies.",
+    ),
+):
     """Write the leaderboard in every format (md, csv, tex, html, json) and the figures into --out.
 
     This is the one command that regenerates the committed results/ directory: with --runs-to,
@@ -824,7 +1030,9 @@ def report_cmd(runs: List[Path] = RunDirsArg,
     figs = {}
     for field in FIELDS if profiles else ():
         if any(p["fits"][field]["slope"] is not None for p in profiles):
-            figs[f"{field} per generated frame vs context length"] = plots.png_bytes(plots.efficiency_curves(profiles, field))
+            figs[f"{field} per generated frame vs context length"] = plots.png_bytes(
+                plots.efficiency_curves(profiles, field)
+            )
             plots.save(plots.efficiency_curves(profiles, field), out / "figures" / f"efficiency-{field}")
     for p in board.protocols():
         for metric in [m for m in ("psnr_memory", "retention") if _has_metric(loaded, m, p)]:
@@ -844,17 +1052,27 @@ def report_cmd(runs: List[Path] = RunDirsArg,
 
 
 @app.command("validity")
-def validity_cmd(tasks: str = typer.Option("smoke", "--tasks", help="smoke | standard | NAME | NAME@TIER, comma-separated."),
-                 tier: str = typer.Option("standard", "--tier", help="Tier used for bare task names in --tasks."),
-                 protocol: str = typer.Option("all", "--protocol", "-p", help="rollout, teacher-forced, or all."),
-                 models: Optional[str] = typer.Option(None, "--model", "-m", help="Models to check (default: every "
-                                                      "no-memory reference, perfect-memory and ground-truth)."),
-                 out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the table here (.md) and the "
-                                                    "numbers next to it (.json)."),
-                 device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
-                 limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N episodes of each task "
-                                                     "(default: all; the maze tiers take minutes per episode)."),
-                 tasks_dir: Optional[List[Path]] = TasksDirOpt):
+def validity_cmd(
+    tasks: str = typer.Option("smoke", "--tasks", help="smoke | standard | NAME | NAME@TIER, comma-separated."),
+    tier: str = typer.Option("standard", "--tier", help="Tier used for bare task names in --tasks."),
+    protocol: str = typer.Option("all", "--protocol", "-p", help="rollout, teacher-forced, or all."),
+    models: Optional[str] = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Models to check (default: every no-memory reference, perfect-memory and ground-truth).",
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Write the table here (.md) and the numbers next to it (.json)."
+    ),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
+    limit: Optional[int] = typer.Option(
+        None,
+        "--limit",
+        help="Only the first N episodes of each task (default: all; the maze tiers take minutes per episode).",
+    ),
+    tasks_dir: Optional[List[Path]] = TasksDirOpt,
+):
     """Check that the memory score is valid: every no-memory strategy at chance, the oracles near 1.
 
     Runs the no-memory references (copy-last, means, blur, inpainting, shifted copies) and the
@@ -875,8 +1093,14 @@ def validity_cmd(tasks: str = typer.Option("smoke", "--tasks", help="smoke | sta
             size[0] = total
             bar.update(job, description=what, completed=done, total=total)
 
-        result = check(specs, _protocols(protocol), expand_model_names(models) if models else None,
-                       device=resolve_device(device), progress=show, limit=limit)
+        result = check(
+            specs,
+            _protocols(protocol),
+            expand_model_names(models) if models else None,
+            device=resolve_device(device),
+            progress=show,
+            limit=limit,
+        )
         bar.update(job, description="validity", completed=size[0])
     text = result.to_markdown()
     if out is not None:
@@ -899,6 +1123,7 @@ def validity_cmd(tasks: str = typer.Option("smoke", "--tasks", help="smoke | sta
 
 def _train_episodes(text: str, specs) -> list:
     """``--train-episodes``: ``N`` for every task, or ``TASK=N,...`` (a task's name or ``name@tier``)."""
+
     def count(v: str, what: str) -> int:
         try:
             n = int(v)
@@ -917,46 +1142,69 @@ def _train_episodes(text: str, specs) -> list:
         name = name.strip()
         hits = [i for i, s in enumerate(specs) if name in (s.key, s.name)]
         if not hits:
-            raise MemorybenchError(f"--train-episodes: '{name}' is not one of the training tasks "
-                                   f"({', '.join(s.key for s in specs)})")
+            raise MemorybenchError(
+                f"--train-episodes: '{name}' is not one of the training tasks ({', '.join(s.key for s in specs)})"
+            )
         for i in hits:
             out[i] = count(v.strip(), name)
     return out
 
 
 @app.command("train")
-def train_cmd(model: str = typer.Argument(..., help="Zoo model: lssvwm, full-attention, frame-local-attention, s4, mamba, diffusion."),
-              tasks: str = typer.Option("occlusion-recall,scene-retrieval,scene-reasoning", "--tasks",
-                                        help="Tasks to train on (their training seeds, never the evaluation episodes)."),
-              tier: str = typer.Option("smoke", "--tier", help="Tier of bare task names."),
-              steps: int = typer.Option(400, "--steps", help="Optimisation steps (one batch each)."),
-              seed: int = typer.Option(0, "--seed", help="Seed of the initial weights, the crops and the noise."),
-              out: Path = typer.Option(..., "--out", "-o", help="Directory for model.safetensors, card.json and the "
-                                                               "resumable training state."),
-              batch_size: int = typer.Option(2, "--batch-size", "-b", help="Episodes per step."),
-              lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate (AdamW; warm-up, then cosine decay)."),
-              window: Optional[int] = typer.Option(None, "--window", help="Train on crops of this many frames around "
-                                                                          "the end of the context (default: whole episodes)."),
-              device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
-              max_seconds: Optional[float] = typer.Option(None, "--max-seconds", help="Stop cleanly after this wall time."),
-              resume: bool = typer.Option(False, "--resume", help="Continue the training state in --out (starts "
-                                                                  "from step 0 if there is none)."),
-              workers: int = typer.Option(0, "--workers", "-j", help="Processes generating training episodes."),
-              grad_checkpointing: bool = typer.Option(False, "--grad-checkpointing/--no-grad-checkpointing",
-                                                      help="Recompute activations in the backward pass (less memory, "
-                                                           "slower)."),
-              memory_fraction: float = typer.Option(0.5, "--memory-fraction", help="Share of the loss given to the "
-                                                    "memory-only pixels (0: plain MSE)."),
-              curriculum: Optional[str] = typer.Option(None, "--curriculum", help="Windows in turn, STEPS:WINDOW,... "
-                                                       "(WINDOW in frames or 'full'), e.g. 300:96,200:256,100:full: "
-                                                       "replaces --steps and --window."),
-              config: Optional[str] = typer.Option(None, "--config", help="Model config overrides: key=value,..."),
-              train_episodes: Optional[str] = typer.Option(
-                  None, "--train-episodes", help="N (every task) or TASK=N,... (TASK: name or name@tier): train on "
-                  "the first N training episodes of those tasks, generated once into the cache (as `memorybench "
-                  "tasks generate TASK --split train --episodes N` writes them; checksummed) and reused in every "
-                  "pass; the other tasks stream new episodes. For the Memory Maze tasks."),
-              tasks_dir: Optional[List[Path]] = TasksDirOpt):
+def train_cmd(
+    model: str = typer.Argument(
+        ..., help="Zoo model: lssvwm, full-attention, frame-local-attention, s4, mamba, diffusion."
+    ),
+    tasks: str = typer.Option(
+        "occlusion-recall,scene-retrieval,scene-reasoning",
+        "--tasks",
+        help="Tasks to train on (their training seeds, never the evaluation episodes).",
+    ),
+    tier: str = typer.Option("smoke", "--tier", help="Tier of bare task names."),
+    steps: int = typer.Option(400, "--steps", help="Optimisation steps (one batch each)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the initial weights, the crops and the noise."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Directory for model.safetensors, card.json and the resumable training state."
+    ),
+    batch_size: int = typer.Option(2, "--batch-size", "-b", help="Episodes per step."),
+    lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate (AdamW; warm-up, then cosine decay)."),
+    window: Optional[int] = typer.Option(
+        None,
+        "--window",
+        help="Train on crops of this many frames around the end of the context (default: whole episodes).",
+    ),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
+    max_seconds: Optional[float] = typer.Option(None, "--max-seconds", help="Stop cleanly after this wall time."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the training state in --out (starts from step 0 if there is none)."
+    ),
+    workers: int = typer.Option(0, "--workers", "-j", help="Processes generating training episodes."),
+    grad_checkpointing: bool = typer.Option(
+        False,
+        "--grad-checkpointing/--no-grad-checkpointing",
+        help="Recompute activations in the backward pass (less memory, slower).",
+    ),
+    memory_fraction: float = typer.Option(
+        0.5, "--memory-fraction", help="Share of the loss given to the memory-only pixels (0: plain MSE)."
+    ),
+    curriculum: Optional[str] = typer.Option(
+        None,
+        "--curriculum",
+        help="Windows in turn, STEPS:WINDOW,... "
+        "(WINDOW in frames or 'full'), e.g. 300:96,200:256,100:full: "
+        "replaces --steps and --window.",
+    ),
+    config: Optional[str] = typer.Option(None, "--config", help="Model config overrides: key=value,..."),
+    train_episodes: Optional[str] = typer.Option(
+        None,
+        "--train-episodes",
+        help="N (every task) or TASK=N,... (TASK: name or name@tier): train on "
+        "the first N training episodes of those tasks, generated once into the cache (as `memorybench "
+        "tasks generate TASK --split train --episodes N` writes them; checksummed) and reused in every "
+        "pass; the other tasks stream new episodes. For the Memory Maze tasks.",
+    ),
+    tasks_dir: Optional[List[Path]] = TasksDirOpt,
+):
     """Train a reference model (deterministic for a seed, resumable) and write weights + a model card."""
     from .models import parse_model_args, target_of
     from .validation import check_at_least, check_device_name, check_out_dir
@@ -989,12 +1237,26 @@ def train_cmd(model: str = typer.Argument(..., help="Zoo model: lssvwm, full-att
     with warnings.catch_warnings():
         warnings.simplefilter("always", ShortWindowWarning)
         warnings.showwarning = show
-        path = train(model, specs, steps, out, seed=seed, batch_size=batch_size, lr=lr, window=window, curriculum=phases,
-                     device=resolve_device(device), max_seconds=max_seconds, resume=resume, workers=workers,
-                     grad_checkpointing=grad_checkpointing, memory_fraction=memory_fraction,
-                     model_config=model_config,
-                     train_episodes=_train_episodes(train_episodes, specs) if train_episodes else None,
-                     command="memorybench " + shlex.join(_ARGV) if _ARGV[:1] == ["train"] else None)
+        path = train(
+            model,
+            specs,
+            steps,
+            out,
+            seed=seed,
+            batch_size=batch_size,
+            lr=lr,
+            window=window,
+            curriculum=phases,
+            device=resolve_device(device),
+            max_seconds=max_seconds,
+            resume=resume,
+            workers=workers,
+            grad_checkpointing=grad_checkpointing,
+            memory_fraction=memory_fraction,
+            model_config=model_config,
+            train_episodes=_train_episodes(train_episodes, specs) if train_episodes else None,
+            command="memorybench " + shlex.join(_ARGV) if _ARGV[:1] == ["train"] else None,
+        )
     console.print(f"[green]✓[/] {path} (model card: {path.with_name('card.json')})")
 
 
@@ -1003,17 +1265,21 @@ def train_cmd(model: str = typer.Argument(..., help="Zoo model: lssvwm, full-att
 
 
 @app.command("profile")
-def profile_cmd(model: str = typer.Option(..., "--model", "-m", help="Model name(s), comma-separated."),
-                context: str = typer.Option("64,128,256,512,1024,2048,4096", "--context",
-                                            help="Context lengths (frames observed before generating), comma-separated."),
-                device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
-                repeats: int = typer.Option(20, "--repeats", help="Timed generated frames per point (median reported)."),
-                warmup: int = typer.Option(5, "--warmup", help="Untimed generated frames before timing."),
-                batch_size: int = typer.Option(1, "--batch-size", "-b", help="Episodes generated together."),
-                model_args: Optional[str] = typer.Option(None, "--model-args", help="Constructor arguments: "
-                                                                                    "key=value,key=value."),
-                out: Path = typer.Option(Path("profile.json"), "--out", "-o", help="JSON output file."),
-                plot: bool = typer.Option(True, "--plot/--no-plot", help="Also write <out>-latency/memory.png|pdf.")):
+def profile_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="Model name(s), comma-separated."),
+    context: str = typer.Option(
+        "64,128,256,512,1024,2048,4096",
+        "--context",
+        help="Context lengths (frames observed before generating), comma-separated.",
+    ),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
+    repeats: int = typer.Option(20, "--repeats", help="Timed generated frames per point (median reported)."),
+    warmup: int = typer.Option(5, "--warmup", help="Untimed generated frames before timing."),
+    batch_size: int = typer.Option(1, "--batch-size", "-b", help="Episodes generated together."),
+    model_args: Optional[str] = typer.Option(None, "--model-args", help="Constructor arguments: key=value,key=value."),
+    out: Path = typer.Option(Path("profile.json"), "--out", "-o", help="JSON output file."),
+    plot: bool = typer.Option(True, "--plot/--no-plot", help="Also write <out>-latency/memory.png|pdf."),
+):
     """Per-generated-frame latency, peak memory and state size against context length, with log-log slopes."""
     from .models import parse_model_args
     from .validation import check_at_least, check_device_name, check_out_file
@@ -1039,28 +1305,54 @@ def profile_cmd(model: str = typer.Option(..., "--model", "-m", help="Model name
 
     for m in models:
         if check_model_args(m, model_args)[0].privileged:
-            raise MemorybenchError(f"{m} is a privileged calibration reference (it reads the true episode); it has no "
-                                   "cost of its own to profile")
-    cfg = ProfileConfig(contexts=contexts, device=resolve_device(device), repeats=repeats, warmup=warmup,
-                        batch_size=batch_size, model_args=model_args)
+            raise MemorybenchError(
+                f"{m} is a privileged calibration reference (it reads the true episode); it has no "
+                "cost of its own to profile"
+            )
+    cfg = ProfileConfig(
+        contexts=contexts,
+        device=resolve_device(device),
+        repeats=repeats,
+        warmup=warmup,
+        batch_size=batch_size,
+        model_args=model_args,
+    )
     profiles = []
     with progress_bar() as bar:
         job = bar.add_task("profiling", total=len(models) * len(contexts), unit="points")
         for m in models:
-            profiles.append(profile_model(m, cfg, progress=lambda name, L, p: bar.update(
-                job, advance=1, description=f"{name} @ {L}: {p['latency_ms']:.1f} ms")))
+            profiles.append(
+                profile_model(
+                    m,
+                    cfg,
+                    progress=lambda name, L, p: bar.update(
+                        job, advance=1, description=f"{name} @ {L}: {p['latency_ms']:.1f} ms"
+                    ),
+                )
+            )
     path = write_profiles(profiles, out)
     table = Table(title=f"per generated frame, {cfg.device} (batch {batch_size})", header_style="bold")
-    for col in ("model", "latency ms (min ctx → max ctx)", "ratio", "slope", "peak MiB (min → max)", "ratio ",
-                "state MiB (min → max)"):
+    for col in (
+        "model",
+        "latency ms (min ctx → max ctx)",
+        "ratio",
+        "slope",
+        "peak MiB (min → max)",
+        "ratio ",
+        "state MiB (min → max)",
+    ):
         table.add_column(col, justify="left" if col == "model" else "right")
     fmt = lambda v, d=1: "—" if v is None else f"{v:.{d}f}"  # noqa: E731
     for r in summary_rows(profiles):
-        table.add_row(r["model"], f"{fmt(r['latency_ms_min_ctx'], 2)} → {fmt(r['latency_ms_max_ctx'], 2)}",
-                      fmt(r["latency_ms_ratio"], 2), fmt(r["latency_ms_slope"], 2),
-                      f"{fmt(r['peak_memory_mb_min_ctx'])} → {fmt(r['peak_memory_mb_max_ctx'])}",
-                      fmt(r["peak_memory_mb_ratio"], 2),
-                      f"{fmt(r['state_mb_min_ctx'], 3)} → {fmt(r['state_mb_max_ctx'], 3)}")
+        table.add_row(
+            r["model"],
+            f"{fmt(r['latency_ms_min_ctx'], 2)} → {fmt(r['latency_ms_max_ctx'], 2)}",
+            fmt(r["latency_ms_ratio"], 2),
+            fmt(r["latency_ms_slope"], 2),
+            f"{fmt(r['peak_memory_mb_min_ctx'])} → {fmt(r['peak_memory_mb_max_ctx'])}",
+            fmt(r["peak_memory_mb_ratio"], 2),
+            f"{fmt(r['state_mb_min_ctx'], 3)} → {fmt(r['state_mb_max_ctx'], 3)}",
+        )
     console.print(table)
     if plot:
         for f in FIELDS:
@@ -1072,8 +1364,9 @@ def profile_cmd(model: str = typer.Option(..., "--model", "-m", help="Model name
 # ------------------------------------------------------------------------------------------------
 # models
 
-models_app = typer.Typer(help="The models memorybench can run: built-in, reference zoo and plugins.",
-                         no_args_is_help=True)
+models_app = typer.Typer(
+    help="The models memorybench can run: built-in, reference zoo and plugins.", no_args_is_help=True
+)
 app.add_typer(models_app, name="models")
 
 
@@ -1105,8 +1398,9 @@ def models_list(as_json: bool = typer.Option(False, "--json", help="Print JSON i
             ckpt = f"{escape(str(shown))} ({state}{sha})"
         params = "?" if r["parameters"] is None else f"{r['parameters']:,}"
         what = f"[red]{escape(r['error'])}[/]" if r["error"] else escape(r["summary"])
-        table.add_row(r["name"], r["kind"], params, ckpt, ", ".join(r["citation_keys"]) or "—", r["license"] or "—",
-                      what)
+        table.add_row(
+            r["name"], r["kind"], params, ckpt, ", ".join(r["citation_keys"]) or "—", r["license"] or "—", what
+        )
     console.print(table)
 
 

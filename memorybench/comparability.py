@@ -59,34 +59,50 @@ def spec_differences(a: dict, b: dict) -> list[str]:
     """The fields of two task specs (``TaskSpec.to_dict``) that differ: ``"frames 96 vs 640"``."""
     fa, fb = _flatten(a), _flatten(b)
     skip = {"description", "citation", "source"}
-    return [f"{k} {fa.get(k, '(absent)')} vs {fb.get(k, '(absent)')}" for k in sorted(set(fa) | set(fb))
-            if k not in skip and fa.get(k) != fb.get(k)]
+    return [
+        f"{k} {fa.get(k, '(absent)')} vs {fb.get(k, '(absent)')}"
+        for k in sorted(set(fa) | set(fb))
+        if k not in skip and fa.get(k) != fb.get(k)
+    ]
 
 
-def task_differences(a: dict, b: dict, names: tuple[str, str] = ("one run", "the other"),
-                     protocols: tuple[list, list] | None = None) -> list[str]:
+def task_differences(
+    a: dict, b: dict, names: tuple[str, str] = ("one run", "the other"), protocols: tuple[list, list] | None = None
+) -> list[str]:
     """What differs between two ``run.json`` task entries of one task key, in words, with the fix."""
     key = a.get("key", b.get("key"))
     out = []
     if a.get("spec_hash") != b.get("spec_hash"):
         fields = spec_differences(a.get("spec", {}), b.get("spec", {}))
-        what = "; ".join(fields[:6]) + (" ..." if len(fields) > 6 else "") if fields else \
-            f"spec hash {str(a.get('spec_hash'))[:12]} vs {str(b.get('spec_hash'))[:12]}"
-        out.append(f"{key}: the task spec differs ({names[0]} vs {names[1]}: {what}); runs of different task "
-                   "versions measure different things: evaluate both on the same task file")
+        what = (
+            "; ".join(fields[:6]) + (" ..." if len(fields) > 6 else "")
+            if fields
+            else f"spec hash {str(a.get('spec_hash'))[:12]} vs {str(b.get('spec_hash'))[:12]}"
+        )
+        out.append(
+            f"{key}: the task spec differs ({names[0]} vs {names[1]}: {what}); runs of different task "
+            "versions measure different things: evaluate both on the same task file"
+        )
     ea, eb = sorted(a.get("episodes_selected") or []), sorted(b.get("episodes_selected") or [])
     if ea != eb:
         total = (a.get("spec") or {}).get("episodes")
-        out.append(f"{key}: {names[0]} evaluates {episodes_text(ea)}, {names[1]} {episodes_text(eb)}; "
-                   f"to match {names[0]}, run with {selection_hint(ea, total)}")
+        out.append(
+            f"{key}: {names[0]} evaluates {episodes_text(ea)}, {names[1]} {episodes_text(eb)}; "
+            f"to match {names[0]}, run with {selection_hint(ea, total)}"
+        )
     elif a.get("spec_hash") == b.get("spec_hash") and a.get("dataset_sha256") != b.get("dataset_sha256"):
         legacy = ("episodes_sha256" in a) != ("episodes_sha256" in b)
-        why = ("one of them was recorded by an earlier memorybench version, which hashed the whole dataset rather "
-               "than the episodes evaluated: re-run it" if legacy else
-               "the same spec generated other pixels (another generator build, or for the maze tasks another "
-               "renderer or Mesa version): compare runs made on the same data")
-        out.append(f"{key}: the evaluated episodes' data differ (dataset SHA-256 {str(a.get('dataset_sha256'))[:12]} "
-                   f"vs {str(b.get('dataset_sha256'))[:12]}); {why}")
+        why = (
+            "one of them was recorded by an earlier memorybench version, which hashed the whole dataset rather "
+            "than the episodes evaluated: re-run it"
+            if legacy
+            else "the same spec generated other pixels (another generator build, or for the maze tasks another "
+            "renderer or Mesa version): compare runs made on the same data"
+        )
+        out.append(
+            f"{key}: the evaluated episodes' data differ (dataset SHA-256 {str(a.get('dataset_sha256'))[:12]} "
+            f"vs {str(b.get('dataset_sha256'))[:12]}); {why}"
+        )
     if protocols is not None and sorted(protocols[0]) != sorted(protocols[1]):
         out.append(f"{key}: protocols {', '.join(protocols[0])} ({names[0]}) vs {', '.join(protocols[1])} ({names[1]})")
     return out
@@ -96,8 +112,10 @@ def metrics_difference(a_meta: dict, b_meta: dict, names: tuple[str, str]) -> st
     va, vb = (a_meta.get("metrics") or {}).get("version"), (b_meta.get("metrics") or {}).get("version")
     if va == vb:
         return None
-    return (f"metric definitions v{va} ({names[0]}) vs v{vb} ({names[1]}): memorybench changed what the numbers "
-            "mean; re-run the older one, or re-score it with `memorybench score` if it saved its predictions")
+    return (
+        f"metric definitions v{va} ({names[0]}) vs v{vb} ({names[1]}): memorybench changed what the numbers "
+        "mean; re-run the older one, or re-score it with `memorybench score` if it saved its predictions"
+    )
 
 
 def _weights_by_source(model: dict) -> dict[str, dict] | str:
@@ -117,8 +135,10 @@ def model_differences(a: dict, b: dict, names: tuple[str, str] = ("on disk", "re
     aa, ba = a.get("args") or {}, b.get("args") or {}
     for k in sorted(set(aa) | set(ba)):
         if aa.get(k) != ba.get(k):
-            out.append(f"--model-args {k}: {aa.get(k, '(not given)')!r} ({names[0]}) vs {ba.get(k, '(not given)')!r} "
-                       f"({names[1]})")
+            out.append(
+                f"--model-args {k}: {aa.get(k, '(not given)')!r} ({names[0]}) vs {ba.get(k, '(not given)')!r} "
+                f"({names[1]})"
+            )
     wa, wb = _weights_by_source(a), _weights_by_source(b)
     if isinstance(wa, dict) and isinstance(wb, dict):
         for src in sorted(set(wa) | set(wb)):
@@ -128,15 +148,22 @@ def model_differences(a: dict, b: dict, names: tuple[str, str] = ("on disk", "re
                 e = x or y
                 out.append(f"weights: {src} ({e.get('type')} {e.get('path', '')}) only {have}".replace(" )", ")"))
             elif x.get("sha256") != y.get("sha256"):
-                what = {"file": "file", "directory": "directory", "modules": "state of the modules " +
-                        ", ".join(x.get("modules", []))}.get(x.get("type"), x.get("type"))
+                what = {
+                    "file": "file",
+                    "directory": "directory",
+                    "modules": "state of the modules " + ", ".join(x.get("modules", [])),
+                }.get(x.get("type"), x.get("type"))
                 where = f" {y.get('path')}" if y.get("path") else ""
-                out.append(f"weights changed: {src}: {what}{where} SHA-256 {x['sha256'][:12]}... ({names[0]}) vs "
-                           f"{y['sha256'][:12]}... ({names[1]})")
+                out.append(
+                    f"weights changed: {src}: {what}{where} SHA-256 {x['sha256'][:12]}... ({names[0]}) vs "
+                    f"{y['sha256'][:12]}... ({names[1]})"
+                )
     elif wa != wb:
         out.append(f"weights: {_weights_text(wa)} ({names[0]}) vs {_weights_text(wb)} ({names[1]})")
     if a.get("checkpoint_sha256") != b.get("checkpoint_sha256") and not any("weights" in d for d in out):
-        out.append(f"checkpoint SHA-256 {str(a.get('checkpoint_sha256'))[:12]} vs {str(b.get('checkpoint_sha256'))[:12]}")
+        out.append(
+            f"checkpoint SHA-256 {str(a.get('checkpoint_sha256'))[:12]} vs {str(b.get('checkpoint_sha256'))[:12]}"
+        )
     if a.get("parameters") != b.get("parameters") and a.get("parameters") is not None:
         out.append(f"parameters {a.get('parameters')} vs {b.get('parameters')}")
     return out

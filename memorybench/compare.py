@@ -94,8 +94,9 @@ def select_tasks(meta: dict, tasks: Sequence[str] | None) -> list[str]:
     return out
 
 
-def check_comparable(base_meta: dict, base_sum: dict, cur_meta: dict, cur_sum: dict,
-                     tasks: Sequence[str] | None = None) -> None:
+def check_comparable(
+    base_meta: dict, base_sum: dict, cur_meta: dict, cur_sum: dict, tasks: Sequence[str] | None = None
+) -> None:
     """Raise ``IncomparableRunsError`` saying in words why the runs cannot be compared on ``tasks``
     (task keys; default: every task of the baseline), and how to match them."""
     from .comparability import metrics_difference, task_differences
@@ -109,22 +110,28 @@ def check_comparable(base_meta: dict, base_sum: dict, cur_meta: dict, cur_sum: d
     for key in keys:
         t = bt[key]
         if key not in ct:
-            problems.append(f"task {key} is in the baseline but not in the current run: evaluate it too, or gate on "
-                            f"the tasks both have with --tasks {','.join(k for k in keys if k in ct) or '...'}")
+            problems.append(
+                f"task {key} is in the baseline but not in the current run: evaluate it too, or gate on "
+                f"the tasks both have with --tasks {','.join(k for k in keys if k in ct) or '...'}"
+            )
             continue
         problems += task_differences(t, ct[key], names)
         missing = sorted(set(task_protocols(t, base_meta)) - set(task_protocols(ct[key], cur_meta)))
         if missing:
-            problems.append(f"{key}: the current run lacks protocol(s) {', '.join(missing)} of the baseline: run it "
-                            f"with --protocol {','.join(task_protocols(t, base_meta))}")
+            problems.append(
+                f"{key}: the current run lacks protocol(s) {', '.join(missing)} of the baseline: run it "
+                f"with --protocol {','.join(task_protocols(t, base_meta))}"
+            )
     m = metrics_difference(base_meta, cur_meta, names)
     if m:
         problems.append(m)
     for name, s in (("baseline", base_sum), ("current run", cur_sum)):
         missing = [k for k, g in s["groups"].items() if not g.get("complete") and g.get("task") in keys]
         if missing:
-            problems.append(f"the {name} is incomplete ({', '.join(missing)}): finish it with `memorybench run ... "
-                            "--resume`; a partial run cannot pass a gate")
+            problems.append(
+                f"the {name} is incomplete ({', '.join(missing)}): finish it with `memorybench run ... "
+                "--resume`; a partial run cannot pass a gate"
+            )
     if problems:
         raise IncomparableRunsError("not comparable:\n  " + "\n  ".join(problems))
 
@@ -133,13 +140,20 @@ def model_warnings(base_meta: dict, cur_meta: dict) -> list[str]:
     """Warnings when the baseline and the current run are of different models."""
     a, b = base_meta["model"], cur_meta["model"]
     if a.get("name") != b.get("name") or a.get("class") != b.get("class"):
-        return [f"the runs are of different models: baseline '{a.get('name')}' ({a.get('class')}), current "
-                f"'{b.get('name')}' ({b.get('class')}); the gate compares their numbers all the same"]
+        return [
+            f"the runs are of different models: baseline '{a.get('name')}' ({a.get('class')}), current "
+            f"'{b.get('name')}' ({b.get('class')}); the gate compares their numbers all the same"
+        ]
     return []
 
 
-def compare(baseline: str | Path, current: str | Path, metrics: Sequence[str] = DEFAULT_METRICS,
-            tolerances: dict[str, float] | None = None, tasks: Sequence[str] | None = None) -> tuple[list[Row], int]:
+def compare(
+    baseline: str | Path,
+    current: str | Path,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    tolerances: dict[str, float] | None = None,
+    tasks: Sequence[str] | None = None,
+) -> tuple[list[Row], int]:
     """Rows of the comparison and the exit code (raises ``IncomparableRunsError``: exit 4).
     ``tasks``: gate only on these tasks of the baseline (names or ``NAME@TIER``)."""
     tolerances = tolerances or {}
@@ -187,10 +201,16 @@ def print_rows(rows: list[Row]) -> None:
         t.add_column(col, justify="right" if col in ("baseline", "worse by", "tolerance") else "left")
     colour = {"ok": "green", "improved": "cyan", "regression": "bold red", "missing": "bold red"}
     for r in rows:
-        ci = (f" [{r.current['ci_low']:.4g}, {r.current['ci_high']:.4g}]"
-              if r.current.get("ci_low") is not None else "")
+        ci = f" [{r.current['ci_low']:.4g}, {r.current['ci_high']:.4g}]" if r.current.get("ci_low") is not None else ""
         cur = "—" if r.current.get("mean") is None else f"{r.current['mean']:.4g}{ci}"
-        t.add_row(r.task, r.protocol, r.metric, f"{r.baseline['mean']:.4g}", cur,
-                  "—" if r.worse_by is None else f"{r.worse_by:+.4g}", f"{r.tolerance:g}",
-                  f"[{colour[r.status]}]{r.status}[/]")
+        t.add_row(
+            r.task,
+            r.protocol,
+            r.metric,
+            f"{r.baseline['mean']:.4g}",
+            cur,
+            "—" if r.worse_by is None else f"{r.worse_by:+.4g}",
+            f"{r.tolerance:g}",
+            f"[{colour[r.status]}]{r.status}[/]",
+        )
     console.print(t)

@@ -41,9 +41,17 @@ def progress_bar(fields: tuple[str, ...] = ()):
     if mode != "bar":
         return PlainProgress(fields=fields, enabled=mode == "plain")
     extra = [TextColumn(f"{f} {{task.fields[{f}]}}") for f in fields]
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), *extra,
-                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console,
-                    transient=False)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        *extra,
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
+    )
 
 
 def _hms(seconds: float | None) -> str:
@@ -57,8 +65,7 @@ class PlainProgress:
     """Progress as plain lines on stderr (see the module docstring); the subset of rich's
     ``Progress`` API the commands use."""
 
-    def __init__(self, fields: tuple[str, ...] = (), interval: float | None = None, enabled: bool = True,
-                 stream=None):
+    def __init__(self, fields: tuple[str, ...] = (), interval: float | None = None, enabled: bool = True, stream=None):
         if interval is None:
             try:
                 interval = float(os.environ.get(INTERVAL_ENV, "30"))
@@ -83,18 +90,35 @@ class PlainProgress:
     def __exit__(self, *exc):
         self.stop()
 
-    def add_task(self, description: str, total: float | None = None, completed: float = 0, unit: str = "",
-                 **fields) -> int:
+    def add_task(
+        self, description: str, total: float | None = None, completed: float = 0, unit: str = "", **fields
+    ) -> int:
         tid = len(self._tasks)
-        self._tasks[tid] = {"description": description, "total": total, "completed": completed, "start": completed,
-                            "t0": time.monotonic(), "unit": unit, "fields": dict(fields), "done": False}
+        self._tasks[tid] = {
+            "description": description,
+            "total": total,
+            "completed": completed,
+            "start": completed,
+            "t0": time.monotonic(),
+            "unit": unit,
+            "fields": dict(fields),
+            "done": False,
+        }
         return tid
 
     def advance(self, task_id: int, advance: float = 1) -> None:
         self.update(task_id, advance=advance)
 
-    def update(self, task_id: int, *, total: float | None = None, completed: float | None = None,
-               advance: float | None = None, description: str | None = None, **fields) -> None:
+    def update(
+        self,
+        task_id: int,
+        *,
+        total: float | None = None,
+        completed: float | None = None,
+        advance: float | None = None,
+        description: str | None = None,
+        **fields,
+    ) -> None:
         t = self._tasks[task_id]
         if description is not None and description != t["description"]:
             t["description"] = description
@@ -124,8 +148,10 @@ class PlainProgress:
         rate = (done - t["start"]) / elapsed if elapsed > 0 else 0.0
         eta = (total - done) / rate if total is not None and rate > 0 else None
         extra = "".join(f", {f} {t['fields'][f]}" for f in self.fields if f in t["fields"])
-        return (f"[progress] {t['description']}: {count}{unit}{pct}, {rate:.3g}{unit or ' items'}/s{extra}, "
-                f"elapsed {_hms(elapsed)}, ETA {_hms(eta if done < (total or 0) else 0)}")
+        return (
+            f"[progress] {t['description']}: {count}{unit}{pct}, {rate:.3g}{unit or ' items'}/s{extra}, "
+            f"elapsed {_hms(elapsed)}, ETA {_hms(eta if done < (total or 0) else 0)}"
+        )
 
     def _print(self, t: dict, now: float) -> None:
         self._last_line = now

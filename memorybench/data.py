@@ -141,8 +141,9 @@ def _tensor(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(a, copy=True, order="C"))
 
 
-def make_sample(episode: Episode, task: str, start: int = 0, length: int | None = None,
-                float_frames: bool = False) -> dict:
+def make_sample(
+    episode: Episode, task: str, start: int = 0, length: int | None = None, float_frames: bool = False
+) -> dict:
     """The sample of frames ``[start, start + length)`` of ``episode`` (see the module docstring)."""
     T = episode.num_frames
     L = T - start if length is None else min(length, T - start)
@@ -156,9 +157,16 @@ def make_sample(episode: Episode, task: str, start: int = 0, length: int | None 
     frames = torch.from_numpy(np.ascontiguousarray(np.asarray(episode.frames[sl]).transpose(0, 3, 1, 2)))
     if float_frames:
         frames = frames.float().div_(255.0)
-    return {"frames": frames, "actions": _tensor(episode.actions[sl]), "memory_mask": torch.from_numpy(memory),
-            "novel_mask": torch.from_numpy(novel), "memory_gap": _tensor(episode.memory_gap[sl]),
-            "episode": int(episode.index), "start": int(start), "task": task}
+    return {
+        "frames": frames,
+        "actions": _tensor(episode.actions[sl]),
+        "memory_mask": torch.from_numpy(memory),
+        "novel_mask": torch.from_numpy(novel),
+        "memory_gap": _tensor(episode.memory_gap[sl]),
+        "episode": int(episode.index),
+        "start": int(start),
+        "task": task,
+    }
 
 
 def collate(samples: Sequence[dict]) -> dict:
@@ -167,8 +175,9 @@ def collate(samples: Sequence[dict]) -> dict:
         raise MemorybenchError("collate: no samples")
     tasks = sorted({s["task"] for s in samples})
     if len(tasks) > 1:
-        raise MemorybenchError(f"collate: a batch mixes tasks {', '.join(tasks)}; batch one task at a time "
-                               "(task_loader does)")
+        raise MemorybenchError(
+            f"collate: a batch mixes tasks {', '.join(tasks)}; batch one task at a time (task_loader does)"
+        )
     shapes = sorted({tuple(s["frames"].shape) for s in samples})
     if len(shapes) > 1:
         raise MemorybenchError(f"collate: samples of {tasks[0]} have different shapes {shapes}; use one crop length")
@@ -198,9 +207,18 @@ class EpisodeDataset(torch.utils.data.Dataset):
     ``workers`` processes), verified and read from there on every later use.
     """
 
-    def __init__(self, spec: TaskSpec, episodes: int | None = None, *, crop: int | None = None, seed: int = 0,
-                 float_frames: bool = False, cache: bool = False, cache_dir: str | Path | None = None,
-                 workers: int = 1):
+    def __init__(
+        self,
+        spec: TaskSpec,
+        episodes: int | None = None,
+        *,
+        crop: int | None = None,
+        seed: int = 0,
+        float_frames: bool = False,
+        cache: bool = False,
+        cache_dir: str | Path | None = None,
+        workers: int = 1,
+    ):
         _check_crop(crop)
         if cache and episodes is None:
             raise MemorybenchError("EpisodeDataset: cache=True needs a finite number of episodes")
@@ -215,8 +233,9 @@ class EpisodeDataset(torch.utils.data.Dataset):
             self.path = storage.prepare(self.spec, out=path, workers=workers, split="train").store.path
 
     @classmethod
-    def from_disk(cls, path: str | Path, *, crop: int | None = None, seed: int = 0,
-                  float_frames: bool = False) -> EpisodeDataset:
+    def from_disk(
+        cls, path: str | Path, *, crop: int | None = None, seed: int = 0, float_frames: bool = False
+    ) -> EpisodeDataset:
         """The train split written by ``memorybench tasks generate NAME --split train --out PATH``."""
         from . import storage
 
@@ -224,11 +243,18 @@ class EpisodeDataset(torch.utils.data.Dataset):
         store = storage.open_store(path)
         split = store.manifest.get("split", "eval")
         if split != "train":
-            raise TrainingDataError(f"{Path(path) / storage.MANIFEST} says split '{split}': these are evaluation "
-                                    "episodes; training on them would leak them into the model (use --split train)")
+            raise TrainingDataError(
+                f"{Path(path) / storage.MANIFEST} says split '{split}': these are evaluation "
+                "episodes; training on them would leak them into the model (use --split train)"
+            )
         self = cls.__new__(cls)
-        self.spec, self.episodes, self.crop, self.seed, self.float_frames = (store.spec, len(store), crop, seed,
-                                                                             float_frames)
+        self.spec, self.episodes, self.crop, self.seed, self.float_frames = (
+            store.spec,
+            len(store),
+            crop,
+            seed,
+            float_frames,
+        )
         self.path, self._gen, self._store = Path(path), None, None
         return self
 
@@ -243,7 +269,9 @@ class EpisodeDataset(torch.utils.data.Dataset):
     def episode(self, index: int) -> Episode:
         """Episode ``index`` of the split, whole (with ``content_ids`` when generated)."""
         if index < 0 or (self.episodes is not None and index >= self.episodes):
-            raise IndexError(f"episode {index} outside the split 0..{'' if self.episodes is None else self.episodes - 1}")
+            raise IndexError(
+                f"episode {index} outside the split 0..{'' if self.episodes is None else self.episodes - 1}"
+            )
         if self.path is not None:
             if self._store is None:
                 from . import storage
@@ -285,9 +313,18 @@ class EpisodeStream(torch.utils.data.IterableDataset):
     train split, generated on the fly in the DataLoader's workers and sharded between workers and
     ranks (see the module docstring). ``start`` is the first unit of the stream (to resume)."""
 
-    def __init__(self, spec: TaskSpec, *, crop: int | None = None, seed: int = 0, float_frames: bool = False,
-                 batch_size: int | None = None, start: int = 0, rank: int | None = None,
-                 world_size: int | None = None):
+    def __init__(
+        self,
+        spec: TaskSpec,
+        *,
+        crop: int | None = None,
+        seed: int = 0,
+        float_frames: bool = False,
+        batch_size: int | None = None,
+        start: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ):
         if batch_size is not None and batch_size < 1:
             raise MemorybenchError(f"batch_size must be >= 1 or None, got {batch_size}")
         if start < 0:
@@ -320,8 +357,9 @@ class RoundRobinBatches(torch.utils.data.Sampler):
     """Batch ``i`` (``start <= i < stop``, or endless): task ``i mod n``, its training episodes
     ``((i // n) * world + rank) * batch_size + j``, ``j < batch_size`` (keys ``(task, episode)``)."""
 
-    def __init__(self, n_tasks: int, batch_size: int, start: int = 0, stop: int | None = None, rank: int = 0,
-                 world_size: int = 1):
+    def __init__(
+        self, n_tasks: int, batch_size: int, start: int = 0, stop: int | None = None, rank: int = 0, world_size: int = 1
+    ):
         if n_tasks < 1 or batch_size < 1:
             raise MemorybenchError(f"need at least one task and batch_size >= 1 (got {n_tasks} tasks, {batch_size})")
         self.n, self.batch_size, self.start, self.stop = n_tasks, batch_size, start, stop
@@ -363,11 +401,22 @@ class _TaskMix(torch.utils.data.Dataset):
         return ds.sample(i % ds.episodes, draw=i)
 
 
-def task_loader(tasks: Sequence[TaskSpec], batch_size: int, *, crop: int | None = None, seed: int = 0,
-                start: int = 0, stop: int | None = None, workers: int = 0, float_frames: bool = False,
-                rank: int | None = None, world_size: int | None = None,
-                episodes: Sequence[int | None] | None = None, cache_workers: int = 1,
-                **loader_args) -> torch.utils.data.DataLoader:
+def task_loader(
+    tasks: Sequence[TaskSpec],
+    batch_size: int,
+    *,
+    crop: int | None = None,
+    seed: int = 0,
+    start: int = 0,
+    stop: int | None = None,
+    workers: int = 0,
+    float_frames: bool = False,
+    rank: int | None = None,
+    world_size: int | None = None,
+    episodes: Sequence[int | None] | None = None,
+    cache_workers: int = 1,
+    **loader_args,
+) -> torch.utils.data.DataLoader:
     """A DataLoader over the train splits of ``tasks``: batch ``i`` (from ``start``; until ``stop``,
     or endless) holds ``batch_size`` episodes of task ``i mod n`` (``RoundRobinBatches``), made by
     ``workers`` processes; the batches do not depend on ``workers``. Other keyword arguments go to
@@ -387,11 +436,19 @@ def task_loader(tasks: Sequence[TaskSpec], batch_size: int, *, crop: int | None 
         raise MemorybenchError(f"task_loader: {len(episodes)} episode counts for {len(tasks)} tasks")
     for s, n in zip(tasks, episodes):
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-            raise MemorybenchError(f"task_loader: the episode count of {s.key} must be a positive integer or None, "
-                                   f"got {n!r}")
+            raise MemorybenchError(
+                f"task_loader: the episode count of {s.key} must be a positive integer or None, got {n!r}"
+            )
     rank, world = _rank_world(rank, world_size)
-    mix = _TaskMix([EpisodeDataset(s, n, crop=crop, seed=seed, float_frames=float_frames, cache=n is not None,
-                                   workers=cache_workers) for s, n in zip(tasks, episodes)])
+    mix = _TaskMix(
+        [
+            EpisodeDataset(
+                s, n, crop=crop, seed=seed, float_frames=float_frames, cache=n is not None, workers=cache_workers
+            )
+            for s, n in zip(tasks, episodes)
+        ]
+    )
     sampler = RoundRobinBatches(len(tasks), batch_size, start, stop, rank, world)
-    return torch.utils.data.DataLoader(mix, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
-                                       **loader_args)
+    return torch.utils.data.DataLoader(
+        mix, batch_sampler=sampler, collate_fn=collate, num_workers=workers, **loader_args
+    )

@@ -94,8 +94,10 @@ def _check_shards(metas: list[tuple[Path, dict]]) -> int:
         strip = lambda d: {**d, "tasks": {k: v[:1] for k, v in d["tasks"].items()}}  # noqa: E731
         if strip(mine) != strip(ref):
             diffs = [k for k in ref if strip(mine)[k] != strip(ref)[k]]
-            raise DifferentRunError(f"{path} is not a shard of the same run as {first_path} "
-                                       f"(differs in: {', '.join(diffs)}); refusing to merge")
+            raise DifferentRunError(
+                f"{path} is not a shard of the same run as {first_path} "
+                f"(differs in: {', '.join(diffs)}); refusing to merge"
+            )
     seen: dict[int, Path] = {}
     for (i, _), path in shards:
         if i in seen:
@@ -103,13 +105,16 @@ def _check_shards(metas: list[tuple[Path, dict]]) -> int:
         seen[i] = path
     missing = sorted(set(range(n)) - set(seen))
     if missing:
-        raise MemorybenchError(f"cannot merge: shard(s) {', '.join(f'{i}/{n}' for i in missing)} missing "
-                               f"(have {', '.join(f'{i}/{n}' for i in sorted(seen))}); run them, then merge again")
+        raise MemorybenchError(
+            f"cannot merge: shard(s) {', '.join(f'{i}/{n}' for i in missing)} missing "
+            f"(have {', '.join(f'{i}/{n}' for i in sorted(seen))}); run them, then merge again"
+        )
     return n
 
 
-def merge(shard_paths: Sequence[str | Path], out: str | Path, retention: bool = True, device: str = "cpu",
-          progress=None) -> Path:
+def merge(
+    shard_paths: Sequence[str | Path], out: str | Path, retention: bool = True, device: str = "cpu", progress=None
+) -> Path:
     """Combine complete shard runs into one run directory at ``out`` and summarise it."""
     from .runner import select_episodes, summarize_run
     from .spec import spec_from_dict
@@ -126,17 +131,21 @@ def merge(shard_paths: Sequence[str | Path], out: str | Path, retention: bool = 
                 if missing:
                     raise MemorybenchError(
                         f"cannot merge: shard {i}/{n} ({path}) is unfinished on {t['key']} ({p}): episodes "
-                        f"{missing[:10]}{'...' if len(missing) > 10 else ''} missing; resume it with --resume")
+                        f"{missing[:10]}{'...' if len(missing) > 10 else ''} missing; resume it with --resume"
+                    )
     out = Path(out)
     if (out / RUN_JSON).exists() or (out.exists() and any(out.iterdir())):
         raise MemorybenchError(f"{out} exists and is not empty; merge into a new directory")
     base = metas[0][1]
     merged = dict(base)
     merged["run"] = {**base["run"], "shard": None, "merged_shards": n}
-    merged["merged_from"] = [{"path": str(p.resolve()), "shard": m["run"]["shard"], "environment": m["environment"]}
-                             for p, m in metas]
-    tasks = [_merged_task(t, metas, select_episodes(spec_from_dict(t["spec"]), base["run"].get("limit"), None))
-             for t in base["tasks"]]
+    merged["merged_from"] = [
+        {"path": str(p.resolve()), "shard": m["run"]["shard"], "environment": m["environment"]} for p, m in metas
+    ]
+    tasks = [
+        _merged_task(t, metas, select_episodes(spec_from_dict(t["spec"]), base["run"].get("limit"), None))
+        for t in base["tasks"]
+    ]
     merged["tasks"] = tasks
     tmp = out.with_name(f".{out.name}.merging-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -183,8 +192,12 @@ def _merged_task(t: dict, metas: list[tuple[Path, dict]], selected: list[int]) -
         if len(legacy) > 1 or hashes:
             raise DifferentRunError(f"the shards of {t['key']} were evaluated on different datasets; refusing to merge")
         return {**t, "episodes_selected": selected}
-    return {**t, "episodes_selected": selected, "episodes_sha256": [hashes[i] for i in selected if i in hashes],
-            "dataset_sha256": _combined_hash([hashes[i] for i in selected if i in hashes])}
+    return {
+        **t,
+        "episodes_selected": selected,
+        "episodes_sha256": [hashes[i] for i in selected if i in hashes],
+        "dataset_sha256": _combined_hash([hashes[i] for i in selected if i in hashes]),
+    }
 
 
 def _timings(path: Path) -> dict:

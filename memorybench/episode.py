@@ -101,10 +101,10 @@ class MemoryItems:
         return int(self.frame.shape[0])
 
     def pixels_of(self, i: int) -> np.ndarray:
-        return self.pixels[self.pixel_offsets[i]:self.pixel_offsets[i + 1]]
+        return self.pixels[self.pixel_offsets[i] : self.pixel_offsets[i + 1]]
 
     def excluded(self, i: int) -> np.ndarray:
-        return self.exclude[self.exclude_offsets[i]:self.exclude_offsets[i + 1]]
+        return self.exclude[self.exclude_offsets[i] : self.exclude_offsets[i + 1]]
 
     @classmethod
     def build(cls, rows: list[dict], extra: dict | None = None) -> MemoryItems:
@@ -118,11 +118,18 @@ class MemoryItems:
             return np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
 
         col = lambda k: np.array([r[k] for r in rows], dtype=np.int32)  # noqa: E731
-        return cls(frame=col("frame"), gap=col("gap"), gap_rollout=col("gap_rollout"), truth=col("truth"),
-                   key=col("key"), pixel_offsets=offsets(pix),
-                   pixels=np.concatenate(pix) if pix else np.zeros(0, np.int32),
-                   exclude_offsets=offsets(exc), exclude=np.concatenate(exc) if exc else np.zeros(0, np.int32),
-                   extra={k: np.ascontiguousarray(v) for k, v in (extra or {}).items()})
+        return cls(
+            frame=col("frame"),
+            gap=col("gap"),
+            gap_rollout=col("gap_rollout"),
+            truth=col("truth"),
+            key=col("key"),
+            pixel_offsets=offsets(pix),
+            pixels=np.concatenate(pix) if pix else np.zeros(0, np.int32),
+            exclude_offsets=offsets(exc),
+            exclude=np.concatenate(exc) if exc else np.zeros(0, np.int32),
+            extra={k: np.ascontiguousarray(v) for k, v in (extra or {}).items()},
+        )
 
     @classmethod
     def empty(cls) -> MemoryItems:
@@ -150,7 +157,7 @@ class MemoryItems:
         missing = sorted(set(ITEM_ARRAYS) - set(arrays))
         if missing:
             raise ValueError(f"memory items lack arrays {missing}")
-        extra = {k[len("extra."):]: v for k, v in arrays.items() if k.startswith("extra.")}
+        extra = {k[len("extra.") :]: v for k, v in arrays.items() if k.startswith("extra.")}
         return cls(**{k: arrays[k].astype(d, copy=False) for k, d in ITEM_ARRAYS.items()}, extra=extra)
 
     def check(self, frames: int, height: int, width: int) -> None:
@@ -159,7 +166,10 @@ class MemoryItems:
         for k in ("gap", "gap_rollout", "truth", "key"):
             if getattr(self, k).shape != (n,):
                 raise ValueError(f"memory items: '{k}' has shape {getattr(self, k).shape}, expected ({n},)")
-        for off, data, name in ((self.pixel_offsets, self.pixels, "pixels"), (self.exclude_offsets, self.exclude, "exclude")):
+        for off, data, name in (
+            (self.pixel_offsets, self.pixels, "pixels"),
+            (self.exclude_offsets, self.exclude, "exclude"),
+        ):
             if off.shape != (n + 1,) or off[0] != 0 or off[-1] != len(data) or np.any(np.diff(off) < 0):
                 raise ValueError(f"memory items: '{name}' offsets are inconsistent")
         if n and (self.frame.min() < 0 or self.frame.max() >= frames):
@@ -219,8 +229,8 @@ class Episode:
                 raise ValueError(f"episode {self.index}: '{name}' is not an array")
             if a.dtype != np.dtype(dtype) or a.shape != want:
                 raise ValueError(
-                    f"episode {self.index}: '{name}' has dtype {a.dtype} and shape {a.shape}, "
-                    f"expected {dtype} {want}")
+                    f"episode {self.index}: '{name}' has dtype {a.dtype} and shape {a.shape}, expected {dtype} {want}"
+                )
         if self.items is not None:
             self.items.check(frames, resolution[0], resolution[1])
 
@@ -252,9 +262,14 @@ class MemoryMetadata:
     memory_gap_rollout: np.ndarray | None = None
 
 
-def memory_metadata(content_ids: np.ndarray, recent_window: int, context_frames: int | None = None,
-                    num_ids: int | None = None, min_memory_pixels: int = MIN_MEMORY_PIXELS,
-                    memory_eligible: np.ndarray | None = None) -> MemoryMetadata:
+def memory_metadata(
+    content_ids: np.ndarray,
+    recent_window: int,
+    context_frames: int | None = None,
+    num_ids: int | None = None,
+    min_memory_pixels: int = MIN_MEMORY_PIXELS,
+    memory_eligible: np.ndarray | None = None,
+) -> MemoryMetadata:
     """Ages, masks and per-frame gaps from a ``[T, H, W]`` map of content identities.
 
     One pass over time with a ``last_seen`` table indexed by content id: O(T * H * W). Pass
@@ -303,8 +318,9 @@ def memory_metadata(content_ids: np.ndarray, recent_window: int, context_frames:
         memory &= np.asarray(memory_eligible, bool)[flat]
     gap = frame_gaps(age, memory, novel, min_memory_pixels)
     gap_r = frame_gaps(age_r, memory, novel, min_memory_pixels)
-    return MemoryMetadata(age.reshape(T, H, W), gap, memory.reshape(T, H, W), novel.reshape(T, H, W),
-                          age_r.reshape(T, H, W), gap_r)
+    return MemoryMetadata(
+        age.reshape(T, H, W), gap, memory.reshape(T, H, W), novel.reshape(T, H, W), age_r.reshape(T, H, W), gap_r
+    )
 
 
 def _masked_lower_median(age: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -323,8 +339,9 @@ def _masked_lower_median(age: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray,
     return med.astype(np.int32), counts
 
 
-def frame_gaps(age: np.ndarray, memory: np.ndarray, novel: np.ndarray,
-               min_memory_pixels: int = MIN_MEMORY_PIXELS) -> np.ndarray:
+def frame_gaps(
+    age: np.ndarray, memory: np.ndarray, novel: np.ndarray, min_memory_pixels: int = MIN_MEMORY_PIXELS
+) -> np.ndarray:
     """Per-frame ``memory_gap`` from per-pixel ages and masks (see the module docstring).
 
     "Median" is the lower median: the middle value, or the lower of the two middle values.

@@ -82,21 +82,34 @@ def _task_variant(meta_task: dict, meta: dict | None = None) -> tuple:
     spec = meta_task["spec"]
     episodes = hashlib.sha256(json.dumps(sorted(meta_task.get("episodes_selected") or [])).encode()).hexdigest()
     metrics = ((meta or {}).get("metrics") or {}).get("version")
-    return (meta_task["spec_hash"], meta_task["dataset_sha256"], spec.get("generator_version"),
-            spec.get("task_format_version"), episodes, metrics)
+    return (
+        meta_task["spec_hash"],
+        meta_task["dataset_sha256"],
+        spec.get("generator_version"),
+        spec.get("task_format_version"),
+        episodes,
+        metrics,
+    )
 
 
 UNDECLARED_MARK = "‡"
-UNDECLARED_NOTE = ("weights undeclared: its run records no checkpoint, weight file or torch module, so it cannot "
-                   "say which weights produced these numbers (declare them: docs/adapters.md)")
+UNDECLARED_NOTE = (
+    "weights undeclared: its run records no checkpoint, weight file or torch module, so it cannot "
+    "say which weights produced these numbers (declare them: docs/adapters.md)"
+)
 
 
 def _variant_facts(t: dict, v: tuple) -> dict:
     from .comparability import episodes_text
 
-    return {"episodes": episodes_text(t.get("episodes_selected")), "spec": f"spec {v[0][:8]}",
-            "data": f"data {v[1][:8]}", "generator": f"generator v{v[2]}", "format": f"task format v{v[3]}",
-            "metrics": f"metrics v{v[5]}"}
+    return {
+        "episodes": episodes_text(t.get("episodes_selected")),
+        "spec": f"spec {v[0][:8]}",
+        "data": f"data {v[1][:8]}",
+        "generator": f"generator v{v[2]}",
+        "format": f"task format v{v[3]}",
+        "metrics": f"metrics v{v[5]}",
+    }
 
 
 def _split_labels(key: str, variants: dict[tuple, dict]) -> dict[tuple, tuple[str, str]]:
@@ -104,8 +117,9 @@ def _split_labels(key: str, variants: dict[tuple, dict]) -> dict[tuple, tuple[st
     tells the variants apart (``occlusion-recall@standard [2 episodes]``)."""
     facts = {v: _variant_facts(t, v) for v, t in variants.items()}
     # the data hash follows from the spec and the episodes: name it only when nothing else differs
-    fields = [f for f in ("episodes", "spec", "generator", "format", "metrics")
-              if len({facts[v][f] for v in variants}) > 1] or ["data"]
+    fields = [
+        f for f in ("episodes", "spec", "generator", "format", "metrics") if len({facts[v][f] for v in variants}) > 1
+    ] or ["data"]
     out = {}
     for v, f in facts.items():
         label = f"{key} [{', '.join(f[x] for x in fields)}]"
@@ -113,13 +127,16 @@ def _split_labels(key: str, variants: dict[tuple, dict]) -> dict[tuple, tuple[st
         out[v] = (label, "; ".join(legend.values()))
     # labels must be unique: fall back to the spec and data hashes when the readable facts collide
     if len({lab for lab, _ in out.values()}) < len(out):
-        out = {v: (f"{key} [{f['spec']}, {f['data']}, {f['episodes']}]", leg) for (v, (_, leg)), f
-               in zip(out.items(), facts.values())}
+        out = {
+            v: (f"{key} [{f['spec']}, {f['data']}, {f['episodes']}]", leg)
+            for (v, (_, leg)), f in zip(out.items(), facts.values())
+        }
     return out
 
 
-def _incomparable_message(key: str, variants: dict[tuple, dict], paths: dict[tuple, list[str]],
-                          metas: dict[tuple, dict]) -> str:
+def _incomparable_message(
+    key: str, variants: dict[tuple, dict], paths: dict[tuple, list[str]], metas: dict[tuple, dict]
+) -> str:
     from .comparability import metrics_difference, task_differences
 
     vs = list(variants)
@@ -134,8 +151,7 @@ def _incomparable_message(key: str, variants: dict[tuple, dict], paths: dict[tup
         diffs += [f"{key}: {m}"] if m else []
         diffs = diffs or [f"{key}: generator or task-format version differs"]
         lines += [f"  {d}" for d in diffs]
-    lines.append("re-run them on the same task spec and episodes, or pass --split to give each variant its own "
-                 "column")
+    lines.append("re-run them on the same task spec and episodes, or pass --split to give each variant its own column")
     return "\n".join(lines)
 
 
@@ -163,7 +179,9 @@ def model_labels(runs: list[dict]) -> dict[str, str]:
 class Board:
     """The cells of a leaderboard, in long form, plus what the renderers need to know."""
 
-    cells: pd.DataFrame  # model, reference, kind, column (task label), task, protocol, metric, gap_bin, mean, ci_low, ci_high, n
+    cells: (
+        pd.DataFrame
+    )  # model, reference, kind, column (task label), task, protocol, metric, gap_bin, mean, ci_low, ci_high, n
     notes: dict = field(default_factory=dict)  # (model, column, protocol) -> footnote text for incomplete cells
     runs: list = field(default_factory=list)
     metrics: tuple = DEFAULT_COLUMNS
@@ -222,8 +240,14 @@ class Board:
         return list(dict.fromkeys(sub.sort_values("gap_lo")["gap_bin"]))
 
 
-def build(runs: list[dict], metrics: Sequence[str] = DEFAULT_COLUMNS, gap_metrics: Sequence[str] = GAP_METRICS,
-          split: bool = False, protocols: Sequence[str] | None = None, profiles: Sequence[dict] = ()) -> Board:
+def build(
+    runs: list[dict],
+    metrics: Sequence[str] = DEFAULT_COLUMNS,
+    gap_metrics: Sequence[str] = GAP_METRICS,
+    split: bool = False,
+    protocols: Sequence[str] | None = None,
+    profiles: Sequence[dict] = (),
+) -> Board:
     """Check that the runs can share columns, and collect their cells."""
     if not runs:
         raise MemorybenchError("no runs given")
@@ -271,8 +295,16 @@ def build(runs: list[dict], metrics: Sequence[str] = DEFAULT_COLUMNS, gap_metric
             if not g.get("complete", False):
                 done = g.get("episodes", 0)
                 notes[(model, col, g["protocol"])] = f"incomplete: {done} of {g.get('episodes_selected', '?')} episodes"
-            base = {"model": model, "reference": priv, "kind": kind, "column": col, "task": g["task"], "protocol": g["protocol"],
-                    "complete": bool(g.get("complete", False)), "run": str(r["path"])}
+            base = {
+                "model": model,
+                "reference": priv,
+                "kind": kind,
+                "column": col,
+                "task": g["task"],
+                "protocol": g["protocol"],
+                "complete": bool(g.get("complete", False)),
+                "run": str(r["path"]),
+            }
             values = group_values(g)
             for m in metrics:
                 v = values.get(m) or {}
@@ -280,13 +312,28 @@ def build(runs: list[dict], metrics: Sequence[str] = DEFAULT_COLUMNS, gap_metric
             for b in g.get("by_gap", []):
                 bv = {**b.get("metrics", {}), **b.get("retention", {})}
                 for m in gap_metrics:
-                    rows.append({**base, "metric": m, "gap_bin": b["label"], "gap_lo": b["bin"][0],
-                                 **_num(bv.get(m) or {}), "frames": b["frames"]})
+                    rows.append(
+                        {
+                            **base,
+                            "metric": m,
+                            "gap_bin": b["label"],
+                            "gap_lo": b["bin"][0],
+                            **_num(bv.get(m) or {}),
+                            "frames": b["frames"],
+                        }
+                    )
     cells = pd.DataFrame(rows)
     if cells.empty:
         raise MemorybenchError("the runs hold no results for the requested protocols")
-    return Board(cells=cells, notes=notes, runs=runs, metrics=tuple(metrics), profiles=list(profiles), legend=legend,
-                 model_notes=model_notes)
+    return Board(
+        cells=cells,
+        notes=notes,
+        runs=runs,
+        metrics=tuple(metrics),
+        profiles=list(profiles),
+        legend=legend,
+        model_notes=model_notes,
+    )
 
 
 def _duplicate_message(model: str, col: str, protocol: str, a: dict, b: dict) -> str:
@@ -298,14 +345,18 @@ def _duplicate_message(model: str, col: str, protocol: str, a: dict, b: dict) ->
         src = r["meta"]["rescored_from"]
         other = b if r is a else a
         same = str(Path(src).resolve()) == str(Path(other["path"]).resolve())
-        return (f"{head}. {r['path']} is a re-scored copy (`memorybench score`) of "
-                f"{'the other' if same else src}: pass one of them (the re-scored one carries the current metric "
-                "definitions), e.g. keep re-scored runs in their own directory (`memorybench score --out`)")
+        return (
+            f"{head}. {r['path']} is a re-scored copy (`memorybench score`) of "
+            f"{'the other' if same else src}: pass one of them (the re-scored one carries the current metric "
+            "definitions), e.g. keep re-scored runs in their own directory (`memorybench score --out`)"
+        )
     shards = [r for r in (a, b) if r["meta"]["run"].get("shard")]
     if shards:
-        return (f"{head}: {', '.join(str(r['path']) for r in shards)} "
-                f"{'is a shard' if len(shards) == 1 else 'are shards'} (--shard); merge the shards into one run with "
-                "`memorybench merge SHARD_DIR... --out DIR` and pass the merged run")
+        return (
+            f"{head}: {', '.join(str(r['path']) for r in shards)} "
+            f"{'is a shard' if len(shards) == 1 else 'are shards'} (--shard); merge the shards into one run with "
+            "`memorybench merge SHARD_DIR... --out DIR` and pass the merged run"
+        )
     return f"{head}: the same model evaluated twice; pass only one of them"
 
 
@@ -318,12 +369,18 @@ def efficiency_rows(board: Board) -> list[list[str]]:
     f = lambda v, d: "—" if v is None else f"{v:.{d}f}"  # noqa: E731
     rows = [["Model", "Device", "Context", "Latency ms", "× (slope)", "Peak memory MiB", "×", "State MiB"]]
     for r in summary_rows(board.profiles):
-        rows.append([r["model"], r["device"], f"{r['context_min']} → {r['context_max']}",
-                     f"{f(r['latency_ms_min_ctx'], 2)} → {f(r['latency_ms_max_ctx'], 2)}",
-                     f"{f(r['latency_ms_ratio'], 2)} ({f(r['latency_ms_slope'], 2)})",
-                     f"{f(r['peak_memory_mb_min_ctx'], 0)} → {f(r['peak_memory_mb_max_ctx'], 0)}",
-                     f(r["peak_memory_mb_ratio"], 2),
-                     f"{f(r['state_mb_min_ctx'], 2)} → {f(r['state_mb_max_ctx'], 2)}"])
+        rows.append(
+            [
+                r["model"],
+                r["device"],
+                f"{r['context_min']} → {r['context_max']}",
+                f"{f(r['latency_ms_min_ctx'], 2)} → {f(r['latency_ms_max_ctx'], 2)}",
+                f"{f(r['latency_ms_ratio'], 2)} ({f(r['latency_ms_slope'], 2)})",
+                f"{f(r['peak_memory_mb_min_ctx'], 0)} → {f(r['peak_memory_mb_max_ctx'], 0)}",
+                f(r["peak_memory_mb_ratio"], 2),
+                f"{f(r['state_mb_min_ctx'], 2)} → {f(r['state_mb_max_ctx'], 2)}",
+            ]
+        )
     return rows
 
 
@@ -339,8 +396,12 @@ def group_values(g: dict) -> dict:
     """Every metric of a summary group by name (metrics, retention indices, the memory horizon)."""
     values = {**g.get("metrics", {}), **g.get("retention", {})}
     if g.get("memory_horizon") is not None:
-        values["memory_horizon"] = {"mean": g["memory_horizon"], "ci_low": None, "ci_high": None,
-                                    "n": g.get("episodes", 0)}
+        values["memory_horizon"] = {
+            "mean": g["memory_horizon"],
+            "ci_low": None,
+            "ci_high": None,
+            "n": g.get("episodes", 0),
+        }
     return values
 
 
@@ -405,10 +466,18 @@ def _latency(profiles: Sequence[dict], model: str) -> str:
 def headline_table(board: Board, protocol: str = "rollout") -> list[list[str]]:
     """Header and rows: a row per model with ``recall`` per task [95% CI], their mean, the memory
     horizon per task (frames) and the cost per generated frame (ms, from profiles)."""
-    cols = [c for c in board.columns(protocol) if board.cells[(board.cells.column == c) & (board.cells.metric == "recall")
-                                                               & board.cells["mean"].notna()].shape[0]]
-    header = ["Model", "kind"] + [f"{c} recall ↑" for c in cols] + ["mean recall ↑", "horizon (frames) ↑",
-                                                                     f"ms / frame @{HEADLINE_CONTEXT}"]
+    cols = [
+        c
+        for c in board.columns(protocol)
+        if board.cells[
+            (board.cells.column == c) & (board.cells.metric == "recall") & board.cells["mean"].notna()
+        ].shape[0]
+    ]
+    header = (
+        ["Model", "kind"]
+        + [f"{c} recall ↑" for c in cols]
+        + ["mean recall ↑", "horizon (frames) ↑", f"ms / frame @{HEADLINE_CONTEXT}"]
+    )
     rows = []
     for model, ref in board.models(protocol):
         kind = board.kind(model)
@@ -419,7 +488,9 @@ def headline_table(board: Board, protocol: str = "rollout") -> list[list[str]]:
             mean, ci = fmt_value(v, "recall")
             note = board.notes.get((model, c, protocol))
             best = mean != "—" and not ref and board.best(c, protocol, "recall") == model
-            cells.append((f"**{mean}**" if best else mean) + (f" {ci}" if ci else "") + (" †" if note and mean != "—" else ""))
+            cells.append(
+                (f"**{mean}**" if best else mean) + (f" {ci}" if ci else "") + (" †" if note and mean != "—" else "")
+            )
             means.append(None if mean == "—" else v["mean"])
             h = board.value(model, c, protocol, "memory_horizon")
             horizons.append("—" if not h or h.get("mean") is None or math.isnan(h["mean"]) else str(int(h["mean"])))
@@ -446,11 +517,16 @@ def to_markdown(board: Board) -> str:
     footnotes: list[str] = []
     for p in board.protocols():
         if "recall" in board.metrics and (board.cells.metric == "recall").any():
-            out += [f"### Headline ({p}): recall (0 = chance, 1 = perfect identification) and memory horizon", "",
-                    headline_markdown(board, p).rstrip(), "",
-                    "Horizon: the largest memory gap (frames, lower edge of its bin) at which recall's 95% CI stays "
-                    "above the no-memory band (0.05), per task in column order. References in italics are never "
-                    "ranked.", ""]
+            out += [
+                f"### Headline ({p}): recall (0 = chance, 1 = perfect identification) and memory horizon",
+                "",
+                headline_markdown(board, p).rstrip(),
+                "",
+                "Horizon: the largest memory gap (frames, lower edge of its bin) at which recall's 95% CI stays "
+                "above the no-memory band (0.05), per task in column order. References in italics are never "
+                "ranked.",
+                "",
+            ]
     for p in board.protocols():
         out.append(f"### Protocol: {p}")
         out.append("")
@@ -490,21 +566,34 @@ def to_markdown(board: Board) -> str:
                     for b in bins:
                         mean, ci = fmt_value(board.value(model, c, p, m, b), m)
                         best = mean != "—" and board.best(c, p, m, b) == model
-                        row.append((f"**{mean}**" if best else mean) + (f" {ci}" if ci else "")
-                                   + (partial if mean != "—" else ""))
+                        row.append(
+                            (f"**{mean}**" if best else mean)
+                            + (f" {ci}" if ci else "")
+                            + (partial if mean != "—" else "")
+                        )
                     out.append("| " + " | ".join(row) + " |")
                 out.append("")
     eff = efficiency_rows(board)
     if eff:
-        out += ["### Efficiency (per generated frame, against context length)", "",
-                "| " + " | ".join(eff[0]) + " |", "|---|---|" + "---:|" * (len(eff[0]) - 2)]
+        out += [
+            "### Efficiency (per generated frame, against context length)",
+            "",
+            "| " + " | ".join(eff[0]) + " |",
+            "|---|---|" + "---:|" * (len(eff[0]) - 2),
+        ]
         out += ["| " + " | ".join(r) + " |" for r in eff[1:]]
-        out += ["", "Latency: median over repeats after warm-up; ×: cost at the longest context over the shortest, "
-                "slope: fitted on log-log axes (0 = constant per-frame cost). Peak memory: CUDA allocator on GPU, "
-                "process peak RSS on CPU (freed heap returned to the OS first; includes the ~0.5 GB of Python and "
-                "torch). State: what the model keeps between frames (recurrent states, KV caches).", ""]
-    out.append("Cells: mean over episodes [95% bootstrap CI]. Bold: best non-reference model. "
-               "Retention: 0 = copy-last (no memory), 1 = perfect-memory.")
+        out += [
+            "",
+            "Latency: median over repeats after warm-up; ×: cost at the longest context over the shortest, "
+            "slope: fitted on log-log axes (0 = constant per-frame cost). Peak memory: CUDA allocator on GPU, "
+            "process peak RSS on CPU (freed heap returned to the OS first; includes the ~0.5 GB of Python and "
+            "torch). State: what the model keeps between frames (recurrent states, KV caches).",
+            "",
+        ]
+    out.append(
+        "Cells: mean over episodes [95% bootstrap CI]. Bold: best non-reference model. "
+        "Retention: 0 = copy-last (no memory), 1 = perfect-memory."
+    )
     footnotes += board.footnotes()
     out += [""] + footnotes if footnotes else []
     return "\n".join(out).rstrip() + "\n"
@@ -513,9 +602,25 @@ def to_markdown(board: Board) -> str:
 # ------------------------------------------------------------------------------------------
 # LaTeX (booktabs)
 
-_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-        "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "†": r"$^\dagger$",
-        "—": "--", "·": r"$\cdot$", "→": r"$\to$", "×": r"$\times$"}
+_TEX = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "↑": r"$\uparrow$",
+    "↓": r"$\downarrow$",
+    "†": r"$^\dagger$",
+    "—": "--",
+    "·": r"$\cdot$",
+    "→": r"$\to$",
+    "×": r"$\times$",
+}
 
 
 def tex_escape(s: str) -> str:
@@ -528,11 +633,20 @@ def to_latex(board: Board) -> str:
     for p in board.protocols():
         cols = board.columns(p)
         k = len(board.metrics)
-        out += [r"\begin{table*}[t]", r"\centering", r"\small", r"\setlength{\tabcolsep}{3pt}",
-                r"\begin{tabular}{l" + ("|" + "r" * k) * len(cols) + "}", r"\toprule"]
+        out += [
+            r"\begin{table*}[t]",
+            r"\centering",
+            r"\small",
+            r"\setlength{\tabcolsep}{3pt}",
+            r"\begin{tabular}{l" + ("|" + "r" * k) * len(cols) + "}",
+            r"\toprule",
+        ]
         out.append(" & ".join(["Model"] + [rf"\multicolumn{{{k}}}{{c}}{{{tex_escape(c)}}}" for c in cols]) + r" \\")
         out.append(" ".join(rf"\cmidrule(lr){{{2 + i * k}-{1 + (i + 1) * k}}}" for i in range(len(cols))))
-        out.append(" & ".join([""] + [tex_escape(f"{LABELS.get(m, m)} {_arrow(m)}") for _ in cols for m in board.metrics]) + r" \\")
+        out.append(
+            " & ".join([""] + [tex_escape(f"{LABELS.get(m, m)} {_arrow(m)}") for _ in cols for m in board.metrics])
+            + r" \\"
+        )
         out.append(r"\midrule")
         for model, priv in board.models(p):
             cells = [rf"\textit{{{tex_escape(model)}}}" if priv else tex_escape(model)]
@@ -553,23 +667,41 @@ def to_latex(board: Board) -> str:
         out.append(r"\bottomrule")
         out.append(r"\end{tabular}")
         notes = [f"{m} on {c}: {n}" for (m, c, pp), n in board.notes.items() if pp == p]
-        caption = (f"memorybench {__version__}, protocol {p}: mean over episodes with 95\\% bootstrap CI; bold: best "
-                   "non-reference model; italics: calibration references. Retention: 0 = copy-last, 1 = perfect-memory.")
+        caption = (
+            f"memorybench {__version__}, protocol {p}: mean over episodes with 95\\% bootstrap CI; bold: best "
+            "non-reference model; italics: calibration references. Retention: 0 = copy-last, 1 = perfect-memory."
+        )
         if notes:
             caption += " $^\\dagger$" + tex_escape("; ".join(notes)) + "."
         if board.footnotes():
             caption += " " + tex_escape(" ".join(n.rstrip(".") + "." for n in board.footnotes()))
-        out += [rf"\caption{{{caption}}}", rf"\label{{tab:memorybench-{tex_escape(p).replace(chr(92), '')}}}",
-                r"\end{table*}", ""]
+        out += [
+            rf"\caption{{{caption}}}",
+            rf"\label{{tab:memorybench-{tex_escape(p).replace(chr(92), '')}}}",
+            r"\end{table*}",
+            "",
+        ]
     eff = efficiency_rows(board)
     if eff:
-        out += [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{ll" + "r" * (len(eff[0]) - 2) + "}",
-                r"\toprule", " & ".join(tex_escape(c) for c in eff[0]) + r" \\", r"\midrule"]
+        out += [
+            r"\begin{table}[t]",
+            r"\centering",
+            r"\small",
+            r"\begin{tabular}{ll" + "r" * (len(eff[0]) - 2) + "}",
+            r"\toprule",
+            " & ".join(tex_escape(c) for c in eff[0]) + r" \\",
+            r"\midrule",
+        ]
         out += [" & ".join(tex_escape(c) for c in r) + r" \\" for r in eff[1:]]
-        out += [r"\bottomrule", r"\end{tabular}",
-                r"\caption{Per generated frame against context length: median latency, peak memory, state size; "
-                r"ratio longest/shortest context and log-log slope.}", r"\label{tab:memorybench-efficiency}",
-                r"\end{table}", ""]
+        out += [
+            r"\bottomrule",
+            r"\end{tabular}",
+            r"\caption{Per generated frame against context length: median latency, peak memory, state size; "
+            r"ratio longest/shortest context and log-log slope.}",
+            r"\label{tab:memorybench-efficiency}",
+            r"\end{table}",
+            "",
+        ]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -581,8 +713,21 @@ def to_frame(board: Board) -> pd.DataFrame:
     df = board.cells.copy()
     df["gap_bin"] = df["gap_bin"].fillna("")
     df["note"] = [board.notes.get((m, c, p), "") for m, c, p in zip(df.model, df.column, df.protocol)]
-    cols = ["model", "kind", "task", "column", "protocol", "metric", "gap_bin", "mean", "ci_low", "ci_high", "n",
-            "complete", "note"]
+    cols = [
+        "model",
+        "kind",
+        "task",
+        "column",
+        "protocol",
+        "metric",
+        "gap_bin",
+        "mean",
+        "ci_low",
+        "ci_high",
+        "n",
+        "complete",
+        "note",
+    ]
     return df[cols].reset_index(drop=True)
 
 
@@ -593,13 +738,30 @@ def to_csv(board: Board) -> str:
 def to_json(board: Board) -> str:
     df = to_frame(board)
     rows = json.loads(df.to_json(orient="records", double_precision=10))
-    runs = [{"path": str(r["path"]), "model": r["meta"]["model"], "tasks": [
-        {k: t[k] for k in ("key", "spec_hash", "dataset_sha256")} for t in r["meta"]["tasks"]],
-        "protocols": r["meta"]["protocols"], "memorybench_version": r["meta"]["memorybench_version"]} for r in board.runs]
+    runs = [
+        {
+            "path": str(r["path"]),
+            "model": r["meta"]["model"],
+            "tasks": [{k: t[k] for k in ("key", "spec_hash", "dataset_sha256")} for t in r["meta"]["tasks"]],
+            "protocols": r["meta"]["protocols"],
+            "memorybench_version": r["meta"]["memorybench_version"],
+        }
+        for r in board.runs
+    ]
     from .profile import summary_rows
 
-    return json.dumps({"memorybench_version": __version__, "runs": runs, "cells": rows,
-                       "efficiency": summary_rows(board.profiles) if board.profiles else []}, indent=1) + "\n"
+    return (
+        json.dumps(
+            {
+                "memorybench_version": __version__,
+                "runs": runs,
+                "cells": rows,
+                "efficiency": summary_rows(board.profiles) if board.profiles else [],
+            },
+            indent=1,
+        )
+        + "\n"
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -652,18 +814,23 @@ def to_html(board: Board, figures: dict[str, bytes] | None = None, title: str = 
     """One self-contained HTML file; ``figures`` maps captions to PNG bytes (embedded as data URIs)."""
     import base64
 
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-             f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{html.escape(title)}</title>",
-             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
-             f"<p class='small'>Generated by memorybench {__version__}. Cells: mean over episodes with the 95% bootstrap "
-             "confidence interval. Bold: best non-reference model in the column. Grey italics: calibration references "
-             "(they read the ground truth). Retention: 0 = copy-last (no memory), 1 = perfect-memory. Click a header "
-             "to sort.</p>"]
+    parts = [
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{html.escape(title)}</title>",
+        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
+        f"<p class='small'>Generated by memorybench {__version__}. Cells: mean over episodes with the 95% bootstrap "
+        "confidence interval. Bold: best non-reference model in the column. Grey italics: calibration references "
+        "(they read the ground truth). Retention: 0 = copy-last (no memory), 1 = perfect-memory. Click a header "
+        "to sort.</p>",
+    ]
     for p in board.protocols():
         parts.append(f"<h2>Protocol: {html.escape(p)}</h2>")
         cols = board.columns(p)
-        head = "".join(f"<th>{html.escape(c)}<br>{html.escape(LABELS.get(m, m))} {_arrow(m)}</th>"
-                       for c in cols for m in board.metrics)
+        head = "".join(
+            f"<th>{html.escape(c)}<br>{html.escape(LABELS.get(m, m))} {_arrow(m)}</th>"
+            for c in cols
+            for m in board.metrics
+        )
         parts.append(f"<div class='scroll'><table class='sortable'><thead><tr><th>Model</th>{head}</tr></thead><tbody>")
         notes = []
         for model, priv in board.models(p):
@@ -684,27 +851,39 @@ def to_html(board: Board, figures: dict[str, bytes] | None = None, title: str = 
         for c in cols:
             bins = board.gap_bins(c, p)
             for m in gap_metrics if bins else []:
-                parts.append(f"<h3>{html.escape(c)} · {html.escape(LABELS.get(m, m))} {_arrow(m)} by memory gap (frames)</h3>")
+                parts.append(
+                    f"<h3>{html.escape(c)} · {html.escape(LABELS.get(m, m))} {_arrow(m)} by memory gap (frames)</h3>"
+                )
                 head = "".join(f"<th>{html.escape(b)}</th>" for b in bins)
-                parts.append(f"<div class='scroll'><table class='sortable'><thead><tr><th>Model</th>{head}</tr></thead><tbody>")
+                parts.append(
+                    f"<div class='scroll'><table class='sortable'><thead><tr><th>Model</th>{head}</tr></thead><tbody>"
+                )
                 for model, priv in board.models(p):
                     row = [f"<td>{html.escape(model)}</td>"]
                     note = board.notes.get((model, c, p))
-                    row += [_html_cell(board.value(model, c, p, m, b), m, board.best(c, p, m, b) == model, note) for b in bins]
+                    row += [
+                        _html_cell(board.value(model, c, p, m, b), m, board.best(c, p, m, b) == model, note)
+                        for b in bins
+                    ]
                     parts.append(f"<tr{' class=ref' if priv else ''}>{''.join(row)}</tr>")
                 parts.append("</tbody></table></div>")
     eff = efficiency_rows(board)
     if eff:
-        parts.append("<h2>Efficiency (per generated frame, against context length)</h2><div class='scroll'>"
-                     "<table class='sortable'><thead><tr>"
-                     + "".join(f"<th>{html.escape(c)}</th>" for c in eff[0]) + "</tr></thead><tbody>")
+        parts.append(
+            "<h2>Efficiency (per generated frame, against context length)</h2><div class='scroll'>"
+            "<table class='sortable'><thead><tr>"
+            + "".join(f"<th>{html.escape(c)}</th>" for c in eff[0])
+            + "</tr></thead><tbody>"
+        )
         for r in eff[1:]:
             parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>")
         parts.append("</tbody></table></div>")
     for caption, png in (figures or {}).items():
         b64 = base64.b64encode(png).decode()
-        parts.append(f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{b64}'>"
-                     f"<figcaption class='small'>{html.escape(caption)}</figcaption></figure>")
+        parts.append(
+            f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{b64}'>"
+            f"<figcaption class='small'>{html.escape(caption)}</figcaption></figure>"
+        )
     parts.append(f"<script>{_JS}</script></body></html>")
     return "\n".join(parts) + "\n"
 
@@ -726,10 +905,21 @@ def long_frame(runs: list[dict]) -> pd.DataFrame:
         for g in r["summary"]["groups"].values():
             values = group_values(g)
             for metric, v in values.items():
-                rows.append({"model": labels[model["identity_hash"]], "reference": model_kind(model) != "contender",
-                             "task": g["task"], "protocol": g["protocol"], "metric": metric, "mean": v["mean"],
-                             "ci_low": v["ci_low"], "ci_high": v["ci_high"], "n": v["n"],
-                             "complete": g.get("complete", False), "run": str(r["path"])})
+                rows.append(
+                    {
+                        "model": labels[model["identity_hash"]],
+                        "reference": model_kind(model) != "contender",
+                        "task": g["task"],
+                        "protocol": g["protocol"],
+                        "metric": metric,
+                        "mean": v["mean"],
+                        "ci_low": v["ci_low"],
+                        "ci_high": v["ci_high"],
+                        "n": v["n"],
+                        "complete": g.get("complete", False),
+                        "run": str(r["path"]),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -748,9 +938,12 @@ def print_overview(runs: list[dict], metrics: Sequence[str] = OVERVIEW) -> None:
         console.print("no results")
         return
     for protocol, pdf in df.groupby("protocol", sort=False):
-        table = Table(title=f"memorybench results · {protocol} (mean ±95% CI over episodes)", header_style="bold",
-                      caption="recall: 0 = chance, 1 = perfect identification of what comes back | horizon: frames "
-                              "| PSNR/LPIPS: whole frame, mem = memory-only pixels")
+        table = Table(
+            title=f"memorybench results · {protocol} (mean ±95% CI over episodes)",
+            header_style="bold",
+            caption="recall: 0 = chance, 1 = perfect identification of what comes back | horizon: frames "
+            "| PSNR/LPIPS: whole frame, mem = memory-only pixels",
+        )
         table.add_column("task", overflow="fold")
         table.add_column("model", overflow="fold", min_width=12)
         for m in metrics:

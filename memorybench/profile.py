@@ -54,9 +54,11 @@ class ProfileConfig:
         from .errors import MemorybenchError
 
         if self.repeats < 1 or self.warmup < 0 or self.batch_size < 1 or not self.contexts or min(self.contexts) < 1:
-            raise MemorybenchError(f"profile: need repeats >= 1, warmup >= 0, batch_size >= 1 and positive contexts "
-                                   f"(got repeats={self.repeats}, warmup={self.warmup}, batch_size={self.batch_size}, "
-                                   f"contexts={list(self.contexts)})")
+            raise MemorybenchError(
+                f"profile: need repeats >= 1, warmup >= 0, batch_size >= 1 and positive contexts "
+                f"(got repeats={self.repeats}, warmup={self.warmup}, batch_size={self.batch_size}, "
+                f"contexts={list(self.contexts)})"
+            )
 
 
 def synthetic_spec(frames: int, resolution: tuple[int, int]):
@@ -153,7 +155,7 @@ def measure_point(model_name: str, context: int, cfg: ProfileConfig) -> dict:
         live = _current_rss_mb() if not cuda else 0.0
         times = []
         for i in range(steps):
-            a = actions[:, context + i: context + i + 1] if context + i < actions.shape[1] else actions[:, -1:]
+            a = actions[:, context + i : context + i + 1] if context + i < actions.shape[1] else actions[:, -1:]
             if cuda:
                 torch.cuda.synchronize(device)
             t0 = time.perf_counter()
@@ -164,17 +166,36 @@ def measure_point(model_name: str, context: int, cfg: ProfileConfig) -> dict:
             times.append(time.perf_counter() - t0)
         peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else _peak_rss_mb()
         nbytes = model.state_nbytes()
-    return {"context": context, "latency_ms": 1000 * statistics.median(times[cfg.warmup:]),
-            "latency_ms_p90": 1000 * float(np.quantile(times[cfg.warmup:], 0.9)),
-            "peak_memory_mb": peak, "peak_memory_kind": "cuda_max_allocated" if cuda else
-            (("vmhwm_after_trim_reset" if trimmed else "vmhwm_after_reset") if rss_reset else "ru_maxrss_process"),
-            "process_baseline_mb": baseline, "rss_before_generation_mb": live, "state_mb": None if nbytes is None else nbytes / 2**20, "batch_size": B}
+    return {
+        "context": context,
+        "latency_ms": 1000 * statistics.median(times[cfg.warmup :]),
+        "latency_ms_p90": 1000 * float(np.quantile(times[cfg.warmup :], 0.9)),
+        "peak_memory_mb": peak,
+        "peak_memory_kind": "cuda_max_allocated"
+        if cuda
+        else (("vmhwm_after_trim_reset" if trimmed else "vmhwm_after_reset") if rss_reset else "ru_maxrss_process"),
+        "process_baseline_mb": baseline,
+        "rss_before_generation_mb": live,
+        "state_mb": None if nbytes is None else nbytes / 2**20,
+        "batch_size": B,
+    }
 
 
 def _measure_in_subprocess(model_name: str, context: int, cfg: ProfileConfig) -> dict:
-    payload = json.dumps({"model": model_name, "context": context, "cfg": {
-        "device": cfg.device, "repeats": cfg.repeats, "warmup": cfg.warmup, "batch_size": cfg.batch_size,
-        "resolution": list(cfg.resolution), "model_args": cfg.model_args}})
+    payload = json.dumps(
+        {
+            "model": model_name,
+            "context": context,
+            "cfg": {
+                "device": cfg.device,
+                "repeats": cfg.repeats,
+                "warmup": cfg.warmup,
+                "batch_size": cfg.batch_size,
+                "resolution": list(cfg.resolution),
+                "model_args": cfg.model_args,
+            },
+        }
+    )
     proc = subprocess.run([sys.executable, "-m", "memorybench.profile", payload], capture_output=True, text=True)
     if proc.returncode != 0:
         from .errors import MemorybenchError
@@ -182,11 +203,14 @@ def _measure_in_subprocess(model_name: str, context: int, cfg: ProfileConfig) ->
         # one line: the subprocess's own error message (a MemorybenchError), else the last line of
         # its traceback (the exception); the whole stderr with MEMORYBENCH_DEBUG=1
         lines = [x for x in proc.stderr.strip().splitlines() if x.strip()]
-        why = next((x[len(_ERROR_PREFIX):] for x in reversed(lines) if x.startswith(_ERROR_PREFIX)),
-                   lines[-1].strip() if lines else f"exit code {proc.returncode}")
+        why = next(
+            (x[len(_ERROR_PREFIX) :] for x in reversed(lines) if x.startswith(_ERROR_PREFIX)),
+            lines[-1].strip() if lines else f"exit code {proc.returncode}",
+        )
         debug = os.environ.get("MEMORYBENCH_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
-        raise MemorybenchError(f"profiling {model_name} at context {context} failed: {why}"
-                               + (f"\n{proc.stderr}" if debug else ""))
+        raise MemorybenchError(
+            f"profiling {model_name} at context {context} failed: {why}" + (f"\n{proc.stderr}" if debug else "")
+        )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -210,8 +234,10 @@ def profile_model(model_name: str, cfg: ProfileConfig, progress=None) -> dict:
     from .models import resolve
 
     if resolve(model_name).privileged:
-        raise MemorybenchError(f"{model_name} is a privileged calibration reference (it reads the true episode); "
-                               "it has no cost of its own to profile")
+        raise MemorybenchError(
+            f"{model_name} is a privileged calibration reference (it reads the true episode); "
+            "it has no cost of its own to profile"
+        )
     points = []
     for L in cfg.contexts:
         point = _measure_in_subprocess(model_name, L, cfg) if cfg.subprocess else measure_point(model_name, L, cfg)
@@ -227,11 +253,22 @@ def profile_model(model_name: str, cfg: ProfileConfig, progress=None) -> dict:
     from .models import load_model
 
     m = load_model(model_name, cfg.model_args)
-    return {"model": model_name, "identity": m.describe(), "device": cfg.device,
-            "device_name": torch.cuda.get_device_name(torch.device(cfg.device)) if cfg.device.startswith("cuda") else
-            (os.uname().machine if hasattr(os, "uname") else ""), "torch_threads": torch.get_num_threads(),
-            "resolution": list(cfg.resolution), "batch_size": cfg.batch_size, "repeats": cfg.repeats,
-            "warmup": cfg.warmup, "fit_from": cfg.fit_from, "points": points, "fits": fits}
+    return {
+        "model": model_name,
+        "identity": m.describe(),
+        "device": cfg.device,
+        "device_name": torch.cuda.get_device_name(torch.device(cfg.device))
+        if cfg.device.startswith("cuda")
+        else (os.uname().machine if hasattr(os, "uname") else ""),
+        "torch_threads": torch.get_num_threads(),
+        "resolution": list(cfg.resolution),
+        "batch_size": cfg.batch_size,
+        "repeats": cfg.repeats,
+        "warmup": cfg.warmup,
+        "fit_from": cfg.fit_from,
+        "points": points,
+        "fits": fits,
+    }
 
 
 def write_profiles(profiles: list[dict], out: str | Path) -> Path:
@@ -241,10 +278,18 @@ def write_profiles(profiles: list[dict], out: str | Path) -> Path:
 
     out = Path(out)
     # portable (no host name, no local paths): profiles are meant to be committed next to results
-    atomic_write_json(out, portable({"format": "memorybench-profile/1", "memorybench_version": __version__,
-                                     "environment": environment(profiles[0]["device"] if profiles else "cpu"),
-                                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                     "profiles": profiles}))
+    atomic_write_json(
+        out,
+        portable(
+            {
+                "format": "memorybench-profile/1",
+                "memorybench_version": __version__,
+                "environment": environment(profiles[0]["device"] if profiles else "cpu"),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "profiles": profiles,
+            }
+        ),
+    )
     return out
 
 
@@ -280,8 +325,15 @@ def summary_rows(profiles: list[dict]) -> list[dict]:
 if __name__ == "__main__":  # the subprocess entry point of _measure_in_subprocess
     args = json.loads(sys.argv[1])
     c = args["cfg"]
-    cfg = ProfileConfig(device=c["device"], repeats=c["repeats"], warmup=c["warmup"], batch_size=c["batch_size"],
-                        resolution=tuple(c["resolution"]), model_args=c["model_args"], subprocess=False)
+    cfg = ProfileConfig(
+        device=c["device"],
+        repeats=c["repeats"],
+        warmup=c["warmup"],
+        batch_size=c["batch_size"],
+        resolution=tuple(c["resolution"]),
+        model_args=c["model_args"],
+        subprocess=False,
+    )
     from .errors import MemorybenchError
 
     try:

@@ -43,21 +43,21 @@ import numpy as np
 
 RECALL_DEFINITION = {
     "items": "memory items of the task data (MemoryItems): a predicted frame, the pixels of one piece of remembered "
-             "content, and the candidates the task could have shown there (the family's item_candidates)",
+    "content, and the candidates the task could have shown there (the family's item_candidates)",
     "hit": "1 if the prediction's MSE over the item's pixels and channels (predictions quantised to uint8) to the true "
-           "candidate is strictly below its MSE to every other offered candidate; 1/(k+1) when k others tie; else 0",
+    "candidate is strictly below its MSE to every other offered candidate; 1/(k+1) when k others tie; else 0",
     "chance": "1 / number of offered candidates (candidates a no-memory model can rule out from the recent true frames "
-              "are not offered)",
+    "are not offered)",
     "false_recall": "premature: frame t-1 was predicted, the truth on the item's pixels differs between t-1 and t, and "
-                    "the prediction of t-1 is closer to the truth of t than to the truth of t-1; a premature item's "
-                    "hit counts as chance",
+    "the prediction of t-1 is closer to the truth of t than to the truth of t-1; a premature item's "
+    "hit counts as chance",
     "score": "(hit - chance) / (1 - chance); recall = mean score over the items (pooled over episodes; CI: "
-             "cluster bootstrap resampling episodes); "
-             "recall_acc = mean hit; recall_chance = mean chance; false_recall = fraction premature",
+    "cluster bootstrap resampling episodes); "
+    "recall_acc = mean hit; recall_chance = mean chance; false_recall = fraction premature",
     "recent": "an item counts only if its content is not visible in the last recent_window observed frames (rollout: "
-              "the last recent_window context frames; teacher-forced: the memory mask's age > recent_window)",
+    "the last recent_window context frames; teacher-forced: the memory mask's age > recent_window)",
     "gap": "rollout: frames since the content was last visible in a context frame; teacher-forced: since it was last "
-           "visible in the true history",
+    "visible in the true history",
 }
 
 #: item distances equal within this (relative) tolerance count as ties
@@ -107,8 +107,9 @@ def score_items(generator, episode, pred_u8: np.ndarray, start: int, protocol: s
         p = pred[t - start, pix]  # [P, 3]
         cands = generator.item_candidates(episode, i)  # [N, P, 3]
         if cands.shape != (ncand, len(pix), 3):
-            raise ValueError(f"{generator.family}: item_candidates returned {cands.shape}, expected "
-                             f"{(ncand, len(pix), 3)}")
+            raise ValueError(
+                f"{generator.family}: item_candidates returned {cands.shape}, expected {(ncand, len(pix), 3)}"
+            )
         truth = int(items.truth[i])
         offered = np.ones(ncand, bool)
         offered[items.excluded(i)] = False
@@ -121,13 +122,24 @@ def score_items(generator, episode, pred_u8: np.ndarray, start: int, protocol: s
                 q = pred[t - 1 - start, pix][None]
                 premature = bool(_mse(q, now[None])[0] < _mse(q, before[None])[0])
         credit = chance if premature else hit
-        out.append({"episode": int(episode.index), "item": i, "frame": t, "gap": int(gaps[i]), "hit": hit,
-                    "chance": chance, "premature": premature, "score": (credit - chance) / (1.0 - chance)})
+        out.append(
+            {
+                "episode": int(episode.index),
+                "item": i,
+                "frame": t,
+                "gap": int(gaps[i]),
+                "hit": hit,
+                "chance": chance,
+                "premature": premature,
+                "score": (credit - chance) / (1.0 - chance),
+            }
+        )
     return out
 
 
-def evaluate_recall(model, spec, protocol: str, episodes=None, batch_size: int = 8, device: str = "cpu",
-                    aggregation=None) -> dict:
+def evaluate_recall(
+    model, spec, protocol: str, episodes=None, batch_size: int = 8, device: str = "cpu", aggregation=None
+) -> dict:
     """``recall`` (with its companions, by gap bin and the memory horizon) of ``model`` on ``spec``
     under ``protocol``, without the per-pixel metrics: a fast path for the suite's validity tests
     and studies. ``model`` is a ``WorldModel`` or a registry name; ``episodes`` indices (default all).
@@ -149,7 +161,7 @@ def evaluate_recall(model, spec, protocol: str, episodes=None, batch_size: int =
     idx = list(range(spec.episodes)) if episodes is None else list(episodes)
     rows = []
     for k in range(0, len(idx), batch_size):
-        batch = [store[i] for i in idx[k:k + batch_size]]
+        batch = [store[i] for i in idx[k : k + batch_size]]
         preds = predict_episodes(model, spec, protocol, batch, device)
         for b, ep in enumerate(batch):
             rows += score_items(gen, ep, preds[b], spec.context_frames, protocol)
@@ -158,9 +170,21 @@ def evaluate_recall(model, spec, protocol: str, episodes=None, batch_size: int =
     by_gap = []
     for label, lo, hi in zip(gap_bin_labels(spec.gap_bins), spec.gap_bins[:-1], spec.gap_bins[1:]):
         sub = df[(df["gap"] >= lo) & (df["gap"] < hi)]
-        by_gap.append({"bin": [int(lo), int(hi)], "label": label, "items": int(len(sub)),
-                       "episodes": int(sub["episode"].nunique()),
-                       **({"metrics": _item_stats(sub, cfg, f"{key}/{label}")} if len(sub) else {})})
+        by_gap.append(
+            {
+                "bin": [int(lo), int(hi)],
+                "label": label,
+                "items": int(len(sub)),
+                "episodes": int(sub["episode"].nunique()),
+                **({"metrics": _item_stats(sub, cfg, f"{key}/{label}")} if len(sub) else {}),
+            }
+        )
     horizon, horizon_bin = memory_horizon(by_gap)
-    return {"metrics": _item_stats(df, cfg, key), "by_gap": by_gap, "memory_horizon": horizon,
-            "memory_horizon_bin": horizon_bin, "items": int(len(df)), "horizon_min": HORIZON_MIN}
+    return {
+        "metrics": _item_stats(df, cfg, key),
+        "by_gap": by_gap,
+        "memory_horizon": horizon,
+        "memory_horizon_bin": horizon_bin,
+        "items": int(len(df)),
+        "horizon_min": HORIZON_MIN,
+    }

@@ -69,8 +69,18 @@ IncompatibleRunError = DifferentRunError
 
 def append_event(run_dir: Path, event: str, **fields) -> None:
     """Append one line to events.jsonl (a single write of one line, then fsync)."""
-    line = json.dumps({"event": event, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                       "host": socket.gethostname(), "pid": os.getpid(), **fields}) + "\n"
+    line = (
+        json.dumps(
+            {
+                "event": event,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                **fields,
+            }
+        )
+        + "\n"
+    )
     with open(run_dir / EVENTS, "a", encoding="utf-8") as f:
         f.write(line)
         f.flush()
@@ -111,14 +121,29 @@ def git_info(package_dir: str | Path | None = None) -> dict:
     if not _is_memorybench_source(root):
         return out
     try:
-        top = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel"], capture_output=True, text=True,
-                             timeout=5).stdout.strip()
+        top = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--show-toplevel"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
         if not top or Path(top).resolve() != root:
             return out
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=5).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                                    capture_output=True, text=True, timeout=5).stdout.strip()) if commit else None
+        commit = (
+            subprocess.run(
+                ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+            or None
+        )
+        dirty = (
+            bool(
+                subprocess.run(
+                    ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                ).stdout.strip()
+            )
+            if commit
+            else None
+        )
     except (OSError, subprocess.SubprocessError):
         return out
     return {**out, "source": "checkout", "commit": commit, "dirty": dirty}
@@ -144,9 +169,16 @@ def environment(device: str) -> dict:
             libs[name] = version(name)
         except PackageNotFoundError:
             libs[name] = None
-    env = {"python": platform.python_version(), "platform": platform.platform(), "machine": platform.machine(),
-           "processor": platform.processor(), "hostname": socket.gethostname(), "cpu_count": os.cpu_count(),
-           "libraries": libs, "device": device}
+    env = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "hostname": socket.gethostname(),
+        "cpu_count": os.cpu_count(),
+        "libraries": libs,
+        "device": device,
+    }
     try:
         import torch
 
@@ -214,8 +246,9 @@ class RunDir:
                 except json.JSONDecodeError as e:
                     raise DataError(f"{f}:{i + 1}: corrupt item record ({e})") from None
 
-    def write_predictions(self, task_key: str, protocol: str, episode: int, frames_u8: np.ndarray,
-                          start_frame: int) -> None:
+    def write_predictions(
+        self, task_key: str, protocol: str, episode: int, frames_u8: np.ndarray, start_frame: int
+    ) -> None:
         import io
 
         buf = io.BytesIO()
@@ -282,8 +315,10 @@ def comparable_keys(meta: dict) -> dict:
     """The parts of run.json that must be equal for two runs to hold the same experiment."""
     return {
         "model": meta["model"]["identity_hash"],
-        "tasks": {t["key"]: [t["spec_hash"], t["dataset_sha256"], t.get("episodes_selected"), task_protocols(t, meta)]
-                  for t in meta["tasks"]},
+        "tasks": {
+            t["key"]: [t["spec_hash"], t["dataset_sha256"], t.get("episodes_selected"), task_protocols(t, meta)]
+            for t in meta["tasks"]
+        },
         "protocols": meta["protocols"],
         "metrics_version": meta["metrics"].get("version"),
         "shard": meta["run"].get("shard"),
@@ -303,7 +338,8 @@ def check_same_run(existing: dict, requested: dict, where: Path) -> None:
     diffs = []
     if a["model"] != b["model"]:
         diffs += [f"model: {d}" for d in model_differences(existing["model"], requested["model"], names)] or [
-            f"model identity {a['model'][:12]} on disk, {b['model'][:12]} requested"]
+            f"model identity {a['model'][:12]} on disk, {b['model'][:12]} requested"
+        ]
     ta, tb = {t["key"]: t for t in existing["tasks"]}, {t["key"]: t for t in requested["tasks"]}
     for key in sorted(set(ta) | set(tb)):
         if key not in tb:
@@ -311,8 +347,9 @@ def check_same_run(existing: dict, requested: dict, where: Path) -> None:
         elif key not in ta:
             diffs.append(f"task {key} is requested but not on disk")
         elif a["tasks"][key] != b["tasks"][key]:
-            diffs += task_differences(ta[key], tb[key], names,
-                                      (task_protocols(ta[key], existing), task_protocols(tb[key], requested)))
+            diffs += task_differences(
+                ta[key], tb[key], names, (task_protocols(ta[key], existing), task_protocols(tb[key], requested))
+            )
     if a["protocols"] != b["protocols"]:
         diffs.append(f"protocols {', '.join(a['protocols'])} on disk, {', '.join(b['protocols'])} requested")
     if a["metrics_version"] != b["metrics_version"]:
@@ -321,8 +358,10 @@ def check_same_run(existing: dict, requested: dict, where: Path) -> None:
         diffs.append(f"shard {a['shard']} on disk, {b['shard']} requested")
     if not diffs:  # pragma: no cover - every key of comparable_keys is described above
         diffs = [f"{k}: on disk {a[k]!r}, requested {b[k]!r}" for k in a if a[k] != b[k]]
-    raise DifferentRunError(f"{where} holds a different run; refusing to mix results (resume continues the same "
-                             "run only; start another with a new --out):\n  " + "\n  ".join(diffs))
+    raise DifferentRunError(
+        f"{where} holds a different run; refusing to mix results (resume continues the same "
+        "run only; start another with a new --out):\n  " + "\n  ".join(diffs)
+    )
 
 
 def expand_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
@@ -338,14 +377,21 @@ def expand_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
         elif p.is_dir():
             subdirs = sorted(d for d in p.iterdir() if d.is_dir())
             level1 = [d for d in subdirs if (d / RUN_JSON).exists()]
-            level2 = [e for d in subdirs if d not in level1 for e in sorted(d.iterdir())
-                      if e.is_dir() and (e / RUN_JSON).exists()]
+            level2 = [
+                e
+                for d in subdirs
+                if d not in level1
+                for e in sorted(d.iterdir())
+                if e.is_dir() and (e / RUN_JSON).exists()
+            ]
             if level1 and level2:
                 groups = sorted({e.parent.name for e in level2})
-                raise DataError(f"{p} holds both run directories ({', '.join(d.name for d in level1[:3])}"
-                                f"{', ...' if len(level1) > 3 else ''}) and directories of runs "
-                                f"({', '.join(g + '/' for g in groups[:3])}{', ...' if len(groups) > 3 else ''}); "
-                                "name the ones you mean, e.g. " + " ".join(str(x) for x in (level1[0], level2[0].parent)))
+                raise DataError(
+                    f"{p} holds both run directories ({', '.join(d.name for d in level1[:3])}"
+                    f"{', ...' if len(level1) > 3 else ''}) and directories of runs "
+                    f"({', '.join(g + '/' for g in groups[:3])}{', ...' if len(groups) > 3 else ''}); "
+                    "name the ones you mean, e.g. " + " ".join(str(x) for x in (level1[0], level2[0].parent))
+                )
             found = level1 or level2
             if not found:
                 raise DataError(f"{p} holds no run directories (no {RUN_JSON} in it, or one or two levels below it)")
@@ -355,8 +401,17 @@ def expand_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def new_run_meta(*, model_desc: dict, tasks: list[dict], protocols: list[str], metrics: dict, aggregation: dict,
-                 run: dict, command: list[str] | None, device: str) -> dict:
+def new_run_meta(
+    *,
+    model_desc: dict,
+    tasks: list[dict],
+    protocols: list[str],
+    metrics: dict,
+    aggregation: dict,
+    run: dict,
+    command: list[str] | None,
+    device: str,
+) -> dict:
     return {
         "format": RUN_FORMAT,
         "memorybench_version": __version__,

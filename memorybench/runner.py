@@ -127,12 +127,16 @@ def metrics_meta(scorer) -> dict:
     from .metric_registry import all_metrics
     from .recall import RECALL_DEFINITION
 
-    return {"version": METRICS_VERSION, **scorer.definitions(), "recall": RECALL_DEFINITION,
-            "registry": {n: m.to_dict() for n, m in all_metrics().items()},
-            "predictions": "quantised to uint8 as round(255 * x) before scoring",
-            "scored_frames": "the predicted frames: context_frames .. frames-1",
-            "memory_gap": "per protocol: rollout counts from the last context frame that showed the content, "
-                          "teacher-forced from the true history (memorybench.episode)"}
+    return {
+        "version": METRICS_VERSION,
+        **scorer.definitions(),
+        "recall": RECALL_DEFINITION,
+        "registry": {n: m.to_dict() for n, m in all_metrics().items()},
+        "predictions": "quantised to uint8 as round(255 * x) before scoring",
+        "scored_frames": "the predicted frames: context_frames .. frames-1",
+        "memory_gap": "per protocol: rollout counts from the last context frame that showed the content, "
+        "teacher-forced from the true history (memorybench.episode)",
+    }
 
 
 def select_episodes(spec: TaskSpec, limit: int | None, shard: tuple[int, int] | None) -> list[int]:
@@ -167,8 +171,10 @@ def check_prediction(pred, shape: tuple, where: Callable[[int, int], str]) -> No
     if not isinstance(pred, torch.Tensor):
         raise AdapterError(f"{where(0, 0)}: predict() returned {type(pred).__name__}, expected a torch.Tensor")
     if tuple(pred.shape) != shape:
-        raise AdapterError(f"{where(0, 0)}: predict() returned shape {tuple(pred.shape)}, expected {shape} "
-                           "[batch, frames, 3, height, width]")
+        raise AdapterError(
+            f"{where(0, 0)}: predict() returned shape {tuple(pred.shape)}, expected {shape} "
+            "[batch, frames, 3, height, width]"
+        )
     if pred.dtype != torch.float32:
         raise AdapterError(f"{where(0, 0)}: predict() returned dtype {pred.dtype}, expected torch.float32 in [0, 1]")
     bad = ~torch.isfinite(pred)
@@ -179,8 +185,10 @@ def check_prediction(pred, shape: tuple, where: Callable[[int, int], str]) -> No
     out = (lo < -1e-6) | (hi > 1 + 1e-6)
     if out.any():
         b, n = (int(x) for x in out.nonzero()[0])
-        raise AdapterError(f"{where(b, n)}: predict() returned values in [{float(lo[b, n]):.4g}, {float(hi[b, n]):.4g}], "
-                           "outside [0, 1]")
+        raise AdapterError(
+            f"{where(b, n)}: predict() returned values in [{float(lo[b, n]):.4g}, {float(hi[b, n]):.4g}], "
+            "outside [0, 1]"
+        )
 
 
 @contextlib.contextmanager
@@ -235,10 +243,18 @@ def _task_entry(spec: TaskSpec, store: storage.EpisodeStore, selected: list[int]
     """A task of ``run.json``: its spec and the data of the episodes evaluated. ``dataset_sha256``
     is the SHA-256 over the selected episodes' SHA-256s (the whole dataset's hash when every
     episode is selected); ``episodes_sha256`` lists them, in the order of ``episodes_selected``."""
-    return {"key": spec.key, "spec": spec.to_dict(), "spec_hash": spec.hash(),
-            "dataset_sha256": store.selection_hash(selected),
-            "dataset_path": str(store.path), "episodes_total": spec.episodes, "episodes_selected": selected,
-            "episodes_sha256": [store.episode_sha256(i) for i in selected], "split": "eval", "seed": spec.seed}
+    return {
+        "key": spec.key,
+        "spec": spec.to_dict(),
+        "spec_hash": spec.hash(),
+        "dataset_sha256": store.selection_hash(selected),
+        "dataset_path": str(store.path),
+        "episodes_total": spec.episodes,
+        "episodes_selected": selected,
+        "episodes_sha256": [store.episode_sha256(i) for i in selected],
+        "split": "eval",
+        "seed": spec.seed,
+    }
 
 
 def prepare_episodes(spec: TaskSpec, episodes: Sequence[int], workers: int = 1, show_progress: bool = True):
@@ -256,8 +272,13 @@ def prepare_episodes(spec: TaskSpec, episodes: Sequence[int], workers: int = 1, 
             job = bar.add_task(f"generating {spec.key}", total=n)
 
     try:
-        return storage.prepare(spec, workers=workers, episodes=episodes, on_generate=started,
-                               on_episode=lambda: bar.advance(job) if bar is not None else None).store
+        return storage.prepare(
+            spec,
+            workers=workers,
+            episodes=episodes,
+            on_generate=started,
+            on_episode=lambda: bar.advance(job) if bar is not None else None,
+        ).store
     finally:
         if bar is not None:
             bar.stop()
@@ -272,14 +293,18 @@ def lock_run_dir(path: Path):
         raise MemorybenchError(f"--out {path} is a file, not a directory")
     created = not path.exists()
     path.mkdir(parents=True, exist_ok=True)
-    note = f"memorybench run, host {socket.gethostname()}, pid {os.getpid()}, since " \
-           f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"
+    note = (
+        f"memorybench run, host {socket.gethostname()}, pid {os.getpid()}, since "
+        f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"
+    )
     lock = storage.FileLock(path / RUN_LOCK, blocking=False, note=note)
     try:
         lock.__enter__()
     except storage.LockedError as e:
-        raise RunLockedError(f"{path} is being written by another memorybench run ({e.holder or 'unknown process'}); "
-                             "wait for it to finish, or choose another --out") from None
+        raise RunLockedError(
+            f"{path} is being written by another memorybench run ({e.holder or 'unknown process'}); "
+            "wait for it to finish, or choose another --out"
+        ) from None
     try:
         yield
     finally:
@@ -308,7 +333,9 @@ def _evaluate(req: RunRequest, progress, stack: contextlib.ExitStack) -> Path:
         raise MemorybenchError(f"--batch-size must be >= 1, got {req.batch_size}")
     model = load_model(req.model, req.model_args)
     if device.split(":")[0] not in model.devices:
-        raise MemorybenchError(f"model '{model.name}' does not run on {device} (it supports {', '.join(model.devices)})")
+        raise MemorybenchError(
+            f"model '{model.name}' does not run on {device} (it supports {', '.join(model.devices)})"
+        )
     with _calling(model.name, "to", f"model '{model.name}'"):
         model.to(device)
     batch_size = min(req.batch_size, model.max_batch_size or req.batch_size)
@@ -334,8 +361,10 @@ def _evaluate(req: RunRequest, progress, stack: contextlib.ExitStack) -> Path:
         check_evaluation_data(spec, store)
         plan.append((spec, store, selected, protocols))
     if not plan:
-        raise MemorybenchError(f"no task supports the protocol(s) {', '.join(req.protocols)}: "
-                               + "; ".join(f"{s.key} offers {', '.join(s.protocols)}" for s in req.tasks))
+        raise MemorybenchError(
+            f"no task supports the protocol(s) {', '.join(req.protocols)}: "
+            + "; ".join(f"{s.key} offers {', '.join(s.protocols)}" for s in req.tasks)
+        )
     if skipped:
         from .console import err_console
 
@@ -345,16 +374,28 @@ def _evaluate(req: RunRequest, progress, stack: contextlib.ExitStack) -> Path:
     meta = new_run_meta(
         model_desc={**model.describe(), "trained_on": trained_on},
         tasks=[{**_task_entry(s, st, sel), "protocols": ps} for s, st, sel, ps in plan],
-        protocols=list(req.protocols), metrics=metrics_meta(scorer), aggregation=req.aggregation.to_dict(),
-        run={"device": device, "batch_size": batch_size, "save_predictions": req.save_predictions,
-             "limit": req.limit, "shard": list(req.shard) if req.shard else None, "context_chunk": req.context_chunk},
-        command=req.command, device=device)
+        protocols=list(req.protocols),
+        metrics=metrics_meta(scorer),
+        aggregation=req.aggregation.to_dict(),
+        run={
+            "device": device,
+            "batch_size": batch_size,
+            "save_predictions": req.save_predictions,
+            "limit": req.limit,
+            "shard": list(req.shard) if req.shard else None,
+            "context_chunk": req.context_chunk,
+        },
+        command=req.command,
+        device=device,
+    )
     if (run.path / RUN_JSON).exists():
         existing = load_run_json(run.path)
         if not req.resume:
             state = "finished" if (run.path / SUMMARY).exists() else "unfinished"
-            raise RunExistsError(f"{run.path} already holds a {state} run of '{existing['model']['name']}'; "
-                                 "use --resume to continue it, or choose another --out (results are never overwritten)")
+            raise RunExistsError(
+                f"{run.path} already holds a {state} run of '{existing['model']['name']}'; "
+                "use --resume to continue it, or choose another --out (results are never overwritten)"
+            )
         check_same_run(existing, meta, run.path)
         append_event(run.path, "resume", device=device, batch_size=batch_size)
     else:
@@ -378,32 +419,52 @@ def _evaluate(req: RunRequest, progress, stack: contextlib.ExitStack) -> Path:
             tm = {"model_seconds": 0.0, "score_seconds": 0.0, "episodes": len(episodes)}
             for k in range(0, len(episodes), batch_size):
                 t1, before = time.perf_counter(), dict(tm)
-                batch = [store[i] for i in episodes[k:k + batch_size]]
+                batch = [store[i] for i in episodes[k : k + batch_size]]
                 if bar is not None:
-                    bar.update(job, description=f"{model.name} · {spec.key} · {protocol} · episodes "
-                                                f"{k + 1}-{k + len(batch)} of {len(episodes)}")
-                _evaluate_batch(model, spec, protocol, batch, device, scorer, run, req, tm,
-                                lambda n: bar.advance(job, n) if bar is not None else None)
+                    bar.update(
+                        job,
+                        description=f"{model.name} · {spec.key} · {protocol} · episodes "
+                        f"{k + 1}-{k + len(batch)} of {len(episodes)}",
+                    )
+                _evaluate_batch(
+                    model,
+                    spec,
+                    protocol,
+                    batch,
+                    device,
+                    scorer,
+                    run,
+                    req,
+                    tm,
+                    lambda n: bar.advance(job, n) if bar is not None else None,
+                )
                 # one event per finished batch: summary.json's timings are their sums, over every
                 # session of a resumed run (an interrupted session keeps its finished batches)
-                append_event(run.path, "batch_done", group=f"{spec.key}/{protocol}",
-                             episodes=[ep.index for ep in batch],
-                             model_seconds=tm["model_seconds"] - before["model_seconds"],
-                             score_seconds=tm["score_seconds"] - before["score_seconds"],
-                             wall_seconds=time.perf_counter() - t1)
+                append_event(
+                    run.path,
+                    "batch_done",
+                    group=f"{spec.key}/{protocol}",
+                    episodes=[ep.index for ep in batch],
+                    model_seconds=tm["model_seconds"] - before["model_seconds"],
+                    score_seconds=tm["score_seconds"] - before["score_seconds"],
+                    wall_seconds=time.perf_counter() - t1,
+                )
             tm["wall_seconds"] = time.perf_counter() - t0
             append_event(run.path, "group_done", group=f"{spec.key}/{protocol}", **tm)
     except BaseException as e:
         tb = getattr(e, "traceback_path", None)
-        append_event(run.path, "error", error=f"{type(e).__name__}: {e}",
-                     traceback=str(Path(tb).relative_to(run.path)) if tb else None)
+        append_event(
+            run.path,
+            "error",
+            error=f"{type(e).__name__}: {e}",
+            traceback=str(Path(tb).relative_to(run.path)) if tb else None,
+        )
         raise
     finally:
         if bar is not None and progress is None:
             bar.stop()
     # a shard's summary is partial; the retention index is computed once, on the merged run
-    summary = summarize_run(run.path, retention=req.retention and req.shard is None, device=device,
-                            progress=progress)
+    summary = summarize_run(run.path, retention=req.retention and req.shard is None, device=device, progress=progress)
     append_event(run.path, "finish", complete=summary["complete"])
     return run.path
 
@@ -420,8 +481,16 @@ def _progress(req: RunRequest, progress, total: int, name: str):
     return bar, bar.add_task(name, total=total, unit="frames")
 
 
-def predict_episodes(model, spec: TaskSpec, protocol: str, batch, device: str, context_chunk: int = 128,
-                     advance: Callable[[int], None] | None = None, run_dir: Path | None = None) -> np.ndarray:
+def predict_episodes(
+    model,
+    spec: TaskSpec,
+    protocol: str,
+    batch,
+    device: str,
+    context_chunk: int = 128,
+    advance: Callable[[int], None] | None = None,
+    run_dir: Path | None = None,
+) -> np.ndarray:
     """Run the protocol on a batch of episodes; the predicted frames, uint8 ``[B, T - C, H, W, 3]``.
 
     ``reset -> (bind) -> observe(context, in chunks) -> [predict(a_t) -> check -> observe(prediction
@@ -461,12 +530,14 @@ def predict_episodes(model, spec: TaskSpec, protocol: str, batch, device: str, c
             with calling("observe", s):
                 model.observe(_to_tensor(frames_u8[:, s:e], device), actions[:, s:e])
         for t in range(C, T):
-            a = actions[:, t:t + 1]
+            a = actions[:, t : t + 1]
             with calling("predict", t):
                 pred = model.predict(a)
             check_prediction(pred, (B, 1, 3, H, W), lambda b, n, t=t: where(b, t - C + n))
-            preds[:, t - C] = pred[:, 0].mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-            seen = pred if protocol == "rollout" else _to_tensor(frames_u8[:, t:t + 1], device)
+            preds[:, t - C] = (
+                pred[:, 0].mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            )
+            seen = pred if protocol == "rollout" else _to_tensor(frames_u8[:, t : t + 1], device)
             with calling("observe", t):
                 model.observe(seen, a)
             if advance is not None:
@@ -474,8 +545,9 @@ def predict_episodes(model, spec: TaskSpec, protocol: str, batch, device: str, c
     return preds
 
 
-def _evaluate_batch(model, spec: TaskSpec, protocol: str, batch, device: str, scorer, run: RunDir,
-                    req: RunRequest, tm: dict, advance) -> None:
+def _evaluate_batch(
+    model, spec: TaskSpec, protocol: str, batch, device: str, scorer, run: RunDir, req: RunRequest, tm: dict, advance
+) -> None:
     C = spec.context_frames
     t0 = time.perf_counter()
     preds = predict_episodes(model, spec, protocol, batch, device, req.context_chunk, advance, run.path)
@@ -491,8 +563,9 @@ def _evaluate_batch(model, spec: TaskSpec, protocol: str, batch, device: str, sc
     tm["score_seconds"] += time.perf_counter() - t0
 
 
-def score_episode(scorer, ep, pred_u8: np.ndarray, start: int, device: str, spec: TaskSpec | None = None,
-                  protocol: str = "rollout") -> tuple[list[dict], list[dict]]:
+def score_episode(
+    scorer, ep, pred_u8: np.ndarray, start: int, device: str, spec: TaskSpec | None = None, protocol: str = "rollout"
+) -> tuple[list[dict], list[dict]]:
     """Per-frame records and per-item records (``memorybench.recall``) of one episode's predictions
     ``pred_u8`` [N, H, W, 3] for frames ``start..``; gaps are those of ``protocol``."""
     import torch
@@ -501,10 +574,10 @@ def score_episode(scorer, ep, pred_u8: np.ndarray, start: int, device: str, spec
     from .recall import score_items
 
     n = pred_u8.shape[0]
-    target = _to_tensor(ep.frames[None, start:start + n], device)[0]
+    target = _to_tensor(ep.frames[None, start : start + n], device)[0]
     pred = _to_tensor(pred_u8[None], device)[0]
-    mem = torch.from_numpy(np.array(ep.memory_mask[start:start + n])).to(device)
-    nov = torch.from_numpy(np.array(ep.novel_mask[start:start + n])).to(device)
+    mem = torch.from_numpy(np.array(ep.memory_mask[start : start + n])).to(device)
+    nov = torch.from_numpy(np.array(ep.novel_mask[start : start + n])).to(device)
     values = scorer.score(pred, target, mem, nov)
     cols = {k: v.tolist() if hasattr(v, "tolist") else list(v) for k, v in values.items()}
     gaps = ep.gaps(protocol)
@@ -530,12 +603,22 @@ REFERENCE_FORMAT = 2
 
 
 def reference_dir(model: str, spec: TaskSpec, protocol: str) -> Path:
-    return storage.cache_root() / "references" / (f"{model}-{spec.name}-{spec.tier}-{spec.hash()[:12]}-{protocol}"
-                                                  f"-m{METRICS_VERSION}-r{REFERENCE_FORMAT}")
+    return (
+        storage.cache_root()
+        / "references"
+        / (f"{model}-{spec.name}-{spec.tier}-{spec.hash()[:12]}-{protocol}-m{METRICS_VERSION}-r{REFERENCE_FORMAT}")
+    )
 
 
-def reference_records(model: str, spec: TaskSpec, protocol: str, device: str = "cpu", progress=None,
-                      episodes: Sequence[int] | None = None, episodes_sha256: dict[int, str] | None = None):
+def reference_records(
+    model: str,
+    spec: TaskSpec,
+    protocol: str,
+    device: str = "cpu",
+    progress=None,
+    episodes: Sequence[int] | None = None,
+    episodes_sha256: dict[int, str] | None = None,
+):
     """Per-frame records of a calibration reference on ``episodes`` of ``spec`` (default: all), cached.
 
     The cache (``reference_dir``) holds one record file per episode and ``reference.json``: the
@@ -555,14 +638,24 @@ def reference_records(model: str, spec: TaskSpec, protocol: str, device: str = "
     run = RunDir(out)
     with storage.FileLock(out.with_name(out.name + ".lock")):
         ref_model = load_model(model)
-        key = {"format": REFERENCE_FORMAT, "model": model, "identity_hash": ref_model.identity_hash(),
-               "task": spec.key, "spec_hash": spec.hash(), "protocol": protocol, "metrics_version": METRICS_VERSION}
+        key = {
+            "format": REFERENCE_FORMAT,
+            "model": model,
+            "identity_hash": ref_model.identity_hash(),
+            "task": spec.key,
+            "spec_hash": spec.hash(),
+            "protocol": protocol,
+            "metrics_version": METRICS_VERSION,
+        }
         man = _read_reference_manifest(out)
         if man is None or any(man.get(k) != v for k, v in key.items()):
             if out.exists():
                 differs = "no manifest" if man is None else ", ".join(k for k, v in key.items() if man.get(k) != v)
-                warnings.warn(f"reference cache {out} does not describe this reference ({differs}); recomputing it",
-                              ReferenceCacheWarning, stacklevel=2)
+                warnings.warn(
+                    f"reference cache {out} does not describe this reference ({differs}); recomputing it",
+                    ReferenceCacheWarning,
+                    stacklevel=2,
+                )
                 import shutil
 
                 shutil.rmtree(out, ignore_errors=True)
@@ -587,12 +680,16 @@ def reference_records(model: str, spec: TaskSpec, protocol: str, device: str = "
                 continue
             rows[i] = [json.loads(line) for line in data.decode("utf-8").splitlines()]
         if problems:
-            warnings.warn(f"reference cache {out}: {'; '.join(problems[:5])}"
-                          f"{' ...' if len(problems) > 5 else ''}; recomputing", ReferenceCacheWarning, stacklevel=2)
+            warnings.warn(
+                f"reference cache {out}: {'; '.join(problems[:5])}{' ...' if len(problems) > 5 else ''}; recomputing",
+                ReferenceCacheWarning,
+                stacklevel=2,
+            )
         missing = [i for i in wanted if i not in rows]
         if missing:
-            rows.update(_compute_references(ref_model, spec, protocol, missing, device, run, man, progress,
-                                            episodes_sha256))
+            rows.update(
+                _compute_references(ref_model, spec, protocol, missing, device, run, man, progress, episodes_sha256)
+            )
     return records_frame({"task": spec.key, "protocol": protocol, **r} for i in wanted for r in rows[i])
 
 
@@ -610,8 +707,17 @@ def _read_reference_manifest(out: Path) -> dict | None:
     return man if isinstance(man, dict) and isinstance(man.get("episodes"), dict) else None
 
 
-def _compute_references(model, spec: TaskSpec, protocol: str, episodes: list[int], device: str, run: RunDir,
-                        man: dict, progress, episodes_sha256: dict[int, str] | None) -> dict[int, list[dict]]:
+def _compute_references(
+    model,
+    spec: TaskSpec,
+    protocol: str,
+    episodes: list[int],
+    device: str,
+    run: RunDir,
+    man: dict,
+    progress,
+    episodes_sha256: dict[int, str] | None,
+) -> dict[int, list[dict]]:
     """Evaluate reference ``model`` on ``episodes`` into the cache ``run``; the manifest is
     rewritten after every batch, so an interrupted computation keeps what it finished."""
     from .metrics import FrameScorer
@@ -623,12 +729,20 @@ def _compute_references(model, spec: TaskSpec, protocol: str, episodes: list[int
             raise MemorybenchError(
                 f"episode {i} of {spec.key} in this machine's dataset ({store.path}) differs from the one the run was "
                 "evaluated on: the retention index needs the references on the same data; summarize the run where it "
-                "was made, or use --no-retention")
+                "was made, or use --no-retention"
+            )
     scorer = FrameScorer(device=device)
     with _calling(model.name, "to", f"model '{model.name}'"):
         model.to(device)
-    req = RunRequest(model=model.name, tasks=[spec], out=run.path, protocols=(protocol,), device=device,
-                     retention=False, progress=False)
+    req = RunRequest(
+        model=model.name,
+        tasks=[spec],
+        out=run.path,
+        protocols=(protocol,),
+        device=device,
+        retention=False,
+        progress=False,
+    )
     bs = min(req.batch_size, model.max_batch_size or req.batch_size)
     own_bar = progress is None
     bar = progress
@@ -643,12 +757,14 @@ def _compute_references(model, spec: TaskSpec, protocol: str, episodes: list[int
     tm = {"model_seconds": 0.0, "score_seconds": 0.0}
     try:
         for k in range(0, len(episodes), bs):
-            batch = [store[i] for i in episodes[k:k + bs]]
+            batch = [store[i] for i in episodes[k : k + bs]]
             _evaluate_batch(model, spec, protocol, batch, device, scorer, run, req, tm, lambda n: bar.advance(job, n))
             for ep in batch:
                 data = run.record_path(spec.key, protocol, ep.index).read_bytes()
-                man["episodes"][str(ep.index)] = {"episode_sha256": store.episode_sha256(ep.index),
-                                                  "record_sha256": _sha256_bytes(data)}
+                man["episodes"][str(ep.index)] = {
+                    "episode_sha256": store.episode_sha256(ep.index),
+                    "record_sha256": _sha256_bytes(data),
+                }
                 out[ep.index] = [json.loads(line) for line in data.decode("utf-8").splitlines()]
             atomic_write_json(run.path / REFERENCE_MANIFEST, man)
     finally:
@@ -670,12 +786,16 @@ def _timings(run_dir: Path) -> dict[str, dict]:
             session += 1
             continue
         if e.get("event") == "batch_done":
-            t = out.setdefault(e["group"], {"episodes": 0, "model_seconds": 0.0, "score_seconds": 0.0,
-                                            "wall_seconds": 0.0, "sessions": set()})
+            t = out.setdefault(
+                e["group"],
+                {"episodes": 0, "model_seconds": 0.0, "score_seconds": 0.0, "wall_seconds": 0.0, "sessions": set()},
+            )
             t["episodes"] += len(e.get("episodes", []))
         elif e.get("event") == "group_done":  # runs written before batch events existed
-            t = legacy.setdefault(e["group"], {"episodes": 0, "model_seconds": 0.0, "score_seconds": 0.0,
-                                               "wall_seconds": 0.0, "sessions": set()})
+            t = legacy.setdefault(
+                e["group"],
+                {"episodes": 0, "model_seconds": 0.0, "score_seconds": 0.0, "wall_seconds": 0.0, "sessions": set()},
+            )
             t["episodes"] += int(e.get("episodes", 0))
         else:
             continue
@@ -687,8 +807,9 @@ def _timings(run_dir: Path) -> dict[str, dict]:
     return {g: {**t, "sessions": len(t["sessions"])} for g, t in out.items()}
 
 
-def summarize_run(run_dir: str | Path, retention: bool = True, device: str = "cpu", timings: dict | None = None,
-                  progress=None) -> dict:
+def summarize_run(
+    run_dir: str | Path, retention: bool = True, device: str = "cpu", timings: dict | None = None, progress=None
+) -> dict:
     """Aggregate a run directory's records into ``summary.json`` (and return it).
 
     ``timings`` (per group) default to the sums of the run's ``batch_done`` events."""
@@ -707,20 +828,39 @@ def summarize_run(run_dir: str | Path, retention: bool = True, device: str = "cp
             key = f"{t['key']}/{p}"
             refs = None
             if retention and not df.empty:
-                refs = {m: reference_records(m, spec, p, device=device, progress=progress, episodes=sorted(done),
-                                             episodes_sha256=hashes)
-                        for m in (NO_MEMORY_REFERENCE, PERFECT_REFERENCE)}
-            g = (summarize_group(df, spec.gap_bins, cfg, key, refs, items if len(items) else None)
-                 if not df.empty else {"episodes": 0, "frames": 0})
-            g.update({"task": t["key"], "protocol": p, "complete": not missing, "missing_episodes": missing,
-                      "episodes_selected": len(t["episodes_selected"]), "spec_hash": t["spec_hash"],
-                      "dataset_sha256": t["dataset_sha256"],
-                      **{k: t[k] for k in ("split", "seed") if k in t}})  # never a training episode
+                refs = {
+                    m: reference_records(
+                        m, spec, p, device=device, progress=progress, episodes=sorted(done), episodes_sha256=hashes
+                    )
+                    for m in (NO_MEMORY_REFERENCE, PERFECT_REFERENCE)
+                }
+            g = (
+                summarize_group(df, spec.gap_bins, cfg, key, refs, items if len(items) else None)
+                if not df.empty
+                else {"episodes": 0, "frames": 0}
+            )
+            g.update(
+                {
+                    "task": t["key"],
+                    "protocol": p,
+                    "complete": not missing,
+                    "missing_episodes": missing,
+                    "episodes_selected": len(t["episodes_selected"]),
+                    "spec_hash": t["spec_hash"],
+                    "dataset_sha256": t["dataset_sha256"],
+                    **{k: t[k] for k in ("split", "seed") if k in t},
+                }
+            )  # never a training episode
             complete &= not missing
             groups[key] = g
-    summary = {"model": meta["model"], "memorybench_version": meta["memorybench_version"], "complete": complete,
-               "groups": groups, "timings": {**_timings(run.path), **(timings or {})},
-               "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    summary = {
+        "model": meta["model"],
+        "memorybench_version": meta["memorybench_version"],
+        "complete": complete,
+        "groups": groups,
+        "timings": {**_timings(run.path), **(timings or {})},
+        "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     atomic_write_json(run.path / SUMMARY, summary)
     return summary
 
@@ -744,8 +884,10 @@ def run_dir_names(models: Sequence[str]) -> list[str]:
     seen: dict[str, str] = {}
     for m, n in zip(models, names):
         if n in seen and seen[n] != m:
-            raise MemorybenchError(f"models '{seen[n]}' and '{m}' both call themselves '{n}': they would share one run "
-                                   "directory; give one of them another `name`")
+            raise MemorybenchError(
+                f"models '{seen[n]}' and '{m}' both call themselves '{n}': they would share one run "
+                "directory; give one of them another `name`"
+            )
         seen[n] = m
     return names
 
@@ -754,8 +896,9 @@ def main_command() -> list[str]:
     return list(sys.argv)
 
 
-def rescore(pred_run: str | Path, out: str | Path, device: str = "cpu", retention: bool = True,
-            progress: bool = True) -> Path:
+def rescore(
+    pred_run: str | Path, out: str | Path, device: str = "cpu", retention: bool = True, progress: bool = True
+) -> Path:
     """Score the predictions saved by a ``--save-predictions`` run again, without the model.
 
     The new run directory copies the original's ``run.json`` (same model identity, tasks and
@@ -774,15 +917,21 @@ def rescore(pred_run: str | Path, out: str | Path, device: str = "cpu", retentio
     device = resolve_device(device)
     scorer = FrameScorer(device=device)
     new = dict(meta)
-    new.update({"metrics": metrics_meta(scorer), "rescored_from": str(src.path.resolve()),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    new.update(
+        {
+            "metrics": metrics_meta(scorer),
+            "rescored_from": str(src.path.resolve()),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+    )
     new["run"] = {**meta["run"], "save_predictions": False}
     with lock_run_dir(dst.path):
         return _rescore_into(src, dst, meta, new, scorer, device, retention, progress)
 
 
-def _rescore_into(src: RunDir, dst: RunDir, meta: dict, new: dict, scorer, device: str, retention: bool,
-                  progress: bool) -> Path:
+def _rescore_into(
+    src: RunDir, dst: RunDir, meta: dict, new: dict, scorer, device: str, retention: bool, progress: bool
+) -> Path:
     import torch
 
     atomic_write_json(dst.path / RUN_JSON, new)

@@ -73,13 +73,19 @@ class ActionSpace:
         return len(self.nvec)
 
 
-def param(default: Any, *, min: float | None = None, max: float | None = None, choices: tuple | None = None,
-          doc: str = "") -> Any:
+def param(
+    default: Any, *, min: float | None = None, max: float | None = None, choices: tuple | None = None, doc: str = ""
+) -> Any:
     """A generator parameter with a default, an allowed range and a description.
 
     A list parameter may be given empty only when its default is the empty list (meaning "unset")."""
-    meta = {"min": min, "max": max, "choices": choices, "doc": doc,
-            "allow_empty": isinstance(default, list) and not default}
+    meta = {
+        "min": min,
+        "max": max,
+        "choices": choices,
+        "doc": doc,
+        "allow_empty": isinstance(default, list) and not default,
+    }
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -237,8 +243,14 @@ def describe_params(params_cls: type) -> list[dict]:
     out = []
     for f in dataclasses.fields(params_cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        out.append({"name": f.name, "type": getattr(hints[f.name], "__name__", str(hints[f.name])),
-                    "default": default, **{k: f.metadata.get(k) for k in ("min", "max", "choices", "doc")}})
+        out.append(
+            {
+                "name": f.name,
+                "type": getattr(hints[f.name], "__name__", str(hints[f.name])),
+                "default": default,
+                **{k: f.metadata.get(k) for k in ("min", "max", "choices", "doc")},
+            }
+        )
     return out
 
 
@@ -298,10 +310,12 @@ def load_task_file(path: str | Path) -> dict[str, TaskSpec]:
     gv = _int(src, "generator_version", doc["generator_version"], 1)
     if gv != gen_cls.version:
         raise TaskSpecError(
-            src, "generator_version",
+            src,
+            "generator_version",
             f"the file asks for version {gv} of generator '{family}', but this memorybench has version "
             f"{gen_cls.version}; regenerate the task file for the new generator (or install the matching "
-            f"memorybench)")
+            f"memorybench)",
+        )
     description = doc.get("description", "") or ""
     citation = doc.get("citation", "") or ""
     if not isinstance(description, str):
@@ -358,11 +372,25 @@ def load_task_file(path: str | Path) -> dict[str, TaskSpec]:
             if any(b <= a for a, b in zip(gap_bins, gap_bins[1:])):
                 raise TaskSpecError(src, pre + "gap_bins", f"must be strictly increasing, got {list(gap_bins)}")
         spec = TaskSpec(
-            name=name, family=family, tier=tier, generator_version=gv, frames=frames, context_frames=context,
-            resolution=(h, w), episodes=episodes, seed=seed, recent_window=recent, protocols=tuple(protocols),
-            gap_bins=gap_bins, params=params, action_space=gen_cls.action_space(params),
-            pose_fields=tuple(gen_cls.pose_fields(params)), description=description.strip(), citation=citation,
-            source=src)
+            name=name,
+            family=family,
+            tier=tier,
+            generator_version=gv,
+            frames=frames,
+            context_frames=context,
+            resolution=(h, w),
+            episodes=episodes,
+            seed=seed,
+            recent_window=recent,
+            protocols=tuple(protocols),
+            gap_bins=gap_bins,
+            params=params,
+            action_space=gen_cls.action_space(params),
+            pose_fields=tuple(gen_cls.pose_fields(params)),
+            description=description.strip(),
+            citation=citation,
+            source=src,
+        )
         try:
             gen_cls.check(spec)
         except ValueError as e:
@@ -378,9 +406,22 @@ def spec_from_dict(d: Mapping, source: str = "<dict>") -> TaskSpec:
     gen_cls = get_generator(d["family"])
     params = build_params(source, gen_cls.Params, d["params"])
     return TaskSpec(
-        name=d["name"], family=d["family"], tier=d["tier"], generator_version=d["generator_version"],
-        frames=d["frames"], context_frames=d["context_frames"], resolution=tuple(d["resolution"]),
-        episodes=d["episodes"], seed=d["seed"], recent_window=d["recent_window"],
-        protocols=tuple(d["protocols"]), gap_bins=tuple(d["gap_bins"]), params=params,
-        action_space=ActionSpace.from_dict(d["action_space"]), pose_fields=tuple(d["pose_fields"]),
-        description=d.get("description", ""), citation=d.get("citation", ""), source=source)
+        name=d["name"],
+        family=d["family"],
+        tier=d["tier"],
+        generator_version=d["generator_version"],
+        frames=d["frames"],
+        context_frames=d["context_frames"],
+        resolution=tuple(d["resolution"]),
+        episodes=d["episodes"],
+        seed=d["seed"],
+        recent_window=d["recent_window"],
+        protocols=tuple(d["protocols"]),
+        gap_bins=tuple(d["gap_bins"]),
+        params=params,
+        action_space=ActionSpace.from_dict(d["action_space"]),
+        pose_fields=tuple(d["pose_fields"]),
+        description=d.get("description", ""),
+        citation=d.get("citation", ""),
+        source=source,
+    )

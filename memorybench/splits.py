@@ -81,15 +81,19 @@ def split_spec(spec: TaskSpec, split: str = "train", episodes: int | None = None
         raise TrainingDataError(f"the number of episodes must be an integer >= 1, got {episodes!r}")
     if split == "eval":
         if episodes is not None and episodes != spec.episodes:
-            raise TrainingDataError(f"the evaluation split of {spec.key} has exactly {spec.episodes} episodes (its "
-                                    f"tier's); a number of episodes applies to the train split only")
+            raise TrainingDataError(
+                f"the evaluation split of {spec.key} has exactly {spec.episodes} episodes (its "
+                f"tier's); a number of episodes applies to the train split only"
+            )
         return spec
     if _unseeded(spec):
         raise TrainingDataError(
             f"{spec.key} is a recorded task: its episodes are the files in {spec.params.path} and it has no seed, "
-            "so it has no training split; write a recorded task over your own training files instead")
-    return dataclasses.replace(spec, seed=spec.seed + TRAIN_SEED_OFFSET,
-                               episodes=spec.episodes if episodes is None else episodes)
+            "so it has no training split; write a recorded task over your own training files instead"
+        )
+    return dataclasses.replace(
+        spec, seed=spec.seed + TRAIN_SEED_OFFSET, episodes=spec.episodes if episodes is None else episodes
+    )
 
 
 def training_spec(spec: TaskSpec, episodes: int | None = None) -> TaskSpec:
@@ -138,8 +142,15 @@ def npz_arrays(ep: Episode, spec: TaskSpec) -> dict[str, np.ndarray]:
     else:
         out["poses"] = ep.poses
         out["pose_names"] = np.array(spec.pose_fields, dtype=str)
-    out.update({"memory_mask": ep.memory_mask, "novel_mask": ep.novel_mask, "memory_gap": ep.memory_gap,
-                "episode": np.int64(ep.index), "info": np.array(ep.info_json())})
+    out.update(
+        {
+            "memory_mask": ep.memory_mask,
+            "novel_mask": ep.novel_mask,
+            "memory_gap": ep.memory_gap,
+            "episode": np.int64(ep.index),
+            "info": np.array(ep.info_json()),
+        }
+    )
     return out
 
 
@@ -157,8 +168,14 @@ def _export_one(spec: TaskSpec, index: int, directory: str) -> tuple[int, str]:
     return index, ep.sha256()
 
 
-def export_npz(spec: TaskSpec, out: str | Path, split: str, workers: int = 1, force: bool = False,
-               on_episode: Callable[[], None] | None = None) -> Path:
+def export_npz(
+    spec: TaskSpec,
+    out: str | Path,
+    split: str,
+    workers: int = 1,
+    force: bool = False,
+    on_episode: Callable[[], None] | None = None,
+) -> Path:
     """Write every episode of ``spec`` (a split's spec, see ``split_spec``) as one ``.npz`` file into ``out``.
 
     The directory also gets ``manifest.json``: the split, seed and episode range, the spec, the
@@ -181,8 +198,9 @@ def export_npz(spec: TaskSpec, out: str | Path, split: str, workers: int = 1, fo
                     on_episode()
         else:
             with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-                for i, h in pool.map(_export_one, [spec] * spec.episodes, range(spec.episodes),
-                                     [str(tmp)] * spec.episodes, chunksize=1):
+                for i, h in pool.map(
+                    _export_one, [spec] * spec.episodes, range(spec.episodes), [str(tmp)] * spec.episodes, chunksize=1
+                ):
                     hashes[i] = h
                     if on_episode:
                         on_episode()
@@ -198,17 +216,27 @@ def export_npz(spec: TaskSpec, out: str | Path, split: str, workers: int = 1, fo
             "generator_version": spec.generator_version,
             "arrays": {
                 "image": "uint8 [T, H, W, 3]",
-                "action": (f"uint8 one-hot [T, {spec.action_space.nvec[0]}]" if one
-                           else f"int64 [T, {spec.action_space.dims}], component i in 0..nvec[i]-1"),
-                **({"agent_pos": "float32 [T, 2] (x, y)", "agent_dir": "float32 [T, 2] unit vector"}
-                   if tuple(spec.pose_fields) == MAZE_POSE_FIELDS else
-                   {"poses": f"float32 [T, {len(spec.pose_fields)}]", "pose_names": "str [P]"}),
-                "memory_mask": "bool [T, H, W]", "novel_mask": "bool [T, H, W]", "memory_gap": "int32 [T]",
-                "episode": "int64 (the episode index)", "info": "str (JSON)"},
+                "action": (
+                    f"uint8 one-hot [T, {spec.action_space.nvec[0]}]"
+                    if one
+                    else f"int64 [T, {spec.action_space.dims}], component i in 0..nvec[i]-1"
+                ),
+                **(
+                    {"agent_pos": "float32 [T, 2] (x, y)", "agent_dir": "float32 [T, 2] unit vector"}
+                    if tuple(spec.pose_fields) == MAZE_POSE_FIELDS
+                    else {"poses": f"float32 [T, {len(spec.pose_fields)}]", "pose_names": "str [P]"}
+                ),
+                "memory_mask": "bool [T, H, W]",
+                "novel_mask": "bool [T, H, W]",
+                "memory_gap": "int32 [T]",
+                "episode": "int64 (the episode index)",
+                "info": "str (JSON)",
+            },
             "action_space": spec.action_space.to_dict(),
             "pose_fields": list(spec.pose_fields),
-            "episodes": [{"index": i, "file": npz_name(i, spec.episodes), "sha256": hashes[i]}
-                         for i in range(spec.episodes)],
+            "episodes": [
+                {"index": i, "file": npz_name(i, spec.episodes), "sha256": hashes[i]} for i in range(spec.episodes)
+            ],
             "generation_seconds": round(time.time() - t0, 3),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "spec": spec.to_dict(),
@@ -248,13 +276,17 @@ def check_evaluation_data(spec: TaskSpec, store=None) -> None:
     directory is checked for a ``manifest.json`` (an export of ``memorybench tasks generate``).
     """
     if store is not None and store.manifest.get("split", "eval") != "eval":
-        raise TrainingDataError(f"{store.path / MANIFEST} says split '{store.manifest['split']}': it is training "
-                                f"data, not the evaluation episodes of {spec.key}; refusing to evaluate on it")
+        raise TrainingDataError(
+            f"{store.path / MANIFEST} says split '{store.manifest['split']}': it is training "
+            f"data, not the evaluation episodes of {spec.key}; refusing to evaluate on it"
+        )
     if _unseeded(spec) and getattr(spec.params, "path", ""):
         path, split = _manifest_split(Path(spec.params.path))
         if split not in (None, "eval"):
-            raise TrainingDataError(f"{spec.key} reads {spec.params.path}, whose {path.name} says split '{split}': "
-                                    "it is training data; refusing to evaluate on it (evaluate on an eval split)")
+            raise TrainingDataError(
+                f"{spec.key} reads {spec.params.path}, whose {path.name} says split '{split}': "
+                "it is training data; refusing to evaluate on it (evaluate on an eval split)"
+            )
 
 
 def model_training_data(model) -> dict | None:
@@ -274,9 +306,12 @@ def model_training_data(model) -> dict | None:
         card = json.loads(card_path.read_text())
         training = card.get("training") or {}
         tasks = training.get("tasks") or []
-        out = {"card": str(card_path), "split": training.get("split", "train"),
-               "seed_offset": training.get("seed_offset"),
-               "tasks": [{k: t[k] for k in ("key", "training_seed", "episode_range") if k in t} for t in tasks]}
+        out = {
+            "card": str(card_path),
+            "split": training.get("split", "train"),
+            "seed_offset": training.get("seed_offset"),
+            "tasks": [{k: t[k] for k in ("key", "training_seed", "episode_range") if k in t} for t in tasks],
+        }
     except (OSError, json.JSONDecodeError, AttributeError, TypeError) as e:
         raise DataError(f"model card {card_path} is unreadable: {e}") from None
     return out
@@ -293,8 +328,10 @@ def check_model_training(model, specs: Sequence[TaskSpec]) -> dict | None:
         return None
     name = getattr(model, "name", "") or type(model).__name__
     if trained["split"] != "train":
-        raise TrainingDataError(f"model card {trained['card']} says '{name}' was trained on the '{trained['split']}' "
-                                "split; refusing to evaluate it (train on the train split: memorybench.data)")
+        raise TrainingDataError(
+            f"model card {trained['card']} says '{name}' was trained on the '{trained['split']}' "
+            "split; refusing to evaluate it (train on the train split: memorybench.data)"
+        )
     evaluated = {s.seed: s for s in specs if not _unseeded(s)}
     for t in trained["tasks"]:
         spec = evaluated.get(t.get("training_seed"))
@@ -303,5 +340,6 @@ def check_model_training(model, specs: Sequence[TaskSpec]) -> dict | None:
                 f"model card {trained['card']} says '{name}' was trained on {t.get('key')} with seed "
                 f"{t['training_seed']}, the evaluation seed of {spec.key}: its scores would measure the evaluation "
                 f"episodes it was trained on; refusing to evaluate it (train on the train split: seed + "
-                f"{TRAIN_SEED_OFFSET})")
+                f"{TRAIN_SEED_OFFSET})"
+            )
     return trained

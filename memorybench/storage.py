@@ -86,8 +86,14 @@ def dataset_dir(spec: TaskSpec, root: str | Path | None = None) -> Path:
 
 
 def _shapes(spec: TaskSpec) -> dict[str, tuple[int, ...]]:
-    dims = {"T": spec.frames, "H": spec.resolution[0], "W": spec.resolution[1], "3": 3,
-            "A": spec.action_space.dims, "P": len(spec.pose_fields)}
+    dims = {
+        "T": spec.frames,
+        "H": spec.resolution[0],
+        "W": spec.resolution[1],
+        "3": 3,
+        "A": spec.action_space.dims,
+        "P": len(spec.pose_fields),
+    }
     return {name: tuple(dims[s] for s in shape) for name, (_, shape) in ARRAY_LAYOUT.items()}
 
 
@@ -112,8 +118,9 @@ def decode(row: dict, spec: TaskSpec) -> Episode:
             else:
                 a = np.frombuffer(buf, dtype=dtype).reshape(shape)
         except ValueError as e:
-            raise DataError(f"episode {row.get('episode')}: array '{name}' has the wrong size for "
-                            f"{shape} ({len(buf)} bytes): {e}") from None
+            raise DataError(
+                f"episode {row.get('episode')}: array '{name}' has the wrong size for {shape} ({len(buf)} bytes): {e}"
+            ) from None
         arrays[name] = a
     try:
         info = json.loads(row.get("info") or "{}")
@@ -131,8 +138,14 @@ def decode(row: dict, spec: TaskSpec) -> Episode:
 def _features():
     from datasets import Features, Value
 
-    return Features({"episode": Value("int64"), "info": Value("string"), "items": Value("binary"),
-                     **{name: Value("binary") for name in ARRAY_LAYOUT}})
+    return Features(
+        {
+            "episode": Value("int64"),
+            "info": Value("string"),
+            "items": Value("binary"),
+            **{name: Value("binary") for name in ARRAY_LAYOUT},
+        }
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,8 +256,11 @@ def _inspect(path: Path, spec: TaskSpec, wanted: list[int], deep: bool) -> tuple
     for e in man["episodes"]:
         entries[int(e["index"])] = e
     if len(entries) != len(man["episodes"]) or any(not 0 <= i < spec.episodes for i in entries):
-        return None, set(), [f"manifest lists {len(man['episodes'])} episodes that are not distinct indices "
-                             f"in 0..{spec.episodes - 1}"]
+        return (
+            None,
+            set(),
+            [f"manifest lists {len(man['episodes'])} episodes that are not distinct indices in 0..{spec.episodes - 1}"],
+        )
     shards: dict[str, object] = {}
     broken: dict[str, str] = {}
     sound: set[int] = set()
@@ -291,8 +307,10 @@ def verify(path: str | Path, spec: TaskSpec, deep: bool = True, episodes=None) -
         present = {int(e["index"]) for e in man["episodes"]}
         absent = [i for i in wanted if i not in present]
         if absent:
-            problems.append(f"{len(absent)} of the {len(wanted)} episodes asked for are not generated "
-                            f"({_ranges(absent)}); the dataset holds {len(man['episodes'])} of {spec.episodes}")
+            problems.append(
+                f"{len(absent)} of the {len(wanted)} episodes asked for are not generated "
+                f"({_ranges(absent)}); the dataset holds {len(man['episodes'])} of {spec.episodes}"
+            )
     return problems
 
 
@@ -371,8 +389,10 @@ def _new_manifest(spec: TaskSpec, split: str = "eval") -> dict:
         "episodes": [],
         "complete": False,
         "dataset_sha256": None,
-        "layout": {k: {"dtype": d, "shape": list(_shapes(spec)[k]), "packbits": k in PACKED}
-                   for k, (d, _) in ARRAY_LAYOUT.items()},
+        "layout": {
+            k: {"dtype": d, "shape": list(_shapes(spec)[k]), "packbits": k in PACKED}
+            for k, (d, _) in ARRAY_LAYOUT.items()
+        },
         "generation_seconds": 0.0,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "spec": spec.to_dict(),
@@ -383,8 +403,9 @@ def _write_manifest(path: Path, man: dict) -> None:
     atomic_write_text(path / MANIFEST, json.dumps(man, indent=1))
 
 
-def _add_shard(spec: TaskSpec, path: Path, man: dict, indices: list[int], workers: int,
-               on_episode: Callable[[], None] | None) -> None:
+def _add_shard(
+    spec: TaskSpec, path: Path, man: dict, indices: list[int], workers: int, on_episode: Callable[[], None] | None
+) -> None:
     """Generate episodes ``indices`` into a new shard of the dataset at ``path`` and point the
     manifest (updated in ``man`` and on disk) at them; shards no longer referenced are removed."""
     from datasets import Dataset, disable_progress_bars, enable_progress_bars
@@ -399,9 +420,12 @@ def _add_shard(spec: TaskSpec, path: Path, man: dict, indices: list[int], worker
         try:
             # a closure rather than gen_kwargs: datasets copies gen_kwargs, and ``hashes`` must be ours
             ds = Dataset.from_generator(
-                lambda: _rows(spec, indices, workers, hashes, on_episode), features=_features(),
-                cache_dir=str(tmp / "build"), fingerprint=f"{spec.hash()}-{time.time_ns()}",
-                writer_batch_size=4)
+                lambda: _rows(spec, indices, workers, hashes, on_episode),
+                features=_features(),
+                cache_dir=str(tmp / "build"),
+                fingerprint=f"{spec.hash()}-{time.time_ns()}",
+                writer_batch_size=4,
+            )
             ds.save_to_disk(str(tmp / "data"))
         except DatasetGenerationError as e:  # unwrap what our generator raised inside datasets
             cause = e.__cause__ or e
@@ -450,8 +474,14 @@ def _remove_stale_temporaries(path: Path) -> None:
             shutil.rmtree(d, ignore_errors=True)
 
 
-def write(spec: TaskSpec, path: str | Path, workers: int = 1, on_episode: Callable[[], None] | None = None,
-          episodes=None, split: str = "eval") -> Path:
+def write(
+    spec: TaskSpec,
+    path: str | Path,
+    workers: int = 1,
+    on_episode: Callable[[], None] | None = None,
+    episodes=None,
+    split: str = "eval",
+) -> Path:
     """Generate episodes ``episodes`` (default: every episode) of ``spec`` into a new dataset at
     ``path``, replacing whatever was there atomically. ``split`` (``eval``, or ``train`` for a
     training split: ``memorybench.splits``) is written into the manifest with the seed and the
@@ -496,9 +526,17 @@ def _selection(spec: TaskSpec, episodes) -> list[int]:
     return wanted
 
 
-def prepare(spec: TaskSpec, out: str | Path | None = None, workers: int = 1, force: bool = False,
-            on_episode: Callable[[], None] | None = None, deep_verify: bool = True, episodes=None,
-            on_generate: Callable[[int], None] | None = None, split: str = "eval") -> PrepareResult:
+def prepare(
+    spec: TaskSpec,
+    out: str | Path | None = None,
+    workers: int = 1,
+    force: bool = False,
+    on_episode: Callable[[], None] | None = None,
+    deep_verify: bool = True,
+    episodes=None,
+    on_generate: Callable[[int], None] | None = None,
+    split: str = "eval",
+) -> PrepareResult:
     """A verified dataset holding episodes ``episodes`` of ``spec`` (default: all of them).
 
     Sound cached episodes are reused; missing ones are generated, and damaged ones regenerated
@@ -518,8 +556,9 @@ def prepare(spec: TaskSpec, out: str | Path | None = None, workers: int = 1, for
         missing = [i for i in wanted if i not in sound]
         if problems:
             what = "" if man is None else f"; regenerating {len(missing)} episode(s)"
-            warnings.warn(f"cached dataset {path} is unusable ({'; '.join(problems[:3])}){what}", CacheWarning,
-                          stacklevel=2)
+            warnings.warn(
+                f"cached dataset {path} is unusable ({'; '.join(problems[:3])}){what}", CacheWarning, stacklevel=2
+            )
         if missing:
             if on_generate:
                 on_generate(len(missing))
@@ -544,8 +583,10 @@ def _check_replaceable(path: Path) -> None:
     if path.exists() and not path.is_dir():
         raise MemorybenchError(f"{path} is a file, not a dataset directory; choose another --out")
     if path.is_dir() and not (path / MANIFEST).exists() and any(path.iterdir()):
-        raise MemorybenchError(f"{path} exists and is not a memorybench dataset (no {MANIFEST}); refusing to replace "
-                               "it: choose another --out, or delete it yourself")
+        raise MemorybenchError(
+            f"{path} exists and is not a memorybench dataset (no {MANIFEST}); refusing to replace "
+            "it: choose another --out, or delete it yourself"
+        )
 
 
 class FileLock:

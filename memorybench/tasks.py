@@ -65,8 +65,14 @@ class TaskRegistry:
         self._entries: dict[str, TaskEntry] = {}
         for d in dirs:
             if not d.is_dir():
-                raise MemorybenchError(f"task directory {d} " + ("is a file: give the directory that holds the task "
-                                                                 "YAML files" if d.exists() else "does not exist"))
+                raise MemorybenchError(
+                    f"task directory {d} "
+                    + (
+                        "is a file: give the directory that holds the task YAML files"
+                        if d.exists()
+                        else "does not exist"
+                    )
+                )
             for path in sorted(d.glob("*.yaml")) + sorted(d.glob("*.yml")):
                 self.add_file(path)
 

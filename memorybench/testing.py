@@ -115,17 +115,26 @@ def _generator_class(cls_or_family: type[Generator] | str, spec: TaskSpec, subje
         except Exception as e:  # noqa: BLE001 - an unknown or broken registration is the finding
             raise ConformanceError(subject, "registration", f"{type(e).__name__}: {e}") from e
         if getattr(cls, "family", None) != cls_or_family:
-            raise ConformanceError(subject, "registration", f"registered as '{cls_or_family}' but its class "
-                                   f"{cls.__module__}:{cls.__qualname__} declares family = "
-                                   f"{getattr(cls, 'family', None)!r}")
+            raise ConformanceError(
+                subject,
+                "registration",
+                f"registered as '{cls_or_family}' but its class "
+                f"{cls.__module__}:{cls.__qualname__} declares family = "
+                f"{getattr(cls, 'family', None)!r}",
+            )
     else:
         cls = cls_or_family
     if not (isinstance(cls, type) and issubclass(cls, Generator)):
-        raise ConformanceError(subject, "registration", f"{cls!r} is not a memorybench.generators.base.Generator "
-                               "subclass")
+        raise ConformanceError(
+            subject, "registration", f"{cls!r} is not a memorybench.generators.base.Generator subclass"
+        )
     if getattr(cls, "family", None) != spec.family:
-        raise ConformanceError(subject, "registration", f"the class declares family = {getattr(cls, 'family', None)!r} "
-                               f"but task {spec.key} names family '{spec.family}'")
+        raise ConformanceError(
+            subject,
+            "registration",
+            f"the class declares family = {getattr(cls, 'family', None)!r} "
+            f"but task {spec.key} names family '{spec.family}'",
+        )
     return cls
 
 
@@ -174,12 +183,16 @@ def _check_episode(ep: Episode, index: int, spec: TaskSpec, gen: Generator, subj
     except ValueError as e:
         raise ConformanceError(where, "episode arrays", str(e)) from None
     if ep.task != spec.name or ep.index != index:
-        raise ConformanceError(where, "episode identity", f"task={ep.task!r}, index={ep.index}; expected "
-                               f"task={spec.name!r}, index={index}")
+        raise ConformanceError(
+            where, "episode identity", f"task={ep.task!r}, index={ep.index}; expected task={spec.name!r}, index={index}"
+        )
     nvec = np.asarray(spec.action_space.nvec)
     if ep.actions.size and ((ep.actions < 0).any() or (ep.actions >= nvec).any()):
-        raise ConformanceError(where, "actions", f"values outside the action space (component i in 0..nvec[i]-1, "
-                               f"nvec = {list(spec.action_space.nvec)})")
+        raise ConformanceError(
+            where,
+            "actions",
+            f"values outside the action space (component i in 0..nvec[i]-1, nvec = {list(spec.action_space.nvec)})",
+        )
     try:
         json.loads(ep.info_json())
     except (TypeError, ValueError) as e:
@@ -195,30 +208,47 @@ def _check_masks(ep: Episode, spec: TaskSpec, where: str) -> None:
     both = ep.memory_mask & ep.novel_mask
     if both.any():
         t = int(np.flatnonzero(both.reshape(T, -1).any(1))[0])
-        raise ConformanceError(where, "masks", f"frame {t} has {int(both[t].sum())} pixels both memory-only and "
-                               "novel (memory_mask must imply not novel_mask)")
+        raise ConformanceError(
+            where,
+            "masks",
+            f"frame {t} has {int(both[t].sum())} pixels both memory-only and "
+            "novel (memory_mask must imply not novel_mask)",
+        )
     if not ep.novel_mask[0].all() or ep.memory_gap[0] != NEVER_SEEN:
-        raise ConformanceError(where, "masks", "frame 0 must be entirely novel with memory_gap NEVER_SEEN (-1): "
-                               "nothing was seen before it")
+        raise ConformanceError(
+            where, "masks", "frame 0 must be entirely novel with memory_gap NEVER_SEEN (-1): nothing was seen before it"
+        )
     t = np.arange(T)
     for name in ("memory_gap", "memory_gap_rollout"):
         g = getattr(ep, name)
         bad = ~((g == NEVER_SEEN) | ((g >= 1) & (g <= t)))
         if bad.any():
             f = int(np.flatnonzero(bad)[0])
-            raise ConformanceError(where, "gaps", f"{name}[{f}] = {int(g[f])}: a gap is NEVER_SEEN (-1) or "
-                                   f"1..t (the frames since the content was last visible)")
+            raise ConformanceError(
+                where,
+                "gaps",
+                f"{name}[{f}] = {int(g[f])}: a gap is NEVER_SEEN (-1) or "
+                f"1..t (the frames since the content was last visible)",
+            )
     if not np.array_equal(ep.memory_gap_rollout[:C], ep.memory_gap[:C]):
         f = int(np.flatnonzero(ep.memory_gap_rollout[:C] != ep.memory_gap[:C])[0])
-        raise ConformanceError(where, "gaps", f"context frame {f}: memory_gap_rollout differs from memory_gap (they "
-                               "are the same before the model generates)")
+        raise ConformanceError(
+            where,
+            "gaps",
+            f"context frame {f}: memory_gap_rollout differs from memory_gap (they "
+            "are the same before the model generates)",
+        )
     counts = ep.memory_mask.reshape(T, -1).sum(1)
     low = (counts >= MIN_MEMORY_PIXELS) & (ep.memory_gap <= K)
     if low.any():
         f = int(np.flatnonzero(low)[0])
-        raise ConformanceError(where, "gaps", f"frame {f} has {int(counts[f])} memory-only pixels but memory_gap "
-                               f"{int(ep.memory_gap[f])} <= recent_window {K} (memory-only content was not visible in "
-                               "the last recent_window frames)")
+        raise ConformanceError(
+            where,
+            "gaps",
+            f"frame {f} has {int(counts[f])} memory-only pixels but memory_gap "
+            f"{int(ep.memory_gap[f])} <= recent_window {K} (memory-only content was not visible in "
+            "the last recent_window frames)",
+        )
 
 
 def _check_items(ep: Episode, spec: TaskSpec, gen: Generator, where: str, max_items: int = 8) -> None:
@@ -227,12 +257,18 @@ def _check_items(ep: Episode, spec: TaskSpec, gen: Generator, where: str, max_it
     if n_cand is None:
         return
     if items is None:
-        raise ConformanceError(where, "memory items", f"the family declares num_candidates = {n_cand} but the "
-                               "episode has no items (Episode.items is None)")
+        raise ConformanceError(
+            where,
+            "memory items",
+            f"the family declares num_candidates = {n_cand} but the episode has no items (Episode.items is None)",
+        )
     C = spec.context_frames
     if len(items) and items.frame.min() < C:
-        raise ConformanceError(where, "memory items", f"an item is in frame {int(items.frame.min())}, before the "
-                               f"predicted frames (context_frames = {C})")
+        raise ConformanceError(
+            where,
+            "memory items",
+            f"an item is in frame {int(items.frame.min())}, before the predicted frames (context_frames = {C})",
+        )
     for k in ("gap", "gap_rollout"):
         if len(items) and getattr(items, k).min() < 1:
             raise ConformanceError(where, "memory items", f"an item's {k} is {int(getattr(items, k).min())} (< 1)")
@@ -250,20 +286,29 @@ def _check_items(ep: Episode, spec: TaskSpec, gen: Generator, where: str, max_it
         try:
             cands = np.asarray(gen.item_candidates(ep, i))
         except Exception as e:  # noqa: BLE001
-            raise ConformanceError(where, "memory items", f"item_candidates(episode, {i}) raised "
-                                   f"{type(e).__name__}: {e}") from e
+            raise ConformanceError(
+                where, "memory items", f"item_candidates(episode, {i}) raised {type(e).__name__}: {e}"
+            ) from e
         P = len(items.pixels_of(i))
         if cands.dtype != np.uint8 or cands.shape != (n_cand, P, 3):
-            raise ConformanceError(where, "memory items", f"item_candidates(episode, {i}) returned {cands.dtype} "
-                                   f"{cands.shape}, expected uint8 {(n_cand, P, 3)}")
+            raise ConformanceError(
+                where,
+                "memory items",
+                f"item_candidates(episode, {i}) returned {cands.dtype} {cands.shape}, expected uint8 {(n_cand, P, 3)}",
+            )
         shown = frames[items.frame[i], items.pixels_of(i)]
         if not np.array_equal(cands[items.truth[i]], shown):
-            raise ConformanceError(where, "memory items", f"item {i}: the true candidate ({int(items.truth[i])}) is "
-                                   f"not what frame {int(items.frame[i])} shows on the item's pixels")
+            raise ConformanceError(
+                where,
+                "memory items",
+                f"item {i}: the true candidate ({int(items.truth[i])}) is "
+                f"not what frame {int(items.frame[i])} shows on the item's pixels",
+            )
 
 
-def check_generator(cls_or_family: type[Generator] | str, spec: TaskSpec,
-                    indices: tuple[int, int] = (0, 1)) -> GeneratorReport:
+def check_generator(
+    cls_or_family: type[Generator] | str, spec: TaskSpec, indices: tuple[int, int] = (0, 1)
+) -> GeneratorReport:
     """Check a task family's generator on a task of that family (see the module docstring).
 
     ``cls_or_family``: the ``Generator`` subclass, or the family name it is registered under.
@@ -285,16 +330,26 @@ def check_generator(cls_or_family: type[Generator] | str, spec: TaskSpec,
     for x, y, k in ((a, a2, i), (b, b2, j)):
         diff = _first_difference(x, y)
         if diff is not None:
-            raise ConformanceError(subject, "determinism", f"episode {k} differs in '{diff}' between two generations "
-                                   "(episode i must depend only on (spec, i): use self.rng(i), no state kept between "
-                                   "calls)")
+            raise ConformanceError(
+                subject,
+                "determinism",
+                f"episode {k} differs in '{diff}' between two generations "
+                "(episode i must depend only on (spec, i): use self.rng(i), no state kept between "
+                "calls)",
+            )
     if a.sha256() == b.sha256():
-        raise ConformanceError(subject, "determinism", f"episodes {i} and {j} are identical (the index must seed "
-                               "the episode)")
+        raise ConformanceError(
+            subject, "determinism", f"episodes {i} and {j} are identical (the index must seed the episode)"
+        )
     for ep, k in ((a, i), (b, j)):
         _check_episode(ep, k, spec, first, subject)
-    return GeneratorReport(family=spec.family, task=spec.key, indices=(i, j),
-                           items=0 if a.items is None else len(a.items), sha256=(a.sha256(), b.sha256()))
+    return GeneratorReport(
+        family=spec.family,
+        task=spec.key,
+        indices=(i, j),
+        items=0 if a.items is None else len(a.items),
+        sha256=(a.sha256(), b.sha256()),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,16 +385,22 @@ class _PredictTwice:
         again = self.model.predict(actions)
         self.step += 1
         if not isinstance(again, torch.Tensor) or again.shape != kept.shape:
-            raise ConformanceError(self.subject, "predict leaves the history unchanged",
-                                   f"a second predict() with the same actions returned "
-                                   f"{getattr(again, 'shape', type(again).__name__)}, the first {tuple(kept.shape)}")
+            raise ConformanceError(
+                self.subject,
+                "predict leaves the history unchanged",
+                f"a second predict() with the same actions returned "
+                f"{getattr(again, 'shape', type(again).__name__)}, the first {tuple(kept.shape)}",
+            )
         diff = _levels(again) - _levels(kept)
         worst = int(diff.abs().max()) if diff.numel() else 0
         if worst > self.tolerance:
-            raise ConformanceError(self.subject, "predict leaves the history unchanged",
-                                   f"predicted step {self.step}: a second predict() with the same actions differs from "
-                                   f"the first by up to {worst}/255 (predict must not append to the history: the "
-                                   "runner appends through observe)")
+            raise ConformanceError(
+                self.subject,
+                "predict leaves the history unchanged",
+                f"predicted step {self.step}: a second predict() with the same actions differs from "
+                f"the first by up to {worst}/255 (predict must not append to the history: the "
+                "runner appends through observe)",
+            )
         return first
 
 
@@ -354,8 +415,9 @@ def _max_level_difference(a: np.ndarray, b: np.ndarray) -> int:
     return int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max()) if a.size else 0
 
 
-def check_adapter(model: WorldModel, spec: TaskSpec, episodes: int | Sequence[Episode] = 2,
-                  device: str = "cpu", tolerance: int = 1) -> AdapterReport:
+def check_adapter(
+    model: WorldModel, spec: TaskSpec, episodes: int | Sequence[Episode] = 2, device: str = "cpu", tolerance: int = 1
+) -> AdapterReport:
     """Check a model adapter on a task (see the module docstring).
 
     ``episodes``: how many episodes of ``spec`` to generate (from index 0), or the episodes
@@ -395,16 +457,35 @@ def check_adapter(model: WorldModel, spec: TaskSpec, episodes: int | Sequence[Ep
             raise ConformanceError(subject, check, f"{detail} differ by up to {d}/255 (tolerance {tolerance}/255)")
 
     for protocol in spec.protocols:
-        together = np.concatenate([run(model, eps[s:s + batch], protocol, f"batch of {batch}")
-                                   for s in range(0, len(eps), batch)])
+        together = np.concatenate(
+            [run(model, eps[s : s + batch], protocol, f"batch of {batch}") for s in range(0, len(eps), batch)]
+        )
         if batch > 1:
             alone = np.concatenate([run(model, [ep], protocol, "batch of 1") for ep in eps])
-            agree(together, alone, "results independent of batch size",
-                  f"under {protocol}, episodes predicted in batches of {batch} and one at a time")
-        twice = np.concatenate([run(_PredictTwice(model, subject, tolerance), eps[s:s + batch], protocol,
-                                    "predict called twice") for s in range(0, len(eps), batch)])
-        agree(together, twice, "predict leaves the history unchanged",
-              f"under {protocol}, the predictions of a run that calls predict() twice per step and of one that "
-              "calls it once")
-    return AdapterReport(model=model.name or type(model).__name__, task=spec.key, protocols=tuple(spec.protocols),
-                         episodes=len(eps), batch_size=batch, max_difference=worst)
+            agree(
+                together,
+                alone,
+                "results independent of batch size",
+                f"under {protocol}, episodes predicted in batches of {batch} and one at a time",
+            )
+        twice = np.concatenate(
+            [
+                run(_PredictTwice(model, subject, tolerance), eps[s : s + batch], protocol, "predict called twice")
+                for s in range(0, len(eps), batch)
+            ]
+        )
+        agree(
+            together,
+            twice,
+            "predict leaves the history unchanged",
+            f"under {protocol}, the predictions of a run that calls predict() twice per step and of one that "
+            "calls it once",
+        )
+    return AdapterReport(
+        model=model.name or type(model).__name__,
+        task=spec.key,
+        protocols=tuple(spec.protocols),
+        episodes=len(eps),
+        batch_size=batch,
+        max_difference=worst,
+    )

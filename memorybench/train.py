@@ -143,19 +143,24 @@ BETAS = (0.9, 0.95)
 #: the licence of weights trained by memorybench (memorybench's own; written into every model card)
 WEIGHTS_LICENSE = "Apache-2.0"
 MIN_LR_RATIO = 0.1
-DATA_STREAM = ("batch i: task i mod n_tasks, its training episodes (i // n_tasks) * batch_size + j, j < batch_size "
-               "(memorybench.data.task_loader)")
+DATA_STREAM = (
+    "batch i: task i mod n_tasks, its training episodes (i // n_tasks) * batch_size + j, j < batch_size "
+    "(memorybench.data.task_loader)"
+)
 
 
 def training_data_hash(specs: Sequence[TaskSpec], episodes: Sequence[int | None] | None = None) -> str:
     """SHA-256 over the training specs' hashes (they include the training seeds; a task trained on a
     finite cached split of ``N`` episodes: the spec of those ``N``), in order."""
     episodes = [None] * len(specs) if episodes is None else list(episodes)
-    return hashlib.sha256(json.dumps([training_spec(s, n).hash() for s, n in zip(specs, episodes)]).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps([training_spec(s, n).hash() for s, n in zip(specs, episodes)]).encode()
+    ).hexdigest()
 
 
-def curriculum_phases(steps: int, window: int | None,
-                      curriculum: Sequence[tuple[int, int | None]] | None) -> list[tuple[int, int, int | None]]:
+def curriculum_phases(
+    steps: int, window: int | None, curriculum: Sequence[tuple[int, int | None]] | None
+) -> list[tuple[int, int, int | None]]:
     """``[(first step, end step, window)]`` of a run: one phase of ``steps`` at ``window``, or the
     curriculum's phases in turn (then ``window`` must not be given)."""
     if not curriculum:
@@ -179,8 +184,9 @@ def parse_curriculum(text: str) -> list[tuple[int, int | None]]:
         try:
             out.append((int(n), None if w.strip() in ("full", "none", "") else int(w)))
         except ValueError:
-            raise MemorybenchError(f"--curriculum expects STEPS:WINDOW pairs (WINDOW a number of frames or 'full'), "
-                                   f"got {part!r}") from None
+            raise MemorybenchError(
+                f"--curriculum expects STEPS:WINDOW pairs (WINDOW a number of frames or 'full'), got {part!r}"
+            ) from None
         if not sep:
             raise MemorybenchError(f"--curriculum expects STEPS:WINDOW pairs, got {part!r}")
     if not out:
@@ -231,9 +237,13 @@ def warn_short_window(tasks: Sequence[TaskSpec], window: int | None) -> dict[str
         return {}
     short = {k: g for k, g in longest_gaps(tasks).items() if g >= window}
     for key, gap in short.items():
-        warnings.warn(f"train: window {window} is shorter than the longest memory gap of {key} ({gap} frames): "
-                      f"memory over gaps of {window} frames or more cannot be learned from these crops; train on whole "
-                      "episodes (no --window) or a longer window", ShortWindowWarning, stacklevel=3)
+        warnings.warn(
+            f"train: window {window} is shorter than the longest memory gap of {key} ({gap} frames): "
+            f"memory over gaps of {window} frames or more cannot be learned from these crops; train on whole "
+            "episodes (no --window) or a longer window",
+            ShortWindowWarning,
+            stacklevel=3,
+        )
     return short
 
 
@@ -285,18 +295,37 @@ def _loss_curve(losses: list[float], every: int) -> list[list[float]]:
     """``[step, mean loss of the steps up to it]`` every ``every`` steps (and at the last step)."""
     out = []
     for end in list(range(every, len(losses) + 1, every)) + ([len(losses)] if len(losses) % every else []):
-        out.append([end, float(np.mean(losses[max(0, end - every):end]))])
+        out.append([end, float(np.mean(losses[max(0, end - every) : end]))])
     return out
 
 
-def train(model: str, tasks: Sequence[TaskSpec], steps: int, out_dir: str | Path, *, seed: int = 0,
-          batch_size: int = 2, lr: float = 1e-3, weight_decay: float = 0.01, warmup: int | None = None,
-          window: int | None = None, curriculum: Sequence[tuple[int, int | None]] | None = None,
-          memory_fraction: float = 0.5, grad_clip: float = 1.0,
-          model_config: dict | None = None, device: str = "cpu", grad_checkpointing: bool = False,
-          checkpoint_every: int = 200, log_every: int = 10, max_seconds: float | None = None,
-          resume: bool = False, workers: int = 0, progress: bool = True,
-          train_episodes: Sequence[int | None] | None = None, command: str | None = None) -> Path:
+def train(
+    model: str,
+    tasks: Sequence[TaskSpec],
+    steps: int,
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    batch_size: int = 2,
+    lr: float = 1e-3,
+    weight_decay: float = 0.01,
+    warmup: int | None = None,
+    window: int | None = None,
+    curriculum: Sequence[tuple[int, int | None]] | None = None,
+    memory_fraction: float = 0.5,
+    grad_clip: float = 1.0,
+    model_config: dict | None = None,
+    device: str = "cpu",
+    grad_checkpointing: bool = False,
+    checkpoint_every: int = 200,
+    log_every: int = 10,
+    max_seconds: float | None = None,
+    resume: bool = False,
+    workers: int = 0,
+    progress: bool = True,
+    train_episodes: Sequence[int | None] | None = None,
+    command: str | None = None,
+) -> Path:
     """Train ``model`` on ``tasks`` for ``steps`` steps into ``out_dir``; see the module docstring."""
     from .models import resolve
     from .zoo.common import NeuralWorldModel, num_parameters, save_checkpoint
@@ -308,13 +337,19 @@ def train(model: str, tasks: Sequence[TaskSpec], steps: int, out_dir: str | Path
     if not tasks:
         raise MemorybenchError("train: no tasks given")
     if len({s.resolution for s in tasks}) > 1:
-        raise MemorybenchError(f"train: the tasks have different resolutions "
-                               f"({', '.join(f'{s.key} {s.resolution[0]}x{s.resolution[1]}' for s in tasks)}); "
-                               "train on one tier at a time")
+        raise MemorybenchError(
+            f"train: the tasks have different resolutions "
+            f"({', '.join(f'{s.key} {s.resolution[0]}x{s.resolution[1]}' for s in tasks)}); "
+            "train on one tier at a time"
+        )
     phases = curriculum_phases(steps, window, curriculum)
     steps = phases[-1][1]  # with a curriculum, the sum of its phases
-    for name, v in (("steps", steps), ("batch_size", batch_size), ("checkpoint_every", checkpoint_every),
-                    ("log_every", log_every)):
+    for name, v in (
+        ("steps", steps),
+        ("batch_size", batch_size),
+        ("checkpoint_every", checkpoint_every),
+        ("log_every", log_every),
+    ):
         if v < 1:
             raise MemorybenchError(f"train: {name} must be >= 1, got {v}")
     for _, _, w in phases:
@@ -329,8 +364,9 @@ def train(model: str, tasks: Sequence[TaskSpec], steps: int, out_dir: str | Path
         raise MemorybenchError(f"train: {len(cycled)} episode counts for {len(tasks)} tasks")
     for s, n in zip(tasks, cycled):
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-            raise MemorybenchError(f"train: the number of training episodes of {s.key} must be a positive integer, "
-                                   f"got {n!r}")
+            raise MemorybenchError(
+                f"train: the number of training episodes of {s.key} must be a positive integer, got {n!r}"
+            )
 
     config = cls.make_config(model_config)
     dev = torch.device(device)
@@ -339,12 +375,27 @@ def train(model: str, tasks: Sequence[TaskSpec], steps: int, out_dir: str | Path
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     run = {  # everything that determines the final weights: a resumed run must match it
-        "model": cls.name, "config": config.to_dict(), "seed": seed, "steps": steps, "batch_size": batch_size,
-        "lr": lr, "weight_decay": weight_decay, "warmup": warmup, "window": window,
+        "model": cls.name,
+        "config": config.to_dict(),
+        "seed": seed,
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "warmup": warmup,
+        "window": window,
         "curriculum": [[b - a, w] for a, b, w in phases] if curriculum else None,
-        "memory_fraction": memory_fraction, "grad_clip": grad_clip,
-        "tasks": [{"key": s.key, "spec_hash": s.hash(), "training_seed": training_spec(s).seed,
-                   **({} if n is None else {"episodes": n})} for s, n in zip(tasks, cycled)],
+        "memory_fraction": memory_fraction,
+        "grad_clip": grad_clip,
+        "tasks": [
+            {
+                "key": s.key,
+                "spec_hash": s.hash(),
+                "training_seed": training_spec(s).seed,
+                **({} if n is None else {"episodes": n}),
+            }
+            for s, n in zip(tasks, cycled)
+        ],
         "data_stream": DATA_STREAM,
     }
     run = json.loads(json.dumps(run))  # the form it is saved in (lists, not tuples)
@@ -357,16 +408,19 @@ def train(model: str, tasks: Sequence[TaskSpec], steps: int, out_dir: str | Path
     net.grad_checkpointing = grad_checkpointing
     decayed = [p for p in net.parameters() if p.ndim >= 2 and not getattr(p, "_no_weight_decay", False)]
     others = [p for p in net.parameters() if p.ndim < 2 or getattr(p, "_no_weight_decay", False)]
-    opt = torch.optim.AdamW([{"params": decayed, "weight_decay": weight_decay}, {"params": others, "weight_decay": 0.0}],
-                            lr=lr, betas=BETAS)
+    opt = torch.optim.AdamW(
+        [{"params": decayed, "weight_decay": weight_decay}, {"params": others, "weight_decay": 0.0}], lr=lr, betas=BETAS
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: lr_factor(i, steps, warmup))
 
     state_path = out / STATE_FILE
     start, losses, wall_before = 0, [], 0.0
     if state_path.exists():
         if not resume:
-            raise MemorybenchError(f"{out} already holds a training run ({STATE_FILE}); pass resume=True to "
-                                   "continue it, or choose another out_dir")
+            raise MemorybenchError(
+                f"{out} already holds a training run ({STATE_FILE}); pass resume=True to "
+                "continue it, or choose another out_dir"
+            )
         try:
             saved = torch.load(state_path, map_location=dev, weights_only=True)
         except Exception as e:
@@ -383,13 +437,34 @@ def train(model: str, tasks: Sequence[TaskSpec], steps: int, out_dir: str | Path
         start, losses, wall_before = saved["step"], list(saved["losses"]), saved["wall_seconds"]
 
     def save_state(done: int, wall: float) -> None:
-        _atomic_torch_save({"format": STATE_FORMAT, "run": run, "step": done, "model": net.state_dict(),
-                            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_states(),
-                            "losses": losses, "wall_seconds": wall}, state_path)
+        _atomic_torch_save(
+            {
+                "format": STATE_FORMAT,
+                "run": run,
+                "step": done,
+                "model": net.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "rng": _rng_states(),
+                "losses": losses,
+                "wall_seconds": wall,
+            },
+            state_path,
+        )
 
-    loader = _phase_batches(tasks, batch_size, phases, seed=seed, start=start, workers=workers,
-                            rank=0, world_size=1, pin_memory=dev.type == "cuda", episodes=cycled,
-                            cache_workers=max(1, workers))
+    loader = _phase_batches(
+        tasks,
+        batch_size,
+        phases,
+        seed=seed,
+        start=start,
+        workers=workers,
+        rank=0,
+        world_size=1,
+        pin_memory=dev.type == "cuda",
+        episodes=cycled,
+        cache_workers=max(1, workers),
+    )
     bar = _progress_bar(cls.name, steps, start) if progress else None
     t0 = time.perf_counter()
     done, stopped = start, False
@@ -423,7 +498,9 @@ def train(model: str, tasks: Sequence[TaskSpec], steps: int, out_dir: str | Path
 
     net.eval()
     data_hash = training_data_hash(tasks, cycled)
-    model_path = save_checkpoint(net, cls.name, out / MODEL_FILE, extra={"training_data_hash": data_hash, "steps": done})
+    model_path = save_checkpoint(
+        net, cls.name, out / MODEL_FILE, extra={"training_data_hash": data_hash, "steps": done}
+    )
     from .hashing import file_sha256
 
     used = data.round_robin_episodes(len(tasks), batch_size, done)
@@ -435,9 +512,14 @@ def train(model: str, tasks: Sequence[TaskSpec], steps: int, out_dir: str | Path
         "checkpoint": {"file": MODEL_FILE, "sha256": file_sha256(model_path)},
         "training": {
             "split": "train",
-            "tasks": [{**t, "episode_range": [0, n if c is None else min(n, c)],
-                       **({} if c is None else {"samples": n, "cached": True})}
-                      for t, n, c in zip(run["tasks"], used, cycled)],
+            "tasks": [
+                {
+                    **t,
+                    "episode_range": [0, n if c is None else min(n, c)],
+                    **({} if c is None else {"samples": n, "cached": True}),
+                }
+                for t, n, c in zip(run["tasks"], used, cycled)
+            ],
             "seed_offset": TRAIN_SEED_OFFSET,
             "data_hash": data_hash,
             "data_stream": DATA_STREAM,
@@ -450,9 +532,14 @@ def train(model: str, tasks: Sequence[TaskSpec], steps: int, out_dir: str | Path
             "batch_size": batch_size,
             "window": window,
             "curriculum": [[b - a, w] for a, b, w in phases] if curriculum else None,
-            "optimizer": {"name": "AdamW", "lr": lr, "betas": list(BETAS), "weight_decay": weight_decay,
-                          "grad_clip": grad_clip, "schedule": f"linear warm-up {warmup} steps, cosine to "
-                                                              f"{MIN_LR_RATIO:g} x lr"},
+            "optimizer": {
+                "name": "AdamW",
+                "lr": lr,
+                "betas": list(BETAS),
+                "weight_decay": weight_decay,
+                "grad_clip": grad_clip,
+                "schedule": f"linear warm-up {warmup} steps, cosine to {MIN_LR_RATIO:g} x lr",
+            },
             "loss": f"{net.loss_description}; memory-weighted: (1 - f) MSE(all) + f MSE(memory-only pixels)",
             "memory_fraction": memory_fraction,
             "grad_checkpointing": grad_checkpointing,

@@ -46,7 +46,9 @@ def check_out_dir(path: Path | None, option: str = "--out") -> None:
     if path is None:
         return
     if path.exists() and not path.is_dir():
-        raise MemorybenchError(f"{option} {path} is a file, not a directory; give a directory (it is created if needed)")
+        raise MemorybenchError(
+            f"{option} {path} is a file, not a directory; give a directory (it is created if needed)"
+        )
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():
@@ -57,8 +59,10 @@ def check_out_dir(path: Path | None, option: str = "--out") -> None:
 def check_out_file(path: Path, option: str = "--out", suffixes: Sequence[str] = ()) -> None:
     """``path`` can be written as a file: not a directory, no file in its parents, a known suffix."""
     if path.is_dir():
-        raise MemorybenchError(f"{option} {path} is a directory; give a file name"
-                               + (f" ending in {', '.join(suffixes)}" if suffixes else ""))
+        raise MemorybenchError(
+            f"{option} {path} is a directory; give a file name"
+            + (f" ending in {', '.join(suffixes)}" if suffixes else "")
+        )
     if suffixes and path.suffix.lower() not in suffixes:
         raise MemorybenchError(f"{option} must end in {', '.join(suffixes)}, got '{path.name}'")
     check_out_dir(path.parent, option)

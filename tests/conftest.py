@@ -51,7 +51,8 @@ def shrink(spec, **changes):
     pchanges = changes.pop("params", {})
     params = dataclasses.replace(spec.params, **pchanges)
     gen = get_generator(spec.family)
-    new = dataclasses.replace(spec, params=params, action_space=gen.action_space(params),
-                              pose_fields=gen.pose_fields(params), **changes)
+    new = dataclasses.replace(
+        spec, params=params, action_space=gen.action_space(params), pose_fields=gen.pose_fields(params), **changes
+    )
     gen.check(new)
     return new

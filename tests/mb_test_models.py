@@ -103,8 +103,17 @@ class Recorder(CopyLast):
         super().reset(spec, batch_size)
 
     def observe(self, frames, actions):
-        Recorder.log.append(("observe", frames.shape[1], frames.dtype, str(frames.device), frames is self.pred,
-                             frames.clone(), actions.clone()))
+        Recorder.log.append(
+            (
+                "observe",
+                frames.shape[1],
+                frames.dtype,
+                str(frames.device),
+                frames is self.pred,
+                frames.clone(),
+                actions.clone(),
+            )
+        )
         super().observe(frames, actions)
 
     def predict(self, actions):
@@ -143,12 +152,12 @@ class OcclusionMemory(WorldModel):
         self.t = 0
         self.last = None
         self.slot_image = [[None] * len(self.lay.origins) for _ in range(batch_size)]
-        self.slot_time = np.full((batch_size, len(self.lay.origins)), -(10 ** 9))
+        self.slot_time = np.full((batch_size, len(self.lay.origins)), -(10**9))
 
     def _open(self, frame, k) -> bool:
         """The slot is fully open when its top row is not a curtain row (a curtain row is grey and flat)."""
         y0, x0 = self.lay.origins[k]
-        row = frame[:, y0, x0:x0 + self.lay.cs]  # [3, cs]
+        row = frame[:, y0, x0 : x0 + self.lay.cs]  # [3, cs]
         flat_grey = bool((row == row[:, :1]).all() and (row[0] == row[1]).all() and (row[1] == row[2]).all())
         return not flat_grey
 
@@ -159,7 +168,7 @@ class OcclusionMemory(WorldModel):
                 f = frames[b, i]
                 for k, (y0, x0) in enumerate(self.lay.origins):
                     if self._open(f, k):
-                        self.slot_image[b][k] = f[:, y0:y0 + cs, x0:x0 + cs].clone()
+                        self.slot_image[b][k] = f[:, y0 : y0 + cs, x0 : x0 + cs].clone()
                         self.slot_time[b, k] = self.t
             self.t += 1
         self.last = frames[:, -1]
@@ -176,7 +185,7 @@ class OcclusionMemory(WorldModel):
                 fresh = image is not None and (self.horizon is None or self.t - self.slot_time[b, k] <= self.horizon)
                 wanted = self.everywhere or a in (OPEN, REVEAL)
                 if wanted and fresh:
-                    out[b, :, y0:y0 + cs, x0:x0 + cs] = image
+                    out[b, :, y0 : y0 + cs, x0 : x0 + cs] = image
         return out.unsqueeze(1)
 
 
@@ -206,7 +215,7 @@ class SceneMemory(WorldModel):
         self.off = max(spec.params.map_size) + 2
         g = 2 * self.off + 1
         self.colour = torch.zeros(batch_size, g, g, 3)
-        self.seen = np.full((batch_size, g, g), -(10 ** 9), np.int64)
+        self.seen = np.full((batch_size, g, g), -(10**9), np.int64)
         self.last = None
         self.pending = None
 
@@ -254,7 +263,7 @@ class SceneMemory(WorldModel):
         for b in range(out.shape[0]):
             pose = self._move(self.pose[b], int(actions[b, 0, 0]))
             ty, tx = self._tiles(pose)
-            fresh = self.seen[b, ty, tx] > -(10 ** 9)
+            fresh = self.seen[b, ty, tx] > -(10**9)
             if self.horizon is not None:
                 fresh &= self.t - self.seen[b, ty, tx] <= self.horizon
             mem = self.colour[b, ty, tx].permute(2, 0, 1).to(out.device)

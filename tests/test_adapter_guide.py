@@ -95,8 +95,12 @@ def test_action_width_table_matches_the_registry(registry):
     for spec in registry.all_specs():
         nvec = spec.action_space.nvec
         expected[(spec.name, spec.tier)] = [
-            str(len(nvec)), ", ".join(map(str, nvec)), f"{spec.resolution[0]}x{spec.resolution[1]}",
-            f"{spec.frames} ({spec.context_frames} + {spec.predict_frames})", ", ".join(spec.protocols)]
+            str(len(nvec)),
+            ", ".join(map(str, nvec)),
+            f"{spec.resolution[0]}x{spec.resolution[1]}",
+            f"{spec.frames} ({spec.context_frames} + {spec.predict_frames})",
+            ", ".join(spec.protocols),
+        ]
     assert table == expected, "docs/adapters.md's action-width table differs from the task registry: update it"
 
 
@@ -113,13 +117,25 @@ def test_call_sequence_is_the_documented_one(tmp_path, registry, monkeypatch, pr
     C, T = spec.context_frames, spec.frames
     log = mb_test_models.Recorder.log
     log.clear()
-    evaluate(RunRequest(model="mb_test_models:Recorder", tasks=[spec], out=tmp_path / "r", protocols=(protocol,),
-                        batch_size=3, limit=3, context_chunk=24, device="cpu", progress=False, retention=False))
+    evaluate(
+        RunRequest(
+            model="mb_test_models:Recorder",
+            tasks=[spec],
+            out=tmp_path / "r",
+            protocols=(protocol,),
+            batch_size=3,
+            limit=3,
+            context_chunk=24,
+            device="cpu",
+            progress=False,
+            retention=False,
+        )
+    )
     assert log[0] == ("to", "cpu")  # to() first, once
     assert sum(1 for e in log if e[0] == "to") == 1
     resets = [i for i, e in enumerate(log) if e[0] == "reset"]
     assert [log[i][1:] for i in resets] == [(spec.key, 3, "cpu")]  # one batch of 3 episodes; device set before
-    calls = log[resets[0] + 1:]
+    calls = log[resets[0] + 1 :]
     chunks = [e for e in calls[:3] if e[0] == "observe"]
     assert [e[1] for e in chunks] == [24, 24, 16]  # the context in chunks of at most context_chunk frames
     store = prepare(spec, episodes=[0, 1, 2]).store

@@ -60,8 +60,22 @@ def test_preview_png_and_gif(tmp_path):
 
 
 def test_preview_errors(tmp_path, capsys):
-    assert main(["tasks", "preview", "occlusion-recall", "--tier", "smoke", "--episode", "99",
-                 "--out", str(tmp_path / "x.png")]) == 2
+    assert (
+        main(
+            [
+                "tasks",
+                "preview",
+                "occlusion-recall",
+                "--tier",
+                "smoke",
+                "--episode",
+                "99",
+                "--out",
+                str(tmp_path / "x.png"),
+            ]
+        )
+        == 2
+    )
     assert "--episode must be in 0..7" in capsys.readouterr().err
     assert main(["tasks", "preview", "occlusion-recall", "--tier", "smoke", "--out", str(tmp_path / "x.bmp")]) == 2
     assert main(["tasks", "show", "no-such-task"]) == 2

@@ -38,13 +38,15 @@ def test_models_list_json(capsys):
 def test_models_list_shows_plugins_and_their_errors(tmp_path, monkeypatch, capsys):
     (tmp_path / "mb_plugin_ok.py").write_text(
         "from memorybench.models.calibration import CopyLast\n\n"
-        "class Mine(CopyLast):\n    \"\"\"My model.\"\"\"\n    name = 'mine'\n"
-        "    citation = '@article{me2025mine, title={Mine}}'\n")
+        'class Mine(CopyLast):\n    """My model."""\n    name = \'mine\'\n'
+        "    citation = '@article{me2025mine, title={Mine}}'\n"
+    )
     dist = tmp_path / "mb_plugin_ok-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mb-plugin-ok\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[memorybench.models]\nmine = mb_plugin_ok:Mine\n"
-                                           "broken = mb_plugin_missing_xyz:Model\n")
+    (dist / "entry_points.txt").write_text(
+        "[memorybench.models]\nmine = mb_plugin_ok:Mine\nbroken = mb_plugin_missing_xyz:Model\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     from memorybench import models
 
@@ -67,15 +69,33 @@ def test_models_list_shows_plugins_and_their_errors(tmp_path, monkeypatch, capsy
 
 def _cli(args, tmp_path, **env):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **env}
-    return subprocess.run([sys.executable, "-m", "memorybench", *args], capture_output=True, text=True, cwd=tmp_path,
-                          env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "memorybench", *args], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600
+    )
 
 
 def test_progress_lines_when_not_a_terminal(tmp_path):
     """stdout/stderr are pipes here, as in CI or a SLURM log: plain progress lines, no live bar."""
-    proc = _cli(["run", "--model", "copy-last", "--tasks", "occlusion-recall@smoke", "--limit", "2", "--batch-size", "1",
-                 "--device", "cpu", "--no-retention", "--out", str(tmp_path / "runs")], tmp_path,
-                MEMORYBENCH_PROGRESS_INTERVAL="0")
+    proc = _cli(
+        [
+            "run",
+            "--model",
+            "copy-last",
+            "--tasks",
+            "occlusion-recall@smoke",
+            "--limit",
+            "2",
+            "--batch-size",
+            "1",
+            "--device",
+            "cpu",
+            "--no-retention",
+            "--out",
+            str(tmp_path / "runs"),
+        ],
+        tmp_path,
+        MEMORYBENCH_PROGRESS_INTERVAL="0",
+    )
     assert proc.returncode == 0, proc.stderr
     lines = [x for x in proc.stderr.splitlines() if x.startswith("[progress] ")]
     assert any("copy-last · occlusion-recall@smoke · rollout · episodes 1-1 of 2" in x for x in lines), proc.stderr
@@ -84,8 +104,11 @@ def test_progress_lines_when_not_a_terminal(tmp_path):
     assert "16/16 frames (100%)" in last and "frames/s" in last and "ETA 0:00:00" in last, last
     assert "━" not in proc.stderr  # no bar characters in a log
 
-    proc = _cli(["tasks", "generate", "scene-retrieval@smoke", "--out", str(tmp_path / "ds")], tmp_path,
-                MEMORYBENCH_PROGRESS_INTERVAL="0")
+    proc = _cli(
+        ["tasks", "generate", "scene-retrieval@smoke", "--out", str(tmp_path / "ds")],
+        tmp_path,
+        MEMORYBENCH_PROGRESS_INTERVAL="0",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "[progress] generate scene-retrieval@smoke: 8/8 episodes (100%)" in proc.stderr, proc.stderr
 
@@ -115,8 +138,26 @@ def test_plain_progress_lines():
 def saved_run(tmp_path_factory, _session_cache):
     os.environ["MEMORYBENCH_CACHE"] = _session_cache
     out = tmp_path_factory.mktemp("show") / "runs"
-    assert main(["run", "--model", "mean-frame", "--tasks", "occlusion-recall@smoke,scene-retrieval@smoke", "--limit",
-                 "2", "--out", str(out), "--device", "cpu", "--no-retention", "--save-predictions"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--model",
+                "mean-frame",
+                "--tasks",
+                "occlusion-recall@smoke,scene-retrieval@smoke",
+                "--limit",
+                "2",
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                "--no-retention",
+                "--save-predictions",
+            ]
+        )
+        == 0
+    )
     return out / "mean-frame"
 
 
@@ -125,8 +166,23 @@ def test_show_sheet_and_animation(saved_run, tmp_path):
 
     png, gif = tmp_path / "s.png", tmp_path / "a.gif"
     assert main(["show", str(saved_run), "--task", "occlusion-recall", "--episode", "1", "--out", str(png)]) == 0
-    assert main(["show", str(saved_run), "--task", "scene-retrieval@smoke", "--episode", "0", "--out", str(gif),
-                 "--frames", "70:76"]) == 0
+    assert (
+        main(
+            [
+                "show",
+                str(saved_run),
+                "--task",
+                "scene-retrieval@smoke",
+                "--episode",
+                "0",
+                "--out",
+                str(gif),
+                "--frames",
+                "70:76",
+            ]
+        )
+        == 0
+    )
     with Image.open(png) as im:
         assert im.format == "PNG" and im.height > im.width  # one row per selected frame, four panels each
     with Image.open(gif) as im:
@@ -171,22 +227,31 @@ def test_show_errors(saved_run, small_plain_run, tmp_path, capsys):
         assert needle in err and "Traceback" not in err, err
 
     fails(["show", str(saved_run), "--episode", "0", "--out", str(tmp_path / "x.png")], "the run has several tasks")
-    fails(["show", str(saved_run), "--task", "occlusion-recall", "--episode", "3", "--out", str(tmp_path / "x.png")],
-          "--episode 3: no saved predictions of occlusion-recall@smoke (rollout) for it; saved: 0, 1")
-    fails(["show", str(saved_run), "--task", "occlusion-recal", "--episode", "0", "--out", str(tmp_path / "x.png")],
-          "Did you mean 'occlusion-recall@smoke'")
-    fails(["show", str(saved_run), "--task", "occlusion-recall", "--episode", "0", "--out", str(tmp_path / "x.jpg")],
-          "--out must end in .png, .pdf, .gif, .mp4")
-    fails(["show", str(small_plain_run), "--episode", "0", "--out", str(tmp_path / "x.png")],
-          "was run without --save-predictions")
+    fails(
+        ["show", str(saved_run), "--task", "occlusion-recall", "--episode", "3", "--out", str(tmp_path / "x.png")],
+        "--episode 3: no saved predictions of occlusion-recall@smoke (rollout) for it; saved: 0, 1",
+    )
+    fails(
+        ["show", str(saved_run), "--task", "occlusion-recal", "--episode", "0", "--out", str(tmp_path / "x.png")],
+        "Did you mean 'occlusion-recall@smoke'",
+    )
+    fails(
+        ["show", str(saved_run), "--task", "occlusion-recall", "--episode", "0", "--out", str(tmp_path / "x.jpg")],
+        "--out must end in .png, .pdf, .gif, .mp4",
+    )
+    fails(
+        ["show", str(small_plain_run), "--episode", "0", "--out", str(tmp_path / "x.png")],
+        "was run without --save-predictions",
+    )
 
 
 def test_show_mp4_needs_ffmpeg(saved_run, tmp_path, capsys):
     from memorybench import preview
 
     out = tmp_path / "a.mp4"
-    rc = main(["show", str(saved_run), "--task", "occlusion-recall", "--episode", "0", "--out", str(out),
-               "--frames", "66:70"])
+    rc = main(
+        ["show", str(saved_run), "--task", "occlusion-recall", "--episode", "0", "--out", str(out), "--frames", "66:70"]
+    )
     if preview._mp4_writer() is None:
         assert rc == 2 and "needs ffmpeg" in capsys.readouterr().err and not out.exists()
     else:
@@ -197,8 +262,25 @@ def test_show_mp4_needs_ffmpeg(saved_run, tmp_path, capsys):
 def small_plain_run(tmp_path_factory, _session_cache):
     os.environ["MEMORYBENCH_CACHE"] = _session_cache
     out = tmp_path_factory.mktemp("plain") / "runs"
-    assert main(["run", "--model", "copy-last", "--tasks", "occlusion-recall@smoke", "--limit", "1", "--out", str(out),
-                 "--device", "cpu", "--no-retention"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--model",
+                "copy-last",
+                "--tasks",
+                "occlusion-recall@smoke",
+                "--limit",
+                "1",
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                "--no-retention",
+            ]
+        )
+        == 0
+    )
     return out / "copy-last"
 
 
@@ -216,23 +298,58 @@ def test_report_writes_portable_results(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(socket, "gethostname", lambda: "mb-test-host-7f3a")
     monkeypatch.chdir(tmp_path)
     work = tmp_path / "work" / "runs"
-    assert main(["run", "--model", "copy-last", "--tasks", "occlusion-recall@smoke", "--limit", "1", "--out", str(work),
-                 "--device", "cpu", "--no-retention"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--model",
+                "copy-last",
+                "--tasks",
+                "occlusion-recall@smoke",
+                "--limit",
+                "1",
+                "--out",
+                str(work),
+                "--device",
+                "cpu",
+                "--no-retention",
+            ]
+        )
+        == 0
+    )
     raw = (work / "copy-last" / "run.json").read_text()
     assert "mb-test-host-7f3a" in raw and os.environ["MEMORYBENCH_CACHE"] in raw  # what a local run records
     prof = tmp_path / "work" / "p.json"  # a profile as an older memorybench wrote it: with the host name
-    prof.write_text(json.dumps({"format": "memorybench-profile/1", "environment": {"hostname": "mb-test-host-7f3a"},
-                                "profiles": []}))
+    prof.write_text(
+        json.dumps(
+            {"format": "memorybench-profile/1", "environment": {"hostname": "mb-test-host-7f3a"}, "profiles": []}
+        )
+    )
     results = tmp_path / "results"
-    assert main(["report", str(work), "--runs-to", str(results / "runs" / "smoke"), "--out", str(results),
-                 "--profile", str(prof)]) == 0
+    assert (
+        main(
+            [
+                "report",
+                str(work),
+                "--runs-to",
+                str(results / "runs" / "smoke"),
+                "--out",
+                str(results),
+                "--profile",
+                str(prof),
+            ]
+        )
+        == 0
+    )
     write_profiles([], results / "profiles" / "new.json")
     assert json.loads((results / "profiles" / "p.json").read_text())["environment"] == {}
     assert (results / "runs" / "smoke" / "copy-last" / "records").is_dir()
     assert find_non_portable(results, ["mb-test-host-7f3a", real_host]) == []
     meta = json.loads((results / "runs" / "smoke" / "copy-last" / "run.json").read_text())
     assert meta["tasks"][0]["dataset_path"].startswith("$MEMORYBENCH_CACHE/tasks/occlusion-recall-smoke-")
-    assert meta["command"][0] in ("memorybench", "__main__.py", "pytest", "-c") and "hostname" not in meta["environment"]
+    assert (
+        meta["command"][0] in ("memorybench", "__main__.py", "pytest", "-c") and "hostname" not in meta["environment"]
+    )
     board = json.loads((results / "leaderboard.json").read_text())
     assert not Path(board["runs"][0]["path"]).is_absolute()
     # the copies are runs like any other
@@ -245,10 +362,15 @@ def test_portable_rewrites_paths_and_drops_hosts(monkeypatch, tmp_path):
 
     home = str(Path.home())
     repo_ckpt = str(ROOT / "baselines" / "s4" / "model.safetensors")
-    obj = {"environment": {"hostname": "h", "python": "3"}, "host": "h",
-           "dataset_path": str(storage.cache_root() / "tasks" / "x-smoke-1"), "checkpoint": repo_ckpt,
-           "command": ["/opt/venv/bin/memorybench", "run", "--out", str(tmp_path / "runs")],
-           "note": f"{home}/data/eps is mine", "other": "/srv/data"}
+    obj = {
+        "environment": {"hostname": "h", "python": "3"},
+        "host": "h",
+        "dataset_path": str(storage.cache_root() / "tasks" / "x-smoke-1"),
+        "checkpoint": repo_ckpt,
+        "command": ["/opt/venv/bin/memorybench", "run", "--out", str(tmp_path / "runs")],
+        "note": f"{home}/data/eps is mine",
+        "other": "/srv/data",
+    }
     monkeypatch.chdir(tmp_path)
     out = portable(obj)
     assert out["environment"] == {"python": "3"} and "host" not in out
@@ -258,8 +380,11 @@ def test_portable_rewrites_paths_and_drops_hosts(monkeypatch, tmp_path):
     assert out["note"] == "~/data/eps is mine" and out["other"] == "/srv/data"
 
 
-@pytest.mark.xfail(strict=True, reason="the committed results/ predate `report --runs-to` (portable copies); they are "
-                                       "regenerated with it later: then this XPASSes and the marker must go")
+@pytest.mark.xfail(
+    strict=True,
+    reason="the committed results/ predate `report --runs-to` (portable copies); they are "
+    "regenerated with it later: then this XPASSes and the marker must go",
+)
 def test_committed_results_are_portable():
     import socket
 

@@ -49,9 +49,22 @@ def scene():
 
 def tiny_occlusion():
     """occlusion-recall cut to 24 frames of 16x16 (4 ms an episode): for tests over thousands of episodes."""
-    return shrink(get_task("occlusion-recall", "smoke"), frames=24, context_frames=16, resolution=(16, 16),
-                  params=dict(slots=(1, 2), gaps=(6, 8), study_frames=2, curtain_frames=1, reveal_spacing=1,
-                              distractors=1, distractor_size=2, background_cell=4))
+    return shrink(
+        get_task("occlusion-recall", "smoke"),
+        frames=24,
+        context_frames=16,
+        resolution=(16, 16),
+        params=dict(
+            slots=(1, 2),
+            gaps=(6, 8),
+            study_frames=2,
+            curtain_frames=1,
+            reveal_spacing=1,
+            distractors=1,
+            distractor_size=2,
+            background_cell=4,
+        ),
+    )
 
 
 def frames_hash(ep) -> bytes:
@@ -99,9 +112,17 @@ def synthetic_episode(T=12, H=4, W=4, events=()):
     for t, n, g in events:
         mem[t].flat[:n] = True
         gap[t] = g
-    return Episode(task="x", index=0, frames=np.zeros((T, H, W, 3), np.uint8), actions=np.zeros((T, 1), np.int64),
-                   poses=np.zeros((T, 0), np.float32), memory_gap=gap, memory_gap_rollout=gap, memory_mask=mem,
-                   novel_mask=np.zeros((T, H, W), bool))
+    return Episode(
+        task="x",
+        index=0,
+        frames=np.zeros((T, H, W, 3), np.uint8),
+        actions=np.zeros((T, 1), np.int64),
+        poses=np.zeros((T, 0), np.float32),
+        memory_gap=gap,
+        memory_gap_rollout=gap,
+        memory_mask=mem,
+        novel_mask=np.zeros((T, H, W), bool),
+    )
 
 
 def test_memory_intervals_and_crop_starts():
@@ -124,15 +145,16 @@ def test_crops_keep_memory_events_whole_and_are_seeded(scene):
         s, ep = data[i], data.episode(i)
         a = s["start"]
         assert s["frames"].shape == (24, 3, 32, 32) and 0 <= a <= scene.frames - 24
-        assert torch.equal(s["frames"], torch.from_numpy(ep.frames[a:a + 24]).permute(0, 3, 1, 2))
-        assert torch.equal(s["actions"], torch.from_numpy(ep.actions[a:a + 24]))
+        assert torch.equal(s["frames"], torch.from_numpy(ep.frames[a : a + 24]).permute(0, 3, 1, 2))
+        assert torch.equal(s["actions"], torch.from_numpy(ep.actions[a : a + 24]))
         ev = {t: src for src, t in memory_intervals(ep)}
         for t in np.flatnonzero(s["memory_mask"].flatten(1).any(1).numpy()):
             assert ev[a + t] >= a  # every memory frame kept has its source inside the crop
             kept += 1
         # a pixel is dropped from the memory mask only into the novel mask
-        assert torch.equal(s["memory_mask"] | s["novel_mask"],
-                           torch.from_numpy(ep.memory_mask[a:a + 24] | ep.novel_mask[a:a + 24]))
+        assert torch.equal(
+            s["memory_mask"] | s["novel_mask"], torch.from_numpy(ep.memory_mask[a : a + 24] | ep.novel_mask[a : a + 24])
+        )
         assert EpisodeDataset(scene, 8, crop=24, seed=3)[i]["start"] == a  # (seed, index) -> the same crop
     assert kept > 0
     starts = {EpisodeDataset(scene, 8, crop=24, seed=k)[0]["start"] for k in range(6)}
@@ -161,9 +183,13 @@ def test_task_loader_is_round_robin_and_the_same_for_any_number_of_workers(occ, 
     assert len(b0) == 4 and all(same(x, y) for x, y in zip(b0, b2))
     # batch i: task i mod 2, its episodes (i // 2) * 2 + j
     assert [(b["task"], b["episode"].tolist()) for b in b0] == [
-        (scene.key, [0, 1]), (occ.key, [2, 3]), (scene.key, [2, 3]), (occ.key, [4, 5])]
+        (scene.key, [0, 1]),
+        (occ.key, [2, 3]),
+        (scene.key, [2, 3]),
+        (occ.key, [4, 5]),
+    ]
     ep = get_generator(occ.family)(training_spec(occ)).generate(3)
-    assert torch.equal(b0[1]["actions"][1], torch.from_numpy(ep.actions[b0[1]["start"][1]:][:16]))
+    assert torch.equal(b0[1]["actions"][1], torch.from_numpy(ep.actions[b0[1]["start"][1] :][:16]))
     assert RoundRobinBatches(3, 2, rank=1, world_size=2).batch(4) == [(1, 6), (1, 7)]
     assert round_robin_episodes(3, 2, 7) == [6, 4, 4] and round_robin_episodes(3, 2, 1) == [2, 0, 0]
 
@@ -202,8 +228,24 @@ def test_map_style_from_the_cache_and_from_disk(occ, tmp_path):
     assert len(cached) == 3 and cached.path is not None and all(same(on_the_fly[i], cached[i]) for i in range(3))
     with pytest.raises(IndexError):
         cached[3]
-    assert main(["tasks", "generate", "occlusion-recall", "--tier", "smoke", "--split", "train", "--episodes", "3",
-                 "--out", str(tmp_path / "train")]) == 0
+    assert (
+        main(
+            [
+                "tasks",
+                "generate",
+                "occlusion-recall",
+                "--tier",
+                "smoke",
+                "--split",
+                "train",
+                "--episodes",
+                "3",
+                "--out",
+                str(tmp_path / "train"),
+            ]
+        )
+        == 0
+    )
     man = json.loads((tmp_path / "train" / "manifest.json").read_text())
     assert (man["split"], man["seed"], man["episode_range"]) == ("train", occ.seed + TRAIN_SEED_OFFSET, [0, 3])
     disk = EpisodeDataset.from_disk(tmp_path / "train", crop=10, seed=2)
@@ -223,8 +265,11 @@ def test_map_style_from_the_cache_and_from_disk(occ, tmp_path):
 def recorded_spec(tmp_path, path, task, extra=""):
     f = tmp_path / f"rec-{path.name}.yaml"
     nvec = task.action_space.nvec
-    actions = f"    action_nvec: {list(nvec)}\n" if len(nvec) > 1 else (
-        f"    action_labels: {list(task.action_space.labels[0])}\n")
+    actions = (
+        f"    action_nvec: {list(nvec)}\n"
+        if len(nvec) > 1
+        else (f"    action_labels: {list(task.action_space.labels[0])}\n")
+    )
     f.write_text(f"""\
 name: rec-{path.name}
 family: recorded
@@ -274,23 +319,35 @@ def test_maze_like_poses_are_written_as_agent_pos_and_agent_dir(tmp_path):
     rng = np.random.default_rng(0)
     ang = rng.uniform(-np.pi, np.pi, T)
     poses = np.concatenate([rng.uniform(0, 9, (T, 2)), np.stack([np.cos(ang), np.sin(ang)], 1)], 1).astype(np.float32)
-    ep = Episode(task=maze.name, index=0, frames=rng.integers(0, 256, (T, H, W, 3), dtype=np.uint8),
-                 actions=rng.integers(0, 6, (T, 1)), poses=poses, memory_gap=np.ones(T, np.int32),
-                 memory_gap_rollout=np.ones(T, np.int32),
-                 memory_mask=np.zeros((T, H, W), bool), novel_mask=np.ones((T, H, W), bool))
+    ep = Episode(
+        task=maze.name,
+        index=0,
+        frames=rng.integers(0, 256, (T, H, W, 3), dtype=np.uint8),
+        actions=rng.integers(0, 6, (T, 1)),
+        poses=poses,
+        memory_gap=np.ones(T, np.int32),
+        memory_gap_rollout=np.ones(T, np.int32),
+        memory_mask=np.zeros((T, H, W), bool),
+        novel_mask=np.ones((T, H, W), bool),
+    )
     arrays = npz_arrays(ep, maze)
     assert "poses" not in arrays and np.array_equal(arrays["agent_pos"], poses[:, :2])
     d = tmp_path / "maze"
     d.mkdir()
     np.savez_compressed(d / "ep-000000.npz", **arrays)
-    rec = load_task_file(_write(tmp_path / "m.yaml", f"""\
+    rec = load_task_file(
+        _write(
+            tmp_path / "m.yaml",
+            f"""\
 name: m
 family: recorded
 generator_version: 1
 common: {{recent_window: 4, seed: 0, params: {{path: {d}}}}}
 tiers:
   smoke: {{frames: {T}, context_frames: {maze.context_frames}, resolution: [{H}, {W}], episodes: 1}}
-"""))["smoke"]
+""",
+        )
+    )["smoke"]
     back = get_generator("recorded")(rec).generate(0)
     assert np.array_equal(back.frames, ep.frames) and np.array_equal(back.actions, ep.actions)
     assert np.allclose(back.poses, poses, atol=1e-6)
@@ -326,8 +383,9 @@ def test_runner_refuses_a_recorded_task_over_a_train_split(occ, tmp_path):
     assert not (tmp_path / "run").exists()
     # an eval split exported as files is evaluation data
     ok = recorded_spec(tmp_path, export_npz(occ, tmp_path / "eval-npz", "eval"), occ)
-    run = evaluate(RunRequest(model="copy-last", tasks=[ok], out=tmp_path / "ok", retention=False, progress=False,
-                              limit=1))
+    run = evaluate(
+        RunRequest(model="copy-last", tasks=[ok], out=tmp_path / "ok", retention=False, progress=False, limit=1)
+    )
     assert load_run_json(run)["tasks"][0]["split"] == "eval"
     # ... and the split and seed are in the summary too (every results file says where its episodes came from)
     group = json.loads((run / "summary.json").read_text())["groups"][f"{ok.key}/rollout"]
@@ -364,37 +422,74 @@ def test_runner_refuses_a_model_card_with_evaluation_seeds(tmp_path, registry):
         card["training"]["tasks"][0]["training_seed"] = spec.seed
 
     ckpt, _ = card_copy(tmp_path, leak)
-    req = RunRequest(model="s4", model_args={"checkpoint": str(ckpt)}, tasks=[spec], out=tmp_path / "run",
-                     retention=False, progress=False)
-    with pytest.raises(TrainingDataError, match=rf"card.json says 's4' was trained on occlusion-recall@standard "
-                                                rf"with seed {spec.seed}, the evaluation seed of {spec.key}"):
+    req = RunRequest(
+        model="s4",
+        model_args={"checkpoint": str(ckpt)},
+        tasks=[spec],
+        out=tmp_path / "run",
+        retention=False,
+        progress=False,
+    )
+    with pytest.raises(
+        TrainingDataError,
+        match=rf"card.json says 's4' was trained on occlusion-recall@standard "
+        rf"with seed {spec.seed}, the evaluation seed of {spec.key}",
+    ):
         evaluate(req)
     assert not (tmp_path / "run").exists()
     # and through the command line: a clear message, exit code 2, nothing written
-    assert main(["run", "--model", "s4", "--model-args", f"checkpoint={ckpt}", "--tasks", "occlusion-recall",
-                 "--out", str(tmp_path / "cli"), "--device", "cpu"]) == 2
+    assert (
+        main(
+            [
+                "run",
+                "--model",
+                "s4",
+                "--model-args",
+                f"checkpoint={ckpt}",
+                "--tasks",
+                "occlusion-recall",
+                "--out",
+                str(tmp_path / "cli"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     assert not (tmp_path / "cli" / "s4").exists()
 
 
 def test_run_json_records_splits_seeds_and_what_the_model_was_trained_on(tmp_path, occ):
     ckpt, card = card_copy(tmp_path)
-    run = evaluate(RunRequest(model="s4", model_args={"checkpoint": str(ckpt)}, tasks=[occ], out=tmp_path / "run",
-                              retention=False, progress=False, limit=1))
+    run = evaluate(
+        RunRequest(
+            model="s4",
+            model_args={"checkpoint": str(ckpt)},
+            tasks=[occ],
+            out=tmp_path / "run",
+            retention=False,
+            progress=False,
+            limit=1,
+        )
+    )
     meta = load_run_json(run)
     assert [(t["key"], t["split"], t["seed"]) for t in meta["tasks"]] == [(occ.key, "eval", occ.seed)]
     trained = meta["model"]["trained_on"]
     assert trained["card"] == str(ckpt.with_name("card.json")) and trained["split"] == "train"
     assert [t["training_seed"] for t in trained["tasks"]] == [t["training_seed"] for t in card["training"]["tasks"]]
     # models without a card say so
-    base = evaluate(RunRequest(model="copy-last", tasks=[occ], out=tmp_path / "cl", retention=False, progress=False,
-                               limit=1))
+    base = evaluate(
+        RunRequest(model="copy-last", tasks=[occ], out=tmp_path / "cl", retention=False, progress=False, limit=1)
+    )
     assert load_run_json(base)["model"]["trained_on"] is None
 
 
 def test_cli_generate_errors_are_clear(capsys, tmp_path):
-    for args, msg in [(["--split", "test"], "unknown split 'test'"),
-                      (["--episodes", "9"], "exactly 8 episodes"),
-                      (["--format", "npz"], "--format npz needs --out"),
-                      (["--format", "zip", "--out", str(tmp_path)], "--format must be one of hf, npz")]:
+    for args, msg in [
+        (["--split", "test"], "unknown split 'test'"),
+        (["--episodes", "9"], "exactly 8 episodes"),
+        (["--format", "npz"], "--format npz needs --out"),
+        (["--format", "zip", "--out", str(tmp_path)], "--format must be one of hf, npz"),
+    ]:
         assert main(["tasks", "generate", "occlusion-recall", "--tier", "smoke", *args]) == 2
         assert msg in capsys.readouterr().err.replace("\n", " ")

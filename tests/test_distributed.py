@@ -17,7 +17,9 @@ from memorybench.runner import RunRequest, evaluate
 
 
 def records(run_dir):
-    return sorted(RunDir(Path(run_dir)).iter_records(), key=lambda r: (r["task"], r["protocol"], r["episode"], r["frame"]))
+    return sorted(
+        RunDir(Path(run_dir)).iter_records(), key=lambda r: (r["task"], r["protocol"], r["episode"], r["frame"])
+    )
 
 
 def strip_timings(summary: dict) -> dict:
@@ -31,9 +33,26 @@ def single(tmp_path, smoke_specs):
 
 def test_torchrun_two_gloo_processes_equal_one(tmp_path, single):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
-           "-m", "memorybench", "run", "--model", "perfect-memory", "--tasks", "smoke", "--out", str(tmp_path / "dist"),
-           "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29533",
+        "-m",
+        "memorybench",
+        "run",
+        "--model",
+        "perfect-memory",
+        "--tasks",
+        "smoke",
+        "--out",
+        str(tmp_path / "dist"),
+        "--device",
+        "cpu",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     merged = tmp_path / "dist" / "perfect-memory"
@@ -46,8 +65,24 @@ def test_torchrun_two_gloo_processes_equal_one(tmp_path, single):
 
 def test_shard_then_merge_equals_one(tmp_path, smoke_specs, single):
     for i in range(3):
-        assert main(["run", "--model", "perfect-memory", "--tasks", "smoke", "--shard", f"{i}/3",
-                     "--out", str(tmp_path / f"s{i}"), "--device", "cpu"]) == 0
+        assert (
+            main(
+                [
+                    "run",
+                    "--model",
+                    "perfect-memory",
+                    "--tasks",
+                    "smoke",
+                    "--shard",
+                    f"{i}/3",
+                    "--out",
+                    str(tmp_path / f"s{i}"),
+                    "--device",
+                    "cpu",
+                ]
+            )
+            == 0
+        )
     shards = [tmp_path / f"s{i}" / "perfect-memory" for i in range(3)]
     assert load_run_json(shards[1])["run"]["shard"] == [1, 3]
     out = merge(shards, tmp_path / "merged")

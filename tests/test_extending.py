@@ -40,8 +40,15 @@ def mbext(tmp_path, monkeypatch):
 
 def test_guide_has_one_file_per_extension():
     files = example_files(GUIDE.read_text(encoding="utf-8"))
-    assert set(files) == {"pyproject.toml", "mbext/__init__.py", "mbext/family.py", "mbext/tasks/flash-recall.yaml",
-                          "mbext/model.py", "mbext/metric.py", "tests/test_mbext.py"}
+    assert set(files) == {
+        "pyproject.toml",
+        "mbext/__init__.py",
+        "mbext/family.py",
+        "mbext/tasks/flash-recall.yaml",
+        "mbext/model.py",
+        "mbext/metric.py",
+        "tests/test_mbext.py",
+    }
 
 
 def test_plugins_pass_the_conformance_checks(mbext, one_thread):

@@ -35,7 +35,7 @@ def test_episode_matches_spec(registry, name):
         ep.check(spec.frames, spec.resolution, spec.action_space.dims, len(spec.pose_fields))
         assert (ep.actions >= 0).all() and (ep.actions < np.array(spec.action_space.nvec)).all()
         # the memory-only pixels are where the task says they are: after the context
-        assert ep.memory_mask[spec.context_frames:].sum() > 0
+        assert ep.memory_mask[spec.context_frames :].sum() > 0
         assert (ep.memory_mask & ep.novel_mask).sum() == 0
         assert ep.memory_gap[0] == NEVER_SEEN and ep.novel_mask[0].all()
 
@@ -54,7 +54,7 @@ def test_standard_tier_frames_and_gaps(registry):
             k, g, r = trial["slot"], trial["gap"], trial["reveal"]
             cover = ep.poses[:, k]
             # closed for exactly g frames right before the reveal, and open again from it
-            assert (cover[r - g:r] == cs_rows[k]).all() and cover[r - g - 1] < cs_rows[k] and cover[r] < cs_rows[k]
+            assert (cover[r - g : r] == cs_rows[k]).all() and cover[r - g - 1] < cs_rows[k] and cover[r] < cs_rows[k]
             assert trial["hidden"] == r - g <= spec.context_frames
             # the reveal's memory-only pixels are at least g frames old
             revealing = ep.memory_mask[r]
@@ -91,28 +91,39 @@ def _check_masks(ep, age, memory, novel, age_rollout):
 
 @pytest.mark.parametrize("name", ["scene-retrieval", "scene-reasoning"])
 def test_scene_masks_by_brute_force(registry, name):
-    spec = shrink(registry.get(name, "smoke"), frames=40, context_frames=24, resolution=(16, 16),
-                  params={"map_size": (64, 64), "step": 2, "min_revisit_age": 8})
+    spec = shrink(
+        registry.get(name, "smoke"),
+        frames=40,
+        context_frames=24,
+        resolution=(16, 16),
+        params={"map_size": (64, 64), "step": 2, "min_revisit_age": 8},
+    )
     ep = generate(spec, 3)
     H, W = spec.resolution
-    masks = masks_from_identities(scene_identity(spec, ep.poses.astype(int)), spec.frames, H, W,
-                                  spec.recent_window, spec.context_frames)
+    masks = masks_from_identities(
+        scene_identity(spec, ep.poses.astype(int)), spec.frames, H, W, spec.recent_window, spec.context_frames
+    )
     _check_masks(ep, *masks)
     memory = masks[1]
-    assert memory[spec.context_frames:].any()
+    assert memory[spec.context_frames :].any()
 
 
 def test_occlusion_masks_by_brute_force(registry):
-    spec = shrink(registry.get("occlusion-recall", "smoke"), frames=40, context_frames=30,
-                  params={"gaps": (6, 8, 10, 12), "study_frames": 3})
+    spec = shrink(
+        registry.get("occlusion-recall", "smoke"),
+        frames=40,
+        context_frames=30,
+        params={"gaps": (6, 8, 10, 12), "study_frames": 3},
+    )
     ep = generate(spec, 1)
     H, W = spec.resolution
     ident = occlusion_identity(spec, ep.poses.astype(int), ep.info)
-    masks = masks_from_identities(ident, spec.frames, H, W, spec.recent_window, spec.context_frames,
-                                  eligible=lambda c: c[0] == "object")  # v2: only objects are memory
+    masks = masks_from_identities(
+        ident, spec.frames, H, W, spec.recent_window, spec.context_frames, eligible=lambda c: c[0] == "object"
+    )  # v2: only objects are memory
     _check_masks(ep, *masks)
     memory = masks[1]
-    assert memory[spec.context_frames:].any()
+    assert memory[spec.context_frames :].any()
 
 
 def test_memory_metadata_matches_reference_on_random_ids():

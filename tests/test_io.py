@@ -50,5 +50,6 @@ def test_jsonable_keeps_or_sorts_keys():
 
 def test_run_errors_cannot_be_confused():
     assert IncompatibleRunError is DifferentRunError  # the former name still works
-    assert not issubclass(DifferentRunError, IncomparableRunsError) and not issubclass(IncomparableRunsError,
-                                                                                        DifferentRunError)
+    assert not issubclass(DifferentRunError, IncomparableRunsError) and not issubclass(
+        IncomparableRunsError, DifferentRunError
+    )

@@ -38,10 +38,12 @@ def test_task_files_validate(registry, name):
 
 
 def test_listing_tasks_does_not_import_the_simulator():
-    code = ("import sys; from memorybench.tasks import TaskRegistry; r = TaskRegistry(); r.get('maze-retrieval'); "
-            "from memorybench.generators import get_generator; get_generator('memory_maze'); "
-            "bad = [m for m in ('memory_maze', 'mujoco', 'dm_control', 'gym') if m in sys.modules]; "
-            "assert not bad, bad")
+    code = (
+        "import sys; from memorybench.tasks import TaskRegistry; r = TaskRegistry(); r.get('maze-retrieval'); "
+        "from memorybench.generators import get_generator; get_generator('memory_maze'); "
+        "bad = [m for m in ('memory_maze', 'mujoco', 'dm_control', 'gym') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -85,8 +87,10 @@ def test_gl_backend_respects_the_user(monkeypatch):
 # ------------------------------------------------------------------------------------------------
 # with the simulator
 
-REASON = ('needs the Memory Maze simulator: pip install -e ".[mazes]" and apt-get install libegl1 libegl-mesa0 '
-          "libgl1-mesa-dri libopengl0 (CI installs both, and there these tests must run)")
+REASON = (
+    'needs the Memory Maze simulator: pip install -e ".[mazes]" and apt-get install libegl1 libegl-mesa0 '
+    "libgl1-mesa-dri libopengl0 (CI installs both, and there these tests must run)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -171,8 +175,9 @@ def test_worker_processes_render_the_same_bytes(registry, simulator, tmp_path):
     """Generation in spawned worker processes (each with its own GL context) is byte-identical."""
     from memorybench import storage
 
-    spec = shrink(registry.get("maze-reasoning", "smoke"), frames=16, context_frames=12, episodes=2,
-                  params={"min_revisit_age": 4})
+    spec = shrink(
+        registry.get("maze-reasoning", "smoke"), frames=16, context_frames=12, episodes=2, params={"min_revisit_age": 4}
+    )
     one = storage.prepare(spec, out=tmp_path / "one", workers=1).store
     two = storage.prepare(spec, out=tmp_path / "two", workers=2).store
     assert one.dataset_hash == two.dataset_hash
@@ -233,7 +238,8 @@ def test_validity_check_on_the_smoke_tasks(registry, simulator):
 
     result = check([registry.get(t, "smoke") for t in TASKS], protocols=("rollout", "teacher-forced"))
     assert sorted(result.results) == sorted(f"{t}@smoke" for t in TASKS) and sorted(result.approximate) == sorted(
-        result.results)
+        result.results
+    )
     for key, by_protocol in result.results.items():
         assert list(by_protocol) == ["rollout"]  # the pose-based tasks offer rollout only
         r = by_protocol["rollout"]

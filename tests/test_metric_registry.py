@@ -62,8 +62,9 @@ def test_a_user_metric_shows_up_everywhere(plugin, registry_fixture, tmp_path):
     spec = registry_fixture.get("occlusion-recall", "smoke")
     runs = {}
     for model in ("copy-last", "blur-last"):
-        runs[model] = evaluate(RunRequest(model=model, tasks=[spec], out=tmp_path / model, progress=False,
-                                          retention=False))
+        runs[model] = evaluate(
+            RunRequest(model=model, tasks=[spec], out=tmp_path / model, progress=False, retention=False)
+        )
     group = json.loads((runs["copy-last"] / "summary.json").read_text())["groups"][f"{spec.key}/rollout"]
     value = group["metrics"]["mean_abs"]
     assert 0 < value["mean"] < 1 and value["ci_low"] <= value["mean"] <= value["ci_high"]

@@ -58,8 +58,9 @@ def lpips_ref(backbone):
     for spatial in (False, True):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torchvision's deprecation warnings about `pretrained`
-            m = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False,
-                            spatial=spatial).eval()
+            m = lpips.LPIPS(
+                net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False, spatial=spatial
+            ).eval()
         loaded = 0
         for sl in (m.net.slice1, m.net.slice2, m.net.slice3, m.net.slice4, m.net.slice5):
             for name, p in sl.named_parameters():
@@ -89,7 +90,7 @@ def make_frames(kind: str, n: int = 6, size: int = 64, seed: int = 0):
             frames.append(torch.stack([r, gg, b]))
         seq = torch.stack(frames)
         target = seq[:n]
-        pred = (0.9 * torch.roll(seq[1:n + 1], shifts=(2, -3), dims=(2, 3))).clamp(0, 1)
+        pred = (0.9 * torch.roll(seq[1 : n + 1], shifts=(2, -3), dims=(2, 3))).clamp(0, 1)
     else:
         raise ValueError(kind)
     return pred.contiguous(), target.contiguous()
@@ -102,15 +103,16 @@ def make_masks(n: int = 6, size: int = 64, seed: int = 1):
     memory = torch.rand(n, size, size, generator=g) < 0.2
     memory[:, :, :4] = True
     novel = torch.rand(n, size, size, generator=g) < 0.1
-    novel[:, size // 4: size // 2, size // 3: size // 2 + 5] = True
+    novel[:, size // 4 : size // 2, size // 3 : size // 2 + 5] = True
     memory &= ~novel
     memory[0] = False
     return memory, novel
 
 
 def sk_ssim(a: np.ndarray, b: np.ndarray, full: bool = False):
-    return structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-                                 data_range=1.0, channel_axis=-1, full=full)
+    return structural_similarity(
+        a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0, channel_axis=-1, full=full
+    )
 
 
 def hwc(t: torch.Tensor) -> np.ndarray:
@@ -141,7 +143,8 @@ def test_psnr_and_ssim_match_skimage(scorer, kind, size):
                 continue
             # masked PSNR = skimage's PSNR of the masked pixels (all 3 channels)
             assert r["psnr" + suffix][i].item() == pytest.approx(
-                peak_signal_noise_ratio(b[m], a[m], data_range=1.0), rel=1e-12)
+                peak_signal_noise_ratio(b[m], a[m], data_range=1.0), rel=1e-12
+            )
             # masked SSIM = skimage's full map of the composite (prediction inside the mask, truth
             # outside) against the truth, averaged over channels and the masked pixels
             _, cmap = sk_ssim(composite(a, b, m), b, full=True)
@@ -181,8 +184,7 @@ def test_masked_metrics_read_only_the_masked_content(scorer):
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(h=st.integers(11, 40), w=st.integers(11, 40), seed=st.integers(0, 2**31 - 1),
-       density=st.floats(0.0, 1.0))
+@given(h=st.integers(11, 40), w=st.integers(11, 40), seed=st.integers(0, 2**31 - 1), density=st.floats(0.0, 1.0))
 def test_psnr_ssim_property_any_size_and_mask(scorer_nolpips, h, w, seed, density):
     g = torch.Generator().manual_seed(seed)
     target = torch.rand(2, 3, h, w, generator=g)
@@ -231,8 +233,15 @@ def test_whole_frame_matches_torchmetrics(scorer_nolpips, kind):
     # another definition. Its interior (5 pixels from the border) does not depend on the padding, so
     # the mean of its cropped map must equal skimage's value, which is ours.
     for i in range(pred.shape[0]):
-        _, full = tm_ssim(p64[i:i + 1], t64[i:i + 1], gaussian_kernel=True, sigma=1.5, kernel_size=11,
-                          data_range=1.0, return_full_image=True)
+        _, full = tm_ssim(
+            p64[i : i + 1],
+            t64[i : i + 1],
+            gaussian_kernel=True,
+            sigma=1.5,
+            kernel_size=11,
+            data_range=1.0,
+            return_full_image=True,
+        )
         assert r["ssim"][i].item() == pytest.approx(full[..., 5:-5, 5:-5].mean().item(), rel=1e-9)
 
 
@@ -289,10 +298,10 @@ def test_psnr_cap_is_continuous(scorer_nolpips):
     # per-pixel errors giving MSE = 1e-10 exactly at the cap, and just above it
     pred = target.clone()
     none = torch.zeros(3, 16, 16, dtype=torch.bool)
-    pred[1] += 2 ** -12  # MSE = 2^-24 ~ 6e-8: 72.2 dB
+    pred[1] += 2**-12  # MSE = 2^-24 ~ 6e-8: 72.2 dB
     r = scorer_nolpips.score(pred, target, none, none)
     assert r["psnr"][0] == 100.0
-    assert r["psnr"][1].item() == pytest.approx(10 * math.log10(2 ** 24))
+    assert r["psnr"][1].item() == pytest.approx(10 * math.log10(2**24))
 
 
 def test_empty_and_full_masks(scorer):
@@ -322,20 +331,23 @@ def _inputs(n=2, size=32):
     return pred, target, memory, novel
 
 
-@pytest.mark.parametrize("mutate, match", [
-    (lambda p, t, m, n: (p.double(), t, m, n), "pred must be float32"),
-    (lambda p, t, m, n: (p, (t * 255).to(torch.uint8), m, n), "target must be float32"),
-    (lambda p, t, m, n: (p[0], t[0], m, n), r"shape \[N, 3, H, W\]"),
-    (lambda p, t, m, n: (p[:, :2], t[:, :2], m, n), r"shape \[N, 3, H, W\]"),
-    (lambda p, t, m, n: (p, t[:1], m, n), "pred and target shapes differ"),
-    (lambda p, t, m, n: (p, t, m.float(), n), "memory_mask must be a bool"),
-    (lambda p, t, m, n: (p, t, m, n[:, :-1]), r"novel_mask must have shape \[N, H, W\]"),
-    (lambda p, t, m, n: (p, t, m[:1], n), "memory_mask must have shape"),
-    (lambda p, t, m, n: (p * 2, t, m, n), r"outside \[0, 1\]"),
-    (lambda p, t, m, n: (p, t.masked_fill(m[:, None].expand_as(t), float("nan")), m, n), "NaN"),
-    (lambda p, t, m, n: (p.numpy(), t, m, n), "must be a torch.Tensor"),
-    (lambda p, t, m, n: (p[..., :16, :16], t[..., :16, :16], m[..., :16, :16], n[..., :16, :16]), "too small"),
-])
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda p, t, m, n: (p.double(), t, m, n), "pred must be float32"),
+        (lambda p, t, m, n: (p, (t * 255).to(torch.uint8), m, n), "target must be float32"),
+        (lambda p, t, m, n: (p[0], t[0], m, n), r"shape \[N, 3, H, W\]"),
+        (lambda p, t, m, n: (p[:, :2], t[:, :2], m, n), r"shape \[N, 3, H, W\]"),
+        (lambda p, t, m, n: (p, t[:1], m, n), "pred and target shapes differ"),
+        (lambda p, t, m, n: (p, t, m.float(), n), "memory_mask must be a bool"),
+        (lambda p, t, m, n: (p, t, m, n[:, :-1]), r"novel_mask must have shape \[N, H, W\]"),
+        (lambda p, t, m, n: (p, t, m[:1], n), "memory_mask must have shape"),
+        (lambda p, t, m, n: (p * 2, t, m, n), r"outside \[0, 1\]"),
+        (lambda p, t, m, n: (p, t.masked_fill(m[:, None].expand_as(t), float("nan")), m, n), "NaN"),
+        (lambda p, t, m, n: (p.numpy(), t, m, n), "must be a torch.Tensor"),
+        (lambda p, t, m, n: (p[..., :16, :16], t[..., :16, :16], m[..., :16, :16], n[..., :16, :16]), "too small"),
+    ],
+)
 def test_invalid_inputs_raise_clear_errors(scorer, mutate, match):
     with pytest.raises(ValueError, match=match):
         scorer.score(*mutate(*_inputs()))
@@ -364,10 +376,13 @@ def test_results_do_not_depend_on_batching(backbone):
             torch.testing.assert_close(chunked[k], at_once[k], rtol=1e-6, atol=1e-6, equal_nan=True, msg=k)
     # scoring the frames one call at a time, in reverse order, gives the same per-frame values
     one = FrameScorer()
-    rev = [one.score(pred[i:i + 1], target[i:i + 1], memory[i:i + 1], novel[i:i + 1]) for i in reversed(range(20))]
+    rev = [
+        one.score(pred[i : i + 1], target[i : i + 1], memory[i : i + 1], novel[i : i + 1]) for i in reversed(range(20))
+    ]
     for k in at_once:
-        torch.testing.assert_close(torch.cat([r[k] for r in rev]).flip(0), at_once[k], rtol=1e-6, atol=1e-6,
-                                   equal_nan=True, msg=k)
+        torch.testing.assert_close(
+            torch.cat([r[k] for r in rev]).flip(0), at_once[k], rtol=1e-6, atol=1e-6, equal_nan=True, msg=k
+        )
 
 
 def test_output_types(scorer):

@@ -102,15 +102,38 @@ def partial_run(out, plugin, spec, monkeypatch, **args) -> None:
     """Episode 0 finished, then the model raises in episode 1: a resumable partial run."""
     monkeypatch.setenv("MB_PLUGIN_FAIL", "1")
     with pytest.raises(AdapterError, match="boom inside the model"):
-        evaluate(RunRequest(model=f"{plugin}:ConvWM", model_args=args, tasks=[spec], out=out, batch_size=1, limit=2,
-                            progress=False, retention=False, device="cpu"))
+        evaluate(
+            RunRequest(
+                model=f"{plugin}:ConvWM",
+                model_args=args,
+                tasks=[spec],
+                out=out,
+                batch_size=1,
+                limit=2,
+                progress=False,
+                retention=False,
+                device="cpu",
+            )
+        )
     monkeypatch.delenv("MB_PLUGIN_FAIL")
     assert RunDir(out).done_episodes(spec.key, "rollout") == {0}
 
 
 def resume(out, plugin, spec, **args):
-    return evaluate(RunRequest(model=f"{plugin}:ConvWM", model_args=args, tasks=[spec], out=out, batch_size=1, limit=2,
-                               progress=False, retention=False, device="cpu", resume=True))
+    return evaluate(
+        RunRequest(
+            model=f"{plugin}:ConvWM",
+            model_args=args,
+            tasks=[spec],
+            out=out,
+            batch_size=1,
+            limit=2,
+            progress=False,
+            retention=False,
+            device="cpu",
+            resume=True,
+        )
+    )
 
 
 # -- 1. weights in the identity ---------------------------------------------------------------
@@ -159,8 +182,17 @@ def test_resume_refused_when_a_weights_directory_changed(tmp_path, plugin, regis
 
 def test_run_json_records_the_parameters_of_held_modules(tmp_path, plugin, registry):
     spec = registry.get("scene-retrieval", "smoke")
-    d = evaluate(RunRequest(model=f"{plugin}:ConvWM", tasks=[spec], out=tmp_path / "r", limit=1, progress=False,
-                            retention=False, device="cpu"))
+    d = evaluate(
+        RunRequest(
+            model=f"{plugin}:ConvWM",
+            tasks=[spec],
+            out=tmp_path / "r",
+            limit=1,
+            progress=False,
+            retention=False,
+            device="cpu",
+        )
+    )
     model = load_run_json(d)["model"]
     assert model["parameters"] == 3 * 3 + 3  # the 1x1 convolution, found on the adapter's attribute
     (mods,) = model["weights"]
@@ -169,10 +201,28 @@ def test_run_json_records_the_parameters_of_held_modules(tmp_path, plugin, regis
 
 def test_undeclared_weights_are_recorded_and_marked(tmp_path, plugin, registry):
     spec = registry.get("scene-retrieval", "smoke")
-    rule = evaluate(RunRequest(model=f"{plugin}:Rule", tasks=[spec], out=tmp_path / "rule", limit=1, progress=False,
-                               retention=False, device="cpu"))
-    copy = evaluate(RunRequest(model="copy-last", tasks=[spec], out=tmp_path / "copy", limit=1, progress=False,
-                               retention=False, device="cpu"))
+    rule = evaluate(
+        RunRequest(
+            model=f"{plugin}:Rule",
+            tasks=[spec],
+            out=tmp_path / "rule",
+            limit=1,
+            progress=False,
+            retention=False,
+            device="cpu",
+        )
+    )
+    copy = evaluate(
+        RunRequest(
+            model="copy-last",
+            tasks=[spec],
+            out=tmp_path / "copy",
+            limit=1,
+            progress=False,
+            retention=False,
+            device="cpu",
+        )
+    )
     assert load_run_json(rule)["model"]["weights"] == "undeclared"
     assert load_run_json(copy)["model"]["weights"] == "none"  # calibration baselines declare learned = False
     board = lb.build(lb.load_runs([rule, copy]))
@@ -213,8 +263,25 @@ def test_model_exception_leaves_its_traceback_in_the_run_directory(tmp_path, plu
     spec = registry.get("occlusion-recall", "smoke")
     out = tmp_path / "runs"
     monkeypatch.setenv("MB_PLUGIN_FAIL", "1")
-    code = main(["run", "--model", f"{plugin}:ConvWM", "--tasks", spec.key, "--batch-size", "1", "--limit", "2",
-                 "--out", str(out), "--device", "cpu", "--no-retention", "--debug"])
+    code = main(
+        [
+            "run",
+            "--model",
+            f"{plugin}:ConvWM",
+            "--tasks",
+            spec.key,
+            "--batch-size",
+            "1",
+            "--limit",
+            "2",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--no-retention",
+            "--debug",
+        ]
+    )
     assert code == 3
     err = capsys.readouterr().err
     run_dir = out / "conv-wm"
@@ -230,8 +297,25 @@ def test_model_exception_leaves_its_traceback_in_the_run_directory(tmp_path, plu
     assert "Traceback (most recent call last)" in err  # --debug printed it
     # without --debug only the one line (with the path) is printed
     monkeypatch.setenv("MB_PLUGIN_FAIL", "0")  # the resumed run's first batch is episode 1
-    code = main(["run", "--model", f"{plugin}:ConvWM", "--tasks", spec.key, "--batch-size", "1", "--limit", "2",
-                 "--out", str(out), "--device", "cpu", "--no-retention", "--resume"])
+    code = main(
+        [
+            "run",
+            "--model",
+            f"{plugin}:ConvWM",
+            "--tasks",
+            spec.key,
+            "--batch-size",
+            "1",
+            "--limit",
+            "2",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--no-retention",
+            "--resume",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 3 and "Traceback" not in err and "errors/" in " ".join(err.split())
 
@@ -243,8 +327,9 @@ def test_limit_generates_and_evaluates_only_the_selected_episodes(tmp_path, regi
     monkeypatch.setenv("MEMORYBENCH_CACHE", str(tmp_path / "cache"))  # an empty cache
     spec = registry.get("occlusion-recall", "smoke")
     assert spec.episodes > 3
-    d = evaluate(RunRequest(model="copy-last", tasks=[spec], out=tmp_path / "two", limit=2, progress=False,
-                            device="cpu"))
+    d = evaluate(
+        RunRequest(model="copy-last", tasks=[spec], out=tmp_path / "two", limit=2, progress=False, device="cpu")
+    )
     man = json.loads((storage.dataset_dir(spec) / "manifest.json").read_text())
     assert [e["index"] for e in man["episodes"]] == [0, 1] and not man["complete"]
     for ref in ("copy-last", "perfect-memory"):  # the references ran on those 2 episodes only
@@ -262,12 +347,17 @@ def test_limit_generates_and_evaluates_only_the_selected_episodes(tmp_path, regi
     man = json.loads((storage.dataset_dir(spec) / "manifest.json").read_text())
     assert [e["shard"] for e in man["episodes"][:2]] == [first_shard] * 2 and man["episodes"][2]["shard"] != first_shard
     # the whole tier, completed piece by piece, is byte-for-byte the dataset generated in one go
-    full = evaluate(RunRequest(model="copy-last", tasks=[spec], out=tmp_path / "all", progress=False, device="cpu",
-                               retention=False))
+    full = evaluate(
+        RunRequest(model="copy-last", tasks=[spec], out=tmp_path / "all", progress=False, device="cpu", retention=False)
+    )
     whole = storage.open_store(storage.write(spec, tmp_path / "one-go"), spec, deep=True)
     assert load_run_json(full)["tasks"][0]["dataset_sha256"] == whole.dataset_hash
     store = storage.prepare(spec).store
-    assert store.complete and store.dataset_hash == whole.dataset_hash and store.manifest["dataset_sha256"] == whole.dataset_hash
+    assert (
+        store.complete
+        and store.dataset_hash == whole.dataset_hash
+        and store.manifest["dataset_sha256"] == whole.dataset_hash
+    )
     # and the 2-episode run's data hash is the hash of those 2 episodes of it
     assert t["dataset_sha256"] == whole.selection_hash([0, 1])
 
@@ -299,10 +389,17 @@ def small_runs(tmp_path_factory, registry):
     root = tmp_path_factory.mktemp("small")
     occ, scene = registry.get("occlusion-recall", "smoke"), registry.get("scene-retrieval", "smoke")
     out = {}
-    for name, model, tasks, limit in (("base", "copy-last", [occ, scene], 1), ("one-task", "copy-last", [occ], 1),
-                                      ("mean", "mean-frame", [occ, scene], 1), ("mean2", "mean-frame", [occ], 2)):
-        out[name] = evaluate(RunRequest(model=model, tasks=tasks, out=root / name, limit=limit, progress=False,
-                                        retention=False, device="cpu"))
+    for name, model, tasks, limit in (
+        ("base", "copy-last", [occ, scene], 1),
+        ("one-task", "copy-last", [occ], 1),
+        ("mean", "mean-frame", [occ, scene], 1),
+        ("mean2", "mean-frame", [occ], 2),
+    ):
+        out[name] = evaluate(
+            RunRequest(
+                model=model, tasks=tasks, out=root / name, limit=limit, progress=False, retention=False, device="cpu"
+            )
+        )
     return out
 
 
@@ -322,13 +419,33 @@ def test_leaderboard_refusal_says_what_differs_and_how_to_match(small_runs):
 def test_resume_refusal_says_what_differs(small_runs, registry):
     occ = registry.get("occlusion-recall", "smoke")
     with pytest.raises(DifferentRunError) as e:
-        evaluate(RunRequest(model="copy-last", tasks=[occ], out=small_runs["one-task"], limit=2, resume=True,
-                            progress=False, retention=False, device="cpu"))
+        evaluate(
+            RunRequest(
+                model="copy-last",
+                tasks=[occ],
+                out=small_runs["one-task"],
+                limit=2,
+                resume=True,
+                progress=False,
+                retention=False,
+                device="cpu",
+            )
+        )
     msg = " ".join(str(e.value).split())
     assert "on disk evaluates 1 episode (0), requested 2 episodes (0-1)" in msg and "--limit 1" in msg
     with pytest.raises(DifferentRunError, match="model name 'copy-last' \\(on disk\\) vs 'mean-frame'"):
-        evaluate(RunRequest(model="mean-frame", tasks=[occ], out=small_runs["one-task"], limit=1, resume=True,
-                            progress=False, retention=False, device="cpu"))
+        evaluate(
+            RunRequest(
+                model="mean-frame",
+                tasks=[occ],
+                out=small_runs["one-task"],
+                limit=1,
+                resume=True,
+                progress=False,
+                retention=False,
+                device="cpu",
+            )
+        )
 
 
 def test_compare_refusal_in_words(small_runs, tmp_path):
@@ -351,7 +468,9 @@ def test_compare_refusal_in_words(small_runs, tmp_path):
 def test_compare_gates_on_a_subset_of_tasks(small_runs, capsys):
     base, cur = str(small_runs["base"]), str(small_runs["one-task"])
     assert main(["compare", base, cur]) == 4
-    assert "scene-retrieval@smoke is in the baseline but not in the current run" in " ".join(capsys.readouterr().err.split())
+    assert "scene-retrieval@smoke is in the baseline but not in the current run" in " ".join(
+        capsys.readouterr().err.split()
+    )
     assert main(["compare", base, cur, "--tasks", "occlusion-recall@smoke"]) == 0
     assert main(["compare", base, cur, "--tasks", "occlusion-recall"]) == 0  # a bare name: every tier in the run
     out = capsys.readouterr().out
@@ -368,8 +487,18 @@ def test_compare_gates_on_a_subset_of_tasks(small_runs, capsys):
 def test_score_writes_where_told_and_leaderboard_names_a_rescored_copy(tmp_path, registry, monkeypatch, capsys):
     spec = registry.get("scene-reasoning", "smoke")
     monkeypatch.chdir(tmp_path)
-    run = evaluate(RunRequest(model="copy-last", tasks=[spec], out=tmp_path / "runs" / "std" / "copy-last", limit=1,
-                              save_predictions=True, progress=False, retention=False, device="cpu"))
+    run = evaluate(
+        RunRequest(
+            model="copy-last",
+            tasks=[spec],
+            out=tmp_path / "runs" / "std" / "copy-last",
+            limit=1,
+            save_predictions=True,
+            progress=False,
+            retention=False,
+            device="cpu",
+        )
+    )
     assert main(["score", str(run), "--no-retention", "--device", "cpu"]) == 0
     (default,) = (tmp_path / "rescored").glob("*/copy-last")  # rescored/<date-time>/<run name>
     assert load_run_json(default)["rescored_from"] == str(run.resolve())
@@ -389,11 +518,19 @@ def test_every_environment_variable_read_is_in_the_readme():
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Environment variables and files")[1].split("\n## ")[0]
     names = set()
-    pat = re.compile(r"""environ(?:\.get|\.setdefault)?\(?\[?\s*["']([A-Z][A-Z0-9_]+)["']|["']([A-Z][A-Z0-9_]+)["']\s+(?:not\s+)?in\s+os\.environ""")
+    pat = re.compile(
+        r"""environ(?:\.get|\.setdefault)?\(?\[?\s*["']([A-Z][A-Z0-9_]+)["']|["']([A-Z][A-Z0-9_]+)["']\s+(?:not\s+)?in\s+os\.environ"""
+    )
     for f in (ROOT / "memorybench").rglob("*.py"):
         for a, b in pat.findall(f.read_text()):
             names.add(a or b)
-    assert {"MEMORYBENCH_CACHE", "MEMORYBENCH_WEIGHTS_DIR", "MEMORYBENCH_TASKS_DIR", "MUJOCO_GL", "XDG_CACHE_HOME"} <= names
+    assert {
+        "MEMORYBENCH_CACHE",
+        "MEMORYBENCH_WEIGHTS_DIR",
+        "MEMORYBENCH_TASKS_DIR",
+        "MUJOCO_GL",
+        "XDG_CACHE_HOME",
+    } <= names
     missing = sorted(n for n in names if f"`{n}`" not in section)
     assert not missing, f"environment variables read by memorybench but not in the README's table: {missing}"
     assert "safe to wipe" in section

@@ -11,15 +11,30 @@ def run(name, task, psnr, ssim, lpips, recall=0.0, ci=0.1, privileged=False, par
     def v(x, w):
         return {"mean": x, "ci_low": x - w, "ci_high": x + w, "n": 32}
 
-    group = {"episodes": 32, "complete": True, "metrics": {"psnr": v(psnr, ci), "ssim": v(ssim, ci / 100),
-                                                            "lpips": v(lpips, ci / 100), "recall": v(recall, 0.01)}}
-    return {"path": f"runs/{name}", "summary": {"groups": {f"{task}/rollout": group}},
-            "meta": {"model": {"name": name, "privileged": privileged, "parameters": parameters}}}
+    group = {
+        "episodes": 32,
+        "complete": True,
+        "metrics": {
+            "psnr": v(psnr, ci),
+            "ssim": v(ssim, ci / 100),
+            "lpips": v(lpips, ci / 100),
+            "recall": v(recall, 0.01),
+        },
+    }
+    return {
+        "path": f"runs/{name}",
+        "summary": {"groups": {f"{task}/rollout": group}},
+        "meta": {"model": {"name": name, "privileged": privileged, "parameters": parameters}},
+    }
 
 
 def test_published_numbers_and_references():
-    text = comparison_markdown([run("copy-last", "maze-retrieval@paper", 14.1, 0.41, 0.52),
-                                run("perfect-memory", "maze-retrieval@paper", 22.0, 0.7, 0.2, 0.86, privileged=True)])
+    text = comparison_markdown(
+        [
+            run("copy-last", "maze-retrieval@paper", 14.1, 0.41, 0.52),
+            run("perfect-memory", "maze-retrieval@paper", 22.0, 0.7, 0.2, 0.86, privileged=True),
+        ]
+    )
     assert "| causal full context (ours: `full-attention`) | — | 32.60 | 0.914 | 0.057 | not run yet |" in text
     assert "| Mamba2 + frame-local attn | — | 19.30 | 0.735 | 0.336 | no counterpart |" in text
     assert "| *perfect-memory* (reference, privileged) |" in text and "0.860 [0.850, 0.870]" in text
@@ -30,13 +45,19 @@ def test_published_numbers_and_references():
 
 def test_zoo_models_take_the_paper_columns_and_orderings_are_computed():
     task = "maze-retrieval@paper"
-    runs = [run("lssvwm", task, 15.0, 0.50, 0.40, parameters=2_168_067),  # paper: LSSVWM > Mamba2 everywhere
-            run("mamba", task, 12.0, 0.55, 0.4005),
-            run("full-attention", task, 14.95, 0.45, 0.30)]
+    runs = [
+        run("lssvwm", task, 15.0, 0.50, 0.40, parameters=2_168_067),  # paper: LSSVWM > Mamba2 everywhere
+        run("mamba", task, 12.0, 0.55, 0.4005),
+        run("full-attention", task, 14.95, 0.45, 0.30),
+    ]
     text = comparison_markdown(runs)
     assert "| LSSVWM (ours: `lssvwm`) | 2,168,067 | 30.80 | 0.898 | 0.069 | 15.00 [14.90, 15.10]" in text
-    rows = {(pair, metric): ours for pair, metric, _, ours in orderings(task, {r["meta"]["model"]["name"]: (
-        r["summary"]["groups"][f"{task}/rollout"], r["meta"]) for r in runs})}
+    rows = {
+        (pair, metric): ours
+        for pair, metric, _, ours in orderings(
+            task, {r["meta"]["model"]["name"]: (r["summary"]["groups"][f"{task}/rollout"], r["meta"]) for r in runs}
+        )
+    }
     assert rows[("Mamba2 vs LSSVWM", "PSNR")] == "same"  # LSSVWM better in both
     assert rows[("Mamba2 vs LSSVWM", "SSIM")] == "reversed"  # ours: mamba's SSIM is higher, CIs apart
     assert rows[("Mamba2 vs LSSVWM", "LPIPS")] == "tied (CIs overlap)"

@@ -22,8 +22,9 @@ def panorama(rng, spots: int, width: int = 360) -> np.ndarray:
     share a base colour, so that neighbouring places look alike (as rooms do in Memory Maze)."""
     a = np.deg2rad(np.arange(width))[None, :, None]
     room = rng.uniform(60, 190, (spots // 4 + 1, 1, 3)).repeat(4, 0)[:spots]
-    waves = sum(rng.uniform(10, 40, (spots, 1, 3)) * np.sin(k * a + rng.uniform(0, 6.3, (spots, 1, 3)))
-                for k in (1, 2, 3, 5))
+    waves = sum(
+        rng.uniform(10, 40, (spots, 1, 3)) * np.sin(k * a + rng.uniform(0, 6.3, (spots, 1, 3))) for k in (1, 2, 3, 5)
+    )
     return np.clip(room + waves, 0, 255)
 
 
@@ -55,8 +56,11 @@ def trajectory(rng, frames: int, context: int, side: int = 4):
         for _ in range(20):  # a look-around
             heading += STEP_DEG if turn == 2 else -STEP_DEG
             add(np.add(cell, 0.5), heading, spot_of(cell), turn)
-        nxt = [(cell[0] + dx, cell[1] + dy) for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1))
-               if 0 <= cell[0] + dx < side and 0 <= cell[1] + dy < side]
+        nxt = [
+            (cell[0] + dx, cell[1] + dy)
+            for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1))
+            if 0 <= cell[0] + dx < side and 0 <= cell[1] + dy < side
+        ]
         goal = nxt[int(rng.integers(len(nxt)))]
         target = np.rad2deg(np.arctan2(goal[1] - cell[1], goal[0] - cell[0]))
         while abs((heading - target + 180) % 360 - 180) > STEP_DEG / 2:  # face the next spot
@@ -129,10 +133,10 @@ def check_pose_items(spec, gen, ep) -> int:
         for a in chosen:
             r = rho(int(a))
             assert (r[np.setdiff1d(chosen, [a])] > FOIL_SEPARATION).all()
-            assert (r[C - K:C] > FOIL_SEPARATION).all()
+            assert (r[C - K : C] > FOIL_SEPARATION).all()
         assert len({frames[a].tobytes() for a in chosen}) == len(chosen)
         # the key is the last context frame near the truth
-        assert rho(t)[items.key[i]] <= 1 and items.key[i] < C and (rho(t)[items.key[i] + 1:C] > 1).all()
+        assert rho(t)[items.key[i]] <= 1 and items.key[i] < C and (rho(t)[items.key[i] + 1 : C] > 1).all()
     # a perfect prediction hits every item; chance is one over the candidates offered
     rows = score_items(gen, ep, ep.frames[C:], C, "rollout")
     assert len(rows) == len(items) and all(r["hit"] == 1 and r["score"] == 1 for r in rows)

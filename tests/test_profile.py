@@ -17,7 +17,7 @@ def test_fit_slope_recovers_power_laws():
     assert fit_slope(xs, [3.0] * 5)["slope"] == pytest.approx(0.0, abs=1e-12)
     f = fit_slope(xs, [0.5 * x for x in xs])
     assert f["slope"] == pytest.approx(1.0) and f["ratio"] == pytest.approx(16.0)
-    assert fit_slope(xs, [x ** 2 for x in xs])["slope"] == pytest.approx(2.0)
+    assert fit_slope(xs, [x**2 for x in xs])["slope"] == pytest.approx(2.0)
     assert fit_slope([64], [1.0])["slope"] is None
     assert fit_slope(xs, [None, 1, 2, None, 4])["points"] == 3
 
@@ -50,8 +50,24 @@ def test_profile_model_in_subprocesses_and_summary(tmp_path):
 
 def test_cli_profile_writes_json_and_plots(tmp_path):
     out = tmp_path / "p.json"
-    assert main(["profile", "--model", "copy-last", "--context", "8,32", "--repeats", "2", "--warmup", "1",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "profile",
+                "--model",
+                "copy-last",
+                "--context",
+                "8,32",
+                "--repeats",
+                "2",
+                "--warmup",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     (prof,) = load_profiles(out)
     assert prof["model"] == "copy-last" and len(prof["points"]) == 2
     assert json.loads(out.read_text())["environment"]["libraries"]["torch"]

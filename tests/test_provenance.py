@@ -45,8 +45,9 @@ def test_a_deleted_or_edited_reference_record_is_recomputed_never_used(tmp_path,
     monkeypatch.setenv("MEMORYBENCH_CACHE", str(tmp_path / "cache"))
     spec = registry.get("scene-retrieval", "smoke")
     key = f"{spec.key}/rollout"
-    d = evaluate(RunRequest(model="mean-frame", tasks=[spec], out=tmp_path / "run", limit=2, progress=False,
-                            device="cpu"))
+    d = evaluate(
+        RunRequest(model="mean-frame", tasks=[spec], out=tmp_path / "run", limit=2, progress=False, device="cpu")
+    )
     good = retention(d, key)
     ref = RunDir(reference_dir("copy-last", spec, "rollout"))
     record = ref.record_path(spec.key, "rollout", 1)
@@ -79,11 +80,17 @@ def test_two_runs_cannot_write_into_one_directory(tmp_path, registry):
     out = tmp_path / "run"
     with lock_run_dir(out):  # another process's run holds the directory
         with pytest.raises(RunLockedError, match="being written by another memorybench run .*pid"):
-            evaluate(RunRequest(model="copy-last", tasks=[spec], out=out, limit=1, progress=False, retention=False,
-                                device="cpu"))
+            evaluate(
+                RunRequest(
+                    model="copy-last", tasks=[spec], out=out, limit=1, progress=False, retention=False, device="cpu"
+                )
+            )
     assert not (out / "run.json").exists()  # the refused run wrote nothing
-    assert load_summary(evaluate(RunRequest(model="copy-last", tasks=[spec], out=out, limit=1, progress=False,
-                                            retention=False, device="cpu")))["complete"]
+    assert load_summary(
+        evaluate(
+            RunRequest(model="copy-last", tasks=[spec], out=out, limit=1, progress=False, retention=False, device="cpu")
+        )
+    )["complete"]
 
 
 def test_a_racing_second_process_is_refused(tmp_path, registry):
@@ -91,17 +98,34 @@ def test_a_racing_second_process_is_refused(tmp_path, registry):
     spec = registry.get("occlusion-recall", "smoke")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT), os.environ.get("PYTHONPATH", "")])}
     out = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "memorybench", "run", "--model", "mb_test_models:Slow", "--tasks", spec.key,
-           "--batch-size", "1", "--out", str(out), "--no-retention", "--device", "cpu"]
-    first = subprocess.Popen(cmd + ["--model-args", "delay=1.0"], env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)  # 64 s of work: it holds the directory throughout
+    cmd = [
+        sys.executable,
+        "-m",
+        "memorybench",
+        "run",
+        "--model",
+        "mb_test_models:Slow",
+        "--tasks",
+        spec.key,
+        "--batch-size",
+        "1",
+        "--out",
+        str(out),
+        "--no-retention",
+        "--device",
+        "cpu",
+    ]
+    first = subprocess.Popen(
+        cmd + ["--model-args", "delay=1.0"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )  # 64 s of work: it holds the directory throughout
     try:
         deadline = time.time() + 180
         while time.time() < deadline and not (out / "slow" / "run.json").exists():
             time.sleep(0.1)
         assert (out / "slow" / "run.json").exists()
-        second = subprocess.run(cmd + ["--model-args", "delay=1.0", "--resume"], env=env, capture_output=True,
-                                text=True, timeout=300)
+        second = subprocess.run(
+            cmd + ["--model-args", "delay=1.0", "--resume"], env=env, capture_output=True, text=True, timeout=300
+        )
         assert first.poll() is None, "the first run should still be running"
         assert second.returncode == 2 and "being written by another memorybench run" in " ".join(second.stderr.split())
     finally:
@@ -114,8 +138,15 @@ def test_a_racing_second_process_is_refused(tmp_path, registry):
 def test_summary_timings_survive_a_resume(tmp_path, registry, monkeypatch):
     spec = registry.get("occlusion-recall", "smoke")
     out = tmp_path / "faulty"
-    req = dict(model="mb_test_models:Faulty", tasks=[spec], out=out, batch_size=1, progress=False, retention=False,
-               device="cpu")
+    req = dict(
+        model="mb_test_models:Faulty",
+        tasks=[spec],
+        out=out,
+        batch_size=1,
+        progress=False,
+        retention=False,
+        device="cpu",
+    )
     monkeypatch.setenv("MB_FAULT", "raise")
     with pytest.raises(AdapterError):
         evaluate(RunRequest(**req))
@@ -149,10 +180,16 @@ def test_a_shipped_checkpoint_that_differs_from_its_model_card_is_refused(tmp_pa
 
 
 def _git(cwd: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
-    return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True,
-                          env=env).stdout.strip()
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
+    return subprocess.run(
+        ["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True, env=env
+    ).stdout.strip()
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")

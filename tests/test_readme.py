@@ -39,8 +39,26 @@ def blur_module(tmp_path, monkeypatch):
 
 def test_readme_adapter_runs(tmp_path, blur_module):
     out = tmp_path / "runs"
-    assert main(["run", "--model", f"{blur_module}:Blur", "--model-args", "kernel=5", "--tasks", "occlusion-recall@smoke",
-                 "--limit", "2", "--out", str(out), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--model",
+                f"{blur_module}:Blur",
+                "--model-args",
+                "kernel=5",
+                "--tasks",
+                "occlusion-recall@smoke",
+                "--limit",
+                "2",
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     s = load_summary(out / "blur")  # the run directory is the declared name, whatever the route
     assert s["complete"] and s["model"]["args"] == {"kernel": 5}
 
@@ -57,8 +75,25 @@ def test_plugin_by_entry_point(tmp_path, blur_module, monkeypatch):
         assert "blur" in models.model_names()
         assert models.resolve("blur").__name__ == "Blur"
         out = tmp_path / "runs"
-        assert main(["run", "--model", "blur", "--tasks", "scene-retrieval@smoke", "--limit", "1", "--out", str(out),
-                     "--device", "cpu", "--no-retention"]) == 0
+        assert (
+            main(
+                [
+                    "run",
+                    "--model",
+                    "blur",
+                    "--tasks",
+                    "scene-retrieval@smoke",
+                    "--limit",
+                    "1",
+                    "--out",
+                    str(out),
+                    "--device",
+                    "cpu",
+                    "--no-retention",
+                ]
+            )
+            == 0
+        )
         assert (out / "blur" / "summary.json").exists()
     finally:
         models._plugins.cache_clear()
@@ -75,5 +110,6 @@ def test_readme_training_data_example_trains(tmp_path, capsys):
     assert ns["step"] == 4 and len(lines) == 5 and all(p.grad is not None for p in ns["net"].parameters())
     # 5 batches of 4 consecutive training episodes, in order whatever the number of workers
     assert [line.split(" [")[1].split("]")[0] for line in lines] == [
-        ", ".join(str(4 * b + j) for j in range(4)) for b in range(5)]
+        ", ".join(str(4 * b + j) for j in range(4)) for b in range(5)
+    ]
     assert ns["batch"]["frames"].shape == (4, 32, 3, 32, 32) and ns["loss"].isfinite()

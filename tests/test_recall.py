@@ -18,9 +18,20 @@ PROCEDURAL = ("occlusion-recall", "scene-retrieval", "scene-reasoning")
 # -- memory items ------------------------------------------------------------------------------
 def test_items_round_trip_and_checks():
     items = MemoryItems.build(
-        [{"frame": 5, "gap": 9, "gap_rollout": 12, "truth": 3, "key": 1, "pixels": np.array([2, 7, 9])},
-         {"frame": 4, "gap": 6, "gap_rollout": 6, "truth": 0, "key": 0, "pixels": np.array([1]),
-          "exclude": np.array([4, 5])}], extra={"background": np.arange(12, dtype=np.uint8).reshape(2, 2, 3)})
+        [
+            {"frame": 5, "gap": 9, "gap_rollout": 12, "truth": 3, "key": 1, "pixels": np.array([2, 7, 9])},
+            {
+                "frame": 4,
+                "gap": 6,
+                "gap_rollout": 6,
+                "truth": 0,
+                "key": 0,
+                "pixels": np.array([1]),
+                "exclude": np.array([4, 5]),
+            },
+        ],
+        extra={"background": np.arange(12, dtype=np.uint8).reshape(2, 2, 3)},
+    )
     assert list(items.frame) == [4, 5]  # sorted by frame
     back = MemoryItems.from_bytes(items.to_bytes())
     for k, v in items.arrays().items():
@@ -123,7 +134,11 @@ def test_hits_ties_and_chance(registry):
     flat = pred.reshape(pred.shape[0], -1, 3)
     flat[ep.items.frame[0] - C, pix] = (truth + other) // 2
     rows = score_items(gen, ep, pred, C, "teacher-forced")
-    assert rows[0]["item"] == 0 and rows[0]["hit"] == 0.5 and rows[0]["score"] == pytest.approx((0.5 - 1 / 64) / (1 - 1 / 64))
+    assert (
+        rows[0]["item"] == 0
+        and rows[0]["hit"] == 0.5
+        and rows[0]["score"] == pytest.approx((0.5 - 1 / 64) / (1 - 1 / 64))
+    )
 
 
 def test_constant_predictions_are_at_chance(registry):
@@ -134,7 +149,7 @@ def test_constant_predictions_are_at_chance(registry):
     hits, n = 0.0, 0
     for e in range(6):
         ep = gen.generate(e)
-        grey = np.full_like(ep.frames[spec.context_frames:], 128)
+        grey = np.full_like(ep.frames[spec.context_frames :], 128)
         rows = score_items(gen, ep, grey, spec.context_frames, "rollout")
         hits += sum(r["hit"] for r in rows)
         n += len(rows)
@@ -193,8 +208,17 @@ def test_psnr_is_computed_from_the_mean_mse():
     import pandas as pd
 
     # two episodes, one perfect frame (capped at 100 dB per frame) and one poor frame each
-    df = pd.DataFrame({"episode": [0, 0, 1, 1], "frame": [0, 1, 0, 1], "step": [0, 1, 0, 1], "memory_gap": [1] * 4,
-                       "memory_pixels": [0] * 4, "mse": [0.0, 0.01, 0.0, 0.03], "psnr": [100.0, 20.0, 100.0, 15.23]})
+    df = pd.DataFrame(
+        {
+            "episode": [0, 0, 1, 1],
+            "frame": [0, 1, 0, 1],
+            "step": [0, 1, 0, 1],
+            "memory_gap": [1] * 4,
+            "memory_pixels": [0] * 4,
+            "mse": [0.0, 0.01, 0.0, 0.03],
+            "psnr": [100.0, 20.0, 100.0, 15.23],
+        }
+    )
     g = summarize_group(df, (1, 8), AggregationConfig(resamples=50), "t/rollout")
     assert g["metrics"]["psnr"]["mean"] == pytest.approx(10 * np.log10(1 / 0.01))  # not (100 + 20 + 100 + 15) / 4
     assert "recall" not in g["metrics"] and "memory_horizon" not in g
@@ -211,8 +235,9 @@ def test_summary_recall_equals_the_fast_path(registry, tmp_path):
     group = json.loads((run / "summary.json").read_text())["groups"][f"{spec.key}/rollout"]
     fast = evaluate_recall("blur-last", spec, "rollout")
     assert group["metrics"]["recall"] == fast["metrics"]["recall"]
-    assert [b.get("metrics", {}).get("recall") for b in group["by_gap"]] == \
-        [b.get("metrics", {}).get("recall") for b in fast["by_gap"]]
+    assert [b.get("metrics", {}).get("recall") for b in group["by_gap"]] == [
+        b.get("metrics", {}).get("recall") for b in fast["by_gap"]
+    ]
     assert group["items"] == fast["items"] > 0
 
 

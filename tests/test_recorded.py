@@ -127,8 +127,14 @@ def make_episode(seed: int, T: int = T_FILE) -> dict:
     image = np.stack([view(p[0], p[1], q, seed) for p, q in zip(pos, dirs)])
     onehot = np.zeros((T, 6), np.float32)
     onehot[np.arange(1, T), np.array(acts[1:])] = 1.0  # row 0 is zeros: no action before the first frame
-    return {"image": image, "action": onehot, "reward": np.zeros(T, np.float32), "agent_pos": pos,
-            "agent_dir": dirs, "maze_layout": np.ones((T, 9, 9), np.uint8)}
+    return {
+        "image": image,
+        "action": onehot,
+        "reward": np.zeros(T, np.float32),
+        "agent_pos": pos,
+        "agent_dir": dirs,
+        "maze_layout": np.ones((T, 9, 9), np.uint8),
+    }
 
 
 @pytest.fixture
@@ -196,10 +202,21 @@ def test_start_frame_and_angles_and_integer_actions(tmp_path, source):
     ang = np.arctan2(raw["agent_dir"][:, 1], raw["agent_dir"][:, 0])
     d = tmp_path / "angles"
     d.mkdir()
-    np.savez(d / "a.npz", image=raw["image"], act=raw["action"].argmax(1).astype(np.int32), agent_pos=raw["agent_pos"],
-             yaw=ang)
-    spec = load(tmp_path, d, episodes=1, frames=30, context=20,
-                extra="    start_frame: 5\n    action_key: act\n    direction_key: yaw")
+    np.savez(
+        d / "a.npz",
+        image=raw["image"],
+        act=raw["action"].argmax(1).astype(np.int32),
+        agent_pos=raw["agent_pos"],
+        yaw=ang,
+    )
+    spec = load(
+        tmp_path,
+        d,
+        episodes=1,
+        frames=30,
+        context=20,
+        extra="    start_frame: 5\n    action_key: act\n    direction_key: yaw",
+    )
     ep = generate(spec)
     assert np.array_equal(ep.frames, raw["image"][5:35])
     assert np.allclose(ep.poses[:, 2:], raw["agent_dir"][5:35], atol=1e-6)
@@ -234,16 +251,19 @@ def _write(d, name, **arrays):
     np.savez(d / name, **arrays)
 
 
-@pytest.mark.parametrize("case, pattern", [
-    ("missing", r"bad\.npz: no array 'image' \(it has: action, agent_dir, agent_pos\)"),
-    ("dtype", r"bad\.npz: array 'image' has dtype float32 .* expected uint8 \[T, 16, 16, 3\]"),
-    ("resolution", r"bad\.npz: array 'image' has dtype uint8 and shape \(41, 8, 8, 3\)"),
-    ("short", r"bad\.npz: array 'agent_pos' has 20 frames, the task needs start_frame \+ frames = 36"),
-    ("action_shape", r"bad\.npz: array 'action' has dtype float32 and shape \(41, 4\), expected one-hot \[T, 6\]"),
-    ("action_range", r"bad\.npz: array 'action' has value 9 outside 0\.\.5"),
-    ("nan", r"bad\.npz: the pose arrays contain NaN"),
-    ("dir_shape", r"bad\.npz: array 'agent_dir' has dtype float64 and shape \(41, 3\)"),
-])
+@pytest.mark.parametrize(
+    "case, pattern",
+    [
+        ("missing", r"bad\.npz: no array 'image' \(it has: action, agent_dir, agent_pos\)"),
+        ("dtype", r"bad\.npz: array 'image' has dtype float32 .* expected uint8 \[T, 16, 16, 3\]"),
+        ("resolution", r"bad\.npz: array 'image' has dtype uint8 and shape \(41, 8, 8, 3\)"),
+        ("short", r"bad\.npz: array 'agent_pos' has 20 frames, the task needs start_frame \+ frames = 36"),
+        ("action_shape", r"bad\.npz: array 'action' has dtype float32 and shape \(41, 4\), expected one-hot \[T, 6\]"),
+        ("action_range", r"bad\.npz: array 'action' has value 9 outside 0\.\.5"),
+        ("nan", r"bad\.npz: the pose arrays contain NaN"),
+        ("dir_shape", r"bad\.npz: array 'agent_dir' has dtype float64 and shape \(41, 3\)"),
+    ],
+)
 def test_invalid_files_name_the_file_and_the_array(tmp_path, case, pattern):
     d = tmp_path / "bad"
     d.mkdir()
@@ -288,7 +308,7 @@ def test_unreadable_and_truncated_files(tmp_path, source):
         info = z.getinfo("image.npy")
     data = bytearray((d / "a.npz").read_bytes())
     start = info.header_offset + 30 + len(info.filename) + 200
-    data[start:start + 16] = bytes(16)
+    data[start : start + 16] = bytes(16)
     (d / "a.npz").write_bytes(bytes(data))
     with pytest.raises(DataError, match=r"a\.npz: array 'image' is truncated or corrupt"):
         generate(load(tmp_path, d, episodes=1))
@@ -300,8 +320,10 @@ def test_task_file_errors(tmp_path, source):
     with pytest.raises(TaskSpecError, match="is not a directory"):
         load(tmp_path, tmp_path / "nowhere")
     f = tmp_path / "nopath.yaml"
-    f.write_text("name: x\nfamily: recorded\ngenerator_version: 1\n"
-                 "tiers: {smoke: {frames: 8, context_frames: 4, resolution: [16, 16], episodes: 1, seed: 0}}\n")
+    f.write_text(
+        "name: x\nfamily: recorded\ngenerator_version: 1\n"
+        "tiers: {smoke: {frames: 8, context_frames: 4, resolution: [16, 16], episodes: 1, seed: 0}}\n"
+    )
     with pytest.raises(TaskSpecError, match="path is required"):
         load_task_file(f)
 

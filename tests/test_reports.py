@@ -28,10 +28,21 @@ def runs(tmp_path_factory, registry):
         evaluate(RunRequest(model=m, tasks=specs, out=root / m, limit=2, progress=False))
     # two models that are not references (memories of the occlusion task; one forgets after 8 frames),
     # so that one can be ranked best
-    evaluate(RunRequest(model="mb_test_models:OcclusionMemory", tasks=specs[:1], out=root / "memory", limit=2,
-                        progress=False))
-    evaluate(RunRequest(model="mb_test_models:OcclusionMemory", model_args={"horizon": 8}, tasks=specs[:1],
-                        out=root / "forgets", limit=2, progress=False))
+    evaluate(
+        RunRequest(
+            model="mb_test_models:OcclusionMemory", tasks=specs[:1], out=root / "memory", limit=2, progress=False
+        )
+    )
+    evaluate(
+        RunRequest(
+            model="mb_test_models:OcclusionMemory",
+            model_args={"horizon": 8},
+            tasks=specs[:1],
+            out=root / "forgets",
+            limit=2,
+            progress=False,
+        )
+    )
     return root
 
 
@@ -151,7 +162,11 @@ def test_incomplete_run_is_marked_never_zero(runs, tmp_path):
     assert not partial.empty
     for _, cell in partial.iterrows():
         assert board.best(cell.column, cell.protocol, cell.metric, cell.gap_bin) in (None, "mean-frame")
-    gap_rows = [line for line in lb.to_markdown(board).split("by memory gap")[1].splitlines() if line.startswith("| *copy-last*")]
+    gap_rows = [
+        line
+        for line in lb.to_markdown(board).split("by memory gap")[1].splitlines()
+        if line.startswith("| *copy-last*")
+    ]
     assert gap_rows and "†" in gap_rows[0]
 
 

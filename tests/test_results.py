@@ -73,8 +73,19 @@ def test_shipped_checkpoint_reproduces_its_committed_records(model, tmp_path):
     spec = get_task(task, "standard")
     committed = RunDir(committed_dir).record_path(spec.key, protocol, 0)
     assert committed.exists(), f"{committed} is not committed"
-    out = evaluate(RunRequest(model=model, tasks=[spec], out=tmp_path / model, protocols=(protocol,),
-                              device="cpu", batch_size=1, limit=1, retention=False, progress=False))
+    out = evaluate(
+        RunRequest(
+            model=model,
+            tasks=[spec],
+            out=tmp_path / model,
+            protocols=(protocol,),
+            device="cpu",
+            batch_size=1,
+            limit=1,
+            retention=False,
+            progress=False,
+        )
+    )
     new = RunDir(out).record_path(spec.key, protocol, 0)
     old_rows = [json.loads(line) for line in committed.read_text().splitlines()]
     new_rows = [json.loads(line) for line in new.read_text().splitlines()]

@@ -43,7 +43,11 @@ def test_ground_truth_scores_perfect(tmp_path, smoke_specs):
     protocols = {"rollout", "teacher-forced"}
     assert len(rows) == sum(s.episodes * s.predict_frames * len(protocols & set(s.protocols)) for s in smoke_specs)
     for r in rows:
-        assert r["psnr"] == 100.0 and r["ssim"] == pytest.approx(1.0, abs=1e-9) and r["lpips"] == pytest.approx(0.0, abs=1e-6)
+        assert (
+            r["psnr"] == 100.0
+            and r["ssim"] == pytest.approx(1.0, abs=1e-9)
+            and r["lpips"] == pytest.approx(0.0, abs=1e-6)
+        )
     summary = load_summary(d)
     assert summary["complete"] and all(g["complete"] for g in summary["groups"].values())
 
@@ -97,10 +101,30 @@ def test_run_json_is_self_describing(tmp_path, registry):
 
 
 def test_results_do_not_depend_on_batch_size(tmp_path, smoke_specs):
-    a = records(evaluate(RunRequest(model="perfect-memory", tasks=smoke_specs, out=tmp_path / "a", batch_size=1,
-                                    progress=False, retention=False)))
-    b = records(evaluate(RunRequest(model="perfect-memory", tasks=smoke_specs, out=tmp_path / "b", batch_size=3,
-                                    progress=False, retention=False)))
+    a = records(
+        evaluate(
+            RunRequest(
+                model="perfect-memory",
+                tasks=smoke_specs,
+                out=tmp_path / "a",
+                batch_size=1,
+                progress=False,
+                retention=False,
+            )
+        )
+    )
+    b = records(
+        evaluate(
+            RunRequest(
+                model="perfect-memory",
+                tasks=smoke_specs,
+                out=tmp_path / "b",
+                batch_size=3,
+                progress=False,
+                retention=False,
+            )
+        )
+    )
     assert a == b
 
 
@@ -114,19 +138,44 @@ def test_finished_run_is_never_overwritten_and_runs_never_mix(tmp_path, registry
     with pytest.raises(DifferentRunError, match="model"):
         evaluate(RunRequest(model="mean-frame", tasks=[spec], out=d, resume=True, progress=False, retention=False))
     other = tmp_path / "noisy"
-    evaluate(RunRequest(model="mb_test_models:Noisy", model_args="seed=1", tasks=[spec], out=other, progress=False,
-                        retention=False, limit=1))
+    evaluate(
+        RunRequest(
+            model="mb_test_models:Noisy",
+            model_args="seed=1",
+            tasks=[spec],
+            out=other,
+            progress=False,
+            retention=False,
+            limit=1,
+        )
+    )
     with pytest.raises(DifferentRunError, match="model"):
-        evaluate(RunRequest(model="mb_test_models:Noisy", model_args="seed=2", tasks=[spec], out=other, resume=True,
-                            progress=False, retention=False, limit=1))
+        evaluate(
+            RunRequest(
+                model="mb_test_models:Noisy",
+                model_args="seed=2",
+                tasks=[spec],
+                out=other,
+                resume=True,
+                progress=False,
+                retention=False,
+                limit=1,
+            )
+        )
     # a finished run resumed with the same request changes nothing
     evaluate(RunRequest(model="copy-last", tasks=[spec], out=d, resume=True, progress=False, retention=False))
     assert (d / "run.json").read_bytes() == before
 
 
 FAULTS = {
-    "shape": "shape", "frames": "shape", "dtype": "dtype torch.float64", "range": "outside [0, 1]",
-    "nan": "NaN or inf", "inf": "NaN or inf", "numpy": "expected a torch.Tensor", "raise": "predict() raised RuntimeError: simulated adapter crash",
+    "shape": "shape",
+    "frames": "shape",
+    "dtype": "dtype torch.float64",
+    "range": "outside [0, 1]",
+    "nan": "NaN or inf",
+    "inf": "NaN or inf",
+    "numpy": "expected a torch.Tensor",
+    "raise": "predict() raised RuntimeError: simulated adapter crash",
 }
 
 
@@ -160,8 +209,25 @@ def test_kill_and_resume_gives_the_same_metrics(tmp_path, registry):
     spec = registry.get("occlusion-recall", "smoke")
     env = {**os.environ, "PYTHONPATH": str(TESTS) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "memorybench", "run", "--model", "mb_test_models:Slow", "--model-args", "delay=0.05",
-           "--tasks", spec.key, "--batch-size", "1", "--out", str(out), "--no-retention", "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "memorybench",
+        "run",
+        "--model",
+        "mb_test_models:Slow",
+        "--model-args",
+        "delay=0.05",
+        "--tasks",
+        spec.key,
+        "--batch-size",
+        "1",
+        "--out",
+        str(out),
+        "--no-retention",
+        "--device",
+        "cpu",
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rec = out / "slow" / "records" / spec.key / "rollout"  # the declared name, whatever the route
     deadline = time.time() + 120
@@ -180,8 +246,17 @@ def test_kill_and_resume_gives_the_same_metrics(tmp_path, registry):
     # the timings count the killed session's finished episodes too
     tm = load_summary(resumed)["timings"][f"{spec.key}/rollout"]
     assert tm["episodes"] == spec.episodes and tm["sessions"] == 2 and tm["model_seconds"] > 0
-    clean = evaluate(RunRequest(model="mb_test_models:Slow", model_args="delay=0", tasks=[spec], out=tmp_path / "clean",
-                                batch_size=1, progress=False, retention=False))
+    clean = evaluate(
+        RunRequest(
+            model="mb_test_models:Slow",
+            model_args="delay=0",
+            tasks=[spec],
+            out=tmp_path / "clean",
+            batch_size=1,
+            progress=False,
+            retention=False,
+        )
+    )
     strip = lambda rows: [{k: v for k, v in r.items()} for r in rows]  # noqa: E731
     assert strip(records(resumed)) == strip(records(clean))
     a, b = load_summary(resumed)["groups"], load_summary(clean)["groups"]
@@ -190,8 +265,16 @@ def test_kill_and_resume_gives_the_same_metrics(tmp_path, registry):
 
 def test_save_predictions_and_rescore(tmp_path, registry):
     spec = registry.get("scene-reasoning", "smoke")
-    d = evaluate(RunRequest(model="mb_test_models:Noisy", tasks=[spec], out=tmp_path / "pred", save_predictions=True,
-                            progress=False, retention=False))
+    d = evaluate(
+        RunRequest(
+            model="mb_test_models:Noisy",
+            tasks=[spec],
+            out=tmp_path / "pred",
+            save_predictions=True,
+            progress=False,
+            retention=False,
+        )
+    )
     preds = sorted((d / "predictions").rglob("ep-*.npz"))
     assert len(preds) == spec.episodes
     with np.load(preds[0]) as z:
@@ -211,8 +294,22 @@ def test_protocol_not_supported_and_bad_options(tmp_path, registry):
         evaluate(RunRequest(model="copy-last", tasks=[spec], out=tmp_path / "x", batch_size=0, progress=False))
     with pytest.raises(MemorybenchError, match="unknown model 'copy-lats'. Did you mean 'copy-last'"):
         evaluate(RunRequest(model="copy-lats", tasks=[spec], out=tmp_path / "y", progress=False))
-    assert main(["run", "--model", "copy-last", "--tasks", spec.key, "--protocol", "teacher-forcing",
-                 "--out", str(tmp_path / "z")]) == 2
+    assert (
+        main(
+            [
+                "run",
+                "--model",
+                "copy-last",
+                "--tasks",
+                spec.key,
+                "--protocol",
+                "teacher-forcing",
+                "--out",
+                str(tmp_path / "z"),
+            ]
+        )
+        == 2
+    )
 
 
 def test_cli_default_run_prints_a_table(tmp_path, capsys, monkeypatch):
@@ -234,12 +331,31 @@ def test_protocols_a_task_does_not_offer_are_skipped_and_recorded(tmp_path, regi
 
     occ = registry.get("occlusion-recall", "smoke")
     rollout_only = dataclasses.replace(registry.get("scene-retrieval", "smoke"), protocols=("rollout",))
-    d = evaluate(RunRequest(model="copy-last", tasks=[occ, rollout_only], out=tmp_path / "r",
-                            protocols=("rollout", "teacher-forced"), progress=False, retention=False, limit=1))
+    d = evaluate(
+        RunRequest(
+            model="copy-last",
+            tasks=[occ, rollout_only],
+            out=tmp_path / "r",
+            protocols=("rollout", "teacher-forced"),
+            progress=False,
+            retention=False,
+            limit=1,
+        )
+    )
     meta = load_run_json(d)
     assert [t["protocols"] for t in meta["tasks"]] == [["rollout", "teacher-forced"], ["rollout"]]
-    assert set(load_summary(d)["groups"]) == {f"{occ.key}/rollout", f"{occ.key}/teacher-forced",
-                                              f"{rollout_only.key}/rollout"}
+    assert set(load_summary(d)["groups"]) == {
+        f"{occ.key}/rollout",
+        f"{occ.key}/teacher-forced",
+        f"{rollout_only.key}/rollout",
+    }
     with pytest.raises(MemorybenchError, match="no task supports"):
-        evaluate(RunRequest(model="copy-last", tasks=[rollout_only], out=tmp_path / "t", protocols=("teacher-forced",),
-                            progress=False))
+        evaluate(
+            RunRequest(
+                model="copy-last",
+                tasks=[rollout_only],
+                out=tmp_path / "t",
+                protocols=("teacher-forced",),
+                progress=False,
+            )
+        )

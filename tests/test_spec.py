@@ -42,8 +42,20 @@ def test_builtin_tasks_have_both_tiers(registry):
         assert {"smoke", "standard"} <= set(tiers)
         for spec in tiers.values():
             d = spec.to_dict()
-            for key in ("family", "params", "frames", "resolution", "action_space", "context_frames",
-                        "predict_frames", "gap_bins", "episodes", "seed", "generator_version", "protocols"):
+            for key in (
+                "family",
+                "params",
+                "frames",
+                "resolution",
+                "action_space",
+                "context_frames",
+                "predict_frames",
+                "gap_bins",
+                "episodes",
+                "seed",
+                "generator_version",
+                "protocols",
+            ):
                 assert key in d
 
 
@@ -59,20 +71,27 @@ def test_user_task_loads_and_hash_is_stable(tmp_path):
     assert doc.hash() == spec.hash()
 
 
-@pytest.mark.parametrize("edit, field, words", [
-    (("seed: 7", "sead: 7"), "common.sead", "did you mean 'seed'"),
-    (("family: occlusion_recall", "family: oclusion_recall"), "family", "did you mean 'occlusion_recall'"),
-    (("frames: 80", "frames: eighty"), "tiers.smoke.frames", "must be an integer"),
-    (("episodes: 2", "episodes: 0"), "tiers.smoke.episodes", "must be >= 1"),
-    (("study_frames: 6", "study_frames: 6, curtian_frames: 2"), "tiers.smoke.params.curtian_frames", "did you mean 'curtain_frames'"),
-    (("curtain_frames: 2", "curtain_frames: 0"), "tiers.smoke.params.curtain_frames", "must be >= 1"),
-    (("slots: [2, 2]", "slots: [2, 2, 2]"), "tiers.smoke.params", "slots must be [rows, cols]"),
-    (("gaps: [6, 12, 24, 40]", "gaps: [6, 12, 24, 400]"), "tiers.smoke", "too short for the gap-400 trial"),
-    (("generator_version: 2", "generator_version: 9"), "generator_version", "version 9"),
-    (("resolution: [32, 32]", "resolution: 32"), "tiers.smoke.resolution", "must be [height, width]"),
-    (("context_frames: 64", "context_frames: 80"), "tiers.smoke.context_frames", "must be <= 79"),
-    (("name: my-task", "name: My Task"), "name", "lower-case"),
-])
+@pytest.mark.parametrize(
+    "edit, field, words",
+    [
+        (("seed: 7", "sead: 7"), "common.sead", "did you mean 'seed'"),
+        (("family: occlusion_recall", "family: oclusion_recall"), "family", "did you mean 'occlusion_recall'"),
+        (("frames: 80", "frames: eighty"), "tiers.smoke.frames", "must be an integer"),
+        (("episodes: 2", "episodes: 0"), "tiers.smoke.episodes", "must be >= 1"),
+        (
+            ("study_frames: 6", "study_frames: 6, curtian_frames: 2"),
+            "tiers.smoke.params.curtian_frames",
+            "did you mean 'curtain_frames'",
+        ),
+        (("curtain_frames: 2", "curtain_frames: 0"), "tiers.smoke.params.curtain_frames", "must be >= 1"),
+        (("slots: [2, 2]", "slots: [2, 2, 2]"), "tiers.smoke.params", "slots must be [rows, cols]"),
+        (("gaps: [6, 12, 24, 40]", "gaps: [6, 12, 24, 400]"), "tiers.smoke", "too short for the gap-400 trial"),
+        (("generator_version: 2", "generator_version: 9"), "generator_version", "version 9"),
+        (("resolution: [32, 32]", "resolution: 32"), "tiers.smoke.resolution", "must be [height, width]"),
+        (("context_frames: 64", "context_frames: 80"), "tiers.smoke.context_frames", "must be <= 79"),
+        (("name: my-task", "name: My Task"), "name", "lower-case"),
+    ],
+)
 def test_bad_yaml_names_file_and_field(tmp_path, edit, field, words):
     path = write(tmp_path, GOOD.replace(*edit))
     with pytest.raises(TaskSpecError) as e:
@@ -111,7 +130,9 @@ def test_registry_selectors(registry, tmp_path):
     for key, reason in skipped:  # only tasks whose optional extra is missing are left out, with a reason
         spec = registry.get(*key.split("@"))
         assert get_generator(spec.family).unavailable_reason() == reason and "pip install" in reason
-    assert [s.key for s in registry.select("occlusion-recall@smoke,occlusion-recall@smoke")] == ["occlusion-recall@smoke"]
+    assert [s.key for s in registry.select("occlusion-recall@smoke,occlusion-recall@smoke")] == [
+        "occlusion-recall@smoke"
+    ]
     assert registry.select("scene-retrieval")[0].tier == "standard"
     with pytest.raises(UnknownNameError, match="(?i)did you mean 'scene-retrieval'"):
         registry.select("scene-retreival")

@@ -108,10 +108,15 @@ class Remembers(CopyLast):
         return (0.9 * super().predict(actions) + 0.01 * min(self.seen, 10)).contiguous()
 
 
-@pytest.mark.parametrize("cls, check", [(Appends, "predict leaves the history unchanged"),
-                                        (BatchMean, "results independent of batch size"),
-                                        (TooBright, "outputs"),
-                                        (Remembers, "results independent of batch size")])
+@pytest.mark.parametrize(
+    "cls, check",
+    [
+        (Appends, "predict leaves the history unchanged"),
+        (BatchMean, "results independent of batch size"),
+        (TooBright, "outputs"),
+        (Remembers, "results independent of batch size"),
+    ],
+)
 def test_check_adapter_catches(registry, one_thread, cls, check):
     spec = registry.get("occlusion-recall", "smoke")
     with pytest.raises(ConformanceError) as e:
@@ -161,14 +166,17 @@ class OtherFamily(OcclusionRecall):
     family = "something_else"
 
 
-@pytest.mark.parametrize("cls, check, detail", [
-    (GlobalRandom, "determinism", "episode 0 differs in 'frames'"),
-    (Overlapping, "masks", "memory-only and novel"),
-    (WrongShape, "episode arrays", "'frames' has dtype uint8 and shape"),
-    (ItemOutside, "memory items", "before the predicted frames"),
-    (WrongTruth, "memory items", "the true candidate"),
-    (OtherFamily, "registration", "declares family = 'something_else'"),
-])
+@pytest.mark.parametrize(
+    "cls, check, detail",
+    [
+        (GlobalRandom, "determinism", "episode 0 differs in 'frames'"),
+        (Overlapping, "masks", "memory-only and novel"),
+        (WrongShape, "episode arrays", "'frames' has dtype uint8 and shape"),
+        (ItemOutside, "memory items", "before the predicted frames"),
+        (WrongTruth, "memory items", "the true candidate"),
+        (OtherFamily, "registration", "declares family = 'something_else'"),
+    ],
+)
 def test_check_generator_catches(registry, cls, check, detail):
     spec = registry.get("occlusion-recall", "smoke")
     with pytest.raises(ConformanceError, match=detail) as e:
@@ -179,7 +187,9 @@ def test_check_generator_catches(registry, cls, check, detail):
 def test_a_family_name_must_match_its_class(registry, monkeypatch):
     from memorybench import generators
 
-    monkeypatch.setitem(generators.BUILTIN_GENERATORS, "occlusion_alias", "memorybench.generators.occlusion:OcclusionRecall")
+    monkeypatch.setitem(
+        generators.BUILTIN_GENERATORS, "occlusion_alias", "memorybench.generators.occlusion:OcclusionRecall"
+    )
     spec = registry.get("occlusion-recall", "smoke")
     with pytest.raises(ConformanceError, match="registered as 'occlusion_alias'"):
         check_generator("occlusion_alias", spec)

@@ -82,7 +82,8 @@ def test_outputs_card_and_loadable_checkpoint(specs, tmp_path):
     assert t["data_hash"] == training_data_hash(specs) and t["seed_offset"] == TRAIN_SEED_OFFSET
     # batch size 1, 4 steps over 3 tasks: task 0 got steps 0 and 3 (episodes 0, 1), the others one each
     assert t["split"] == "train" and [(x["training_seed"], x["episode_range"]) for x in t["tasks"]] == [
-        (s.seed + TRAIN_SEED_OFFSET, [0, n]) for s, n in zip(specs, [2, 1, 1])]
+        (s.seed + TRAIN_SEED_OFFSET, [0, n]) for s, n in zip(specs, [2, 1, 1])
+    ]
     assert t["steps"] == 4 and t["complete"] and [s for s, _ in t["loss_curve"]] == [2, 4]
     assert np.isfinite(t["final_loss"]) and card["checkpoint"]["sha256"] == file_sha256(path)
     model = load_model("mamba", {"checkpoint": str(path)})
@@ -127,8 +128,29 @@ def test_a_window_shorter_than_a_gap_is_reported_when_training_starts(registry, 
     with pytest.warns(ShortWindowWarning, match=f"occlusion-recall@smoke \\({gap} frames\\)"):
         warn_short_window([spec], 24)
     assert warn_short_window([spec], gap + 1) == {}
-    assert main(["train", "s4", "--tasks", "occlusion-recall", "--tier", "smoke", "--steps", "1", "--window", "24",
-                 "--batch-size", "1", "--out", str(tmp_path / "m"), "--config", "width=16,layers=1,heads=2"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "s4",
+                "--tasks",
+                "occlusion-recall",
+                "--tier",
+                "smoke",
+                "--steps",
+                "1",
+                "--window",
+                "24",
+                "--batch-size",
+                "1",
+                "--out",
+                str(tmp_path / "m"),
+                "--config",
+                "width=16,layers=1,heads=2",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err.replace("\n", " ")
     card = json.loads((tmp_path / "m" / "card.json").read_text())
     assert card["training"]["command"].startswith("memorybench train s4 --tasks occlusion-recall --tier smoke")

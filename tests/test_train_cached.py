@@ -37,7 +37,9 @@ def test_a_cached_split_is_generated_once_and_cycled(specs):
     assert json.loads((path / "manifest.json").read_text())["split"] == "train"
     # every pass gives the same whole episode: the cached training episode
     fresh = data.EpisodeDataset(spec, 2)[1]
-    assert torch.equal(batches[1]["frames"][0], fresh["frames"]) and torch.equal(batches[3]["frames"], batches[1]["frames"])
+    assert torch.equal(batches[1]["frames"][0], fresh["frames"]) and torch.equal(
+        batches[3]["frames"], batches[1]["frames"]
+    )
     # crops are drawn per position in the stream: another pass, another crop (same episode)
     cropped = list(data.task_loader([spec], 1, stop=8, episodes=[2], crop=8))
     starts = {int(b["start"][0]) for b in cropped[0::2]}
@@ -60,8 +62,17 @@ def test_bad_episode_counts_are_refused(specs):
 
 
 def test_train_records_the_cached_split(specs, tmp_path):
-    train("s4", specs, 5, tmp_path / "m", batch_size=1, window=8, model_config=TINY, progress=False,
-          train_episodes=[None, 2])
+    train(
+        "s4",
+        specs,
+        5,
+        tmp_path / "m",
+        batch_size=1,
+        window=8,
+        model_config=TINY,
+        progress=False,
+        train_episodes=[None, 2],
+    )
     t = json.loads((tmp_path / "m" / "card.json").read_text())["training"]
     # 5 steps over 2 tasks: occlusion-recall got steps 0, 2, 4 (episodes 0..2); scene-retrieval steps
     # 1 and 3, samples 0 and 1 of its 2 cached episodes
@@ -69,14 +80,33 @@ def test_train_records_the_cached_split(specs, tmp_path):
     assert first["episode_range"] == [0, 3] and "episodes" not in first and "cached" not in first
     assert second["episode_range"] == [0, 2] and second["episodes"] == 2 and second["cached"] and second["samples"] == 2
     assert t["data_hash"] == training_data_hash(specs, [None, 2]) != training_data_hash(specs)
-    train("s4", specs, 7, tmp_path / "m2", batch_size=1, window=8, model_config=TINY, progress=False,
-          train_episodes=[None, 2])
+    train(
+        "s4",
+        specs,
+        7,
+        tmp_path / "m2",
+        batch_size=1,
+        window=8,
+        model_config=TINY,
+        progress=False,
+        train_episodes=[None, 2],
+    )
     second = json.loads((tmp_path / "m2" / "card.json").read_text())["training"]["tasks"][1]
     assert second["episode_range"] == [0, 2] and second["samples"] == 3  # a second pass over the 2 episodes
     # resuming with another data setting is refused: the data stream would differ
     with pytest.raises(MemorybenchError, match="differs in tasks$"):
-        train("s4", specs, 7, tmp_path / "m2", batch_size=1, window=8, model_config=TINY, progress=False,
-              resume=True, train_episodes=[None, 3])
+        train(
+            "s4",
+            specs,
+            7,
+            tmp_path / "m2",
+            batch_size=1,
+            window=8,
+            model_config=TINY,
+            progress=False,
+            resume=True,
+            train_episodes=[None, 3],
+        )
 
 
 def test_train_episodes_option(specs):

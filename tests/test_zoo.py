@@ -61,7 +61,7 @@ def test_segsum_is_the_sum_of_each_segment():
     s = segsum(a)
     for i in range(4):
         for j in range(4):
-            assert s[i, j] == (a[j + 1:i + 1].sum() if j <= i else -torch.inf)
+            assert s[i, j] == (a[j + 1 : i + 1].sum() if j <= i else -torch.inf)
     # never positive in float32 either (so exp never exceeds 1), zeros and strong decays included
     a = -torch.rand(500, 64, generator=torch.Generator().manual_seed(0)) * 20
     a[:, ::3] = 0
@@ -171,13 +171,15 @@ def test_block_scan_equals_token_by_token_recurrence(block):
     bh, bw = ssm.block_shape(4, 4)
     seq = to_blocks(x, bh, bw)
     m = ssm.ssm
-    state = SSDState(torch.zeros(seq.shape[0], m.inner + 2 * m.d_state, 2, dtype=torch.float64),
-                     torch.zeros(seq.shape[0], m.heads, m.head_dim, m.d_state, dtype=torch.float64))
+    state = SSDState(
+        torch.zeros(seq.shape[0], m.inner + 2 * m.d_state, 2, dtype=torch.float64),
+        torch.zeros(seq.shape[0], m.heads, m.head_dim, m.d_state, dtype=torch.float64),
+    )
     with torch.no_grad():
         y, _ = ssm(x)
         outs = []
         for i in range(seq.shape[1]):  # one token at a time, through the recurrent step
-            out, state = ssm.ssm(seq[:, i:i + 1], state)
+            out, state = ssm.ssm(seq[:, i : i + 1], state)
             outs.append(out)
     torch.testing.assert_close(y, from_blocks(torch.cat(outs, 1), 2, 5, 4, 4, bh, bw), rtol=0, atol=1e-10)
 
@@ -210,15 +212,17 @@ def test_s4d_fft_convolution_equals_the_recurrence(carried):
         y, hL = s4d(u, h0)  # Vandermonde kernel + FFT convolution (+ the carried-in state)
         h, ys = (h0 if carried else torch.zeros(2, 6, 4, dtype=torch.complex128)), []
         for t in range(29):
-            yt, h = s4d(u[..., t:t + 1], h)  # the recurrence
+            yt, h = s4d(u[..., t : t + 1], h)  # the recurrence
             ys.append(yt)
     torch.testing.assert_close(y, torch.cat(ys, -1), rtol=0, atol=1e-10)
     torch.testing.assert_close(hL, h, rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("backend", ["sdpa", "flex"])
-@pytest.mark.parametrize("window,q_frame0,k_frame0", [(None, 0, 0), (3, 0, 0), (1, 0, 0), (None, 2, 0), (2, 2, 0),
-                                                      (4, 5, 3), (3, 5, 3), (None, 5, 3)])
+@pytest.mark.parametrize(
+    "window,q_frame0,k_frame0",
+    [(None, 0, 0), (3, 0, 0), (1, 0, 0), (None, 2, 0), (2, 2, 0), (4, 5, 3), (3, 5, 3), (None, 5, 3)],
+)
 def test_frame_causal_attention_is_the_masked_softmax(backend, window, q_frame0, k_frame0):
     """Both backends against the definition: token i of frame t_i sees token j of frame t_j
     iff t_i - window < t_j <= t_i (the keys start at frame k_frame0, the queries at q_frame0)."""
@@ -229,16 +233,23 @@ def test_frame_causal_attention_is_the_masked_softmax(backend, window, q_frame0,
     tq = q_frame0 + torch.arange(T * N) // N
     tk = k_frame0 + torch.arange((q_frame0 - k_frame0 + T) * N) // N
     allowed = (tk[None] <= tq[:, None]) & (tk[None] > tq[:, None] - (window or 10**9))
-    scores = (q @ k.transpose(-1, -2) / 8 ** 0.5).masked_fill(~allowed, float("-inf"))
+    scores = (q @ k.transpose(-1, -2) / 8**0.5).masked_fill(~allowed, float("-inf"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # flex_attention warns that it runs uncompiled on the CPU
         out = frame_causal_attention(q, k, v, N, q_frame0, k_frame0, window, backend=backend)
     torch.testing.assert_close(out, scores.softmax(-1) @ v, rtol=0, atol=1e-12)
     if backend == "sdpa":  # one query frame at a time (generation) gives the same rows
         for t in range(T):
-            one = frame_causal_attention(q[:, :, t * N:(t + 1) * N], k[:, :, :(q_frame0 - k_frame0 + t + 1) * N],
-                                         v[:, :, :(q_frame0 - k_frame0 + t + 1) * N], N, q_frame0 + t, k_frame0, window)
-            torch.testing.assert_close(one, out[:, :, t * N:(t + 1) * N], rtol=0, atol=1e-12)
+            one = frame_causal_attention(
+                q[:, :, t * N : (t + 1) * N],
+                k[:, :, : (q_frame0 - k_frame0 + t + 1) * N],
+                v[:, :, : (q_frame0 - k_frame0 + t + 1) * N],
+                N,
+                q_frame0 + t,
+                k_frame0,
+                window,
+            )
+            torch.testing.assert_close(one, out[:, :, t * N : (t + 1) * N], rtol=0, atol=1e-12)
 
 
 def test_unbounded_kv_cache_appends_in_place_and_grows_by_doubling():
@@ -281,10 +292,10 @@ def test_streaming_equals_the_parallel_pass(name):
     model.observe(frames[:, :4], actions[:, :4])  # the context, in two chunks
     model.observe(frames[:, 4:7], actions[:, 4:7])
     for t in range(7, 14):
-        preds.append(model.predict(actions[:, t:t + 1]))
+        preds.append(model.predict(actions[:, t : t + 1]))
         if t == 9:  # predicting for another action must change neither the history nor what is observed
-            model.predict((actions[:, t:t + 1] + 1) % 3)
-        model.observe(frames[:, t:t + 1], actions[:, t:t + 1])
+            model.predict((actions[:, t : t + 1] + 1) % 3)
+        model.observe(frames[:, t : t + 1], actions[:, t : t + 1])
     torch.testing.assert_close(preds[0], ref[:, :1], rtol=0, atol=2e-5)
     torch.testing.assert_close(torch.cat(preds[1:], 1), ref[:, 7:], rtol=0, atol=2e-5)
 
@@ -299,8 +310,8 @@ def test_diffusion_sampling_with_the_cache_equals_recomputation():
     model.observe(frames[:, 3:6], actions[:, 3:6])
     preds = []
     for t in range(6, 11):
-        preds.append(model.predict(actions[:, t:t + 1]))
-        model.observe(frames[:, t:t + 1], actions[:, t:t + 1])
+        preds.append(model.predict(actions[:, t : t + 1]))
+        model.observe(frames[:, t : t + 1], actions[:, t : t + 1])
 
     # the episode's generator: seeded by sampler_seed and its first frame as 8-bit pixels
     first = (frames[0, 0] * 255).round().to(torch.uint8).numpy().tobytes()
@@ -313,7 +324,7 @@ def test_diffusion_sampling_with_the_cache_equals_recomputation():
                 k, k_next = 1 - i / steps, 1 - (i + 1) / steps
                 levels = torch.zeros(1, t + 1)
                 levels[:, -1] = k
-                x0 = net(torch.cat([2 * frames[:, :t] - 1, z], 1), actions[:, :t + 1], levels)[:, -1:]
+                x0 = net(torch.cat([2 * frames[:, :t] - 1, z], 1), actions[:, : t + 1], levels)[:, -1:]
                 a, s = alpha_sigma(torch.tensor(k))
                 a_next, s_next = alpha_sigma(torch.tensor(k_next))
                 z = a_next * (2 * x0 - 1) + s_next * (z - a * (2 * x0 - 1)) / s
@@ -413,8 +424,8 @@ def test_predictions_depend_only_on_the_past(name):
     with torch.no_grad():
         base, by_frame, by_action = net(frames, actions), net(other_frame, actions), net(frames, other_action)
     # frame s is an input of the predictions of frames > s only
-    torch.testing.assert_close(by_frame[:, :s + 1], base[:, :s + 1], rtol=0, atol=1e-5)
-    assert (by_frame[:, s + 1:] - base[:, s + 1:]).abs().max() > 1e-3
+    torch.testing.assert_close(by_frame[:, : s + 1], base[:, : s + 1], rtol=0, atol=1e-5)
+    assert (by_frame[:, s + 1 :] - base[:, s + 1 :]).abs().max() > 1e-3
     # action s (which makes frame s) is an input of the predictions of frames >= s
     torch.testing.assert_close(by_action[:, :s], base[:, :s], rtol=0, atol=1e-5)
     assert (by_action[:, s] - base[:, s]).abs().max() > 1e-3
@@ -430,12 +441,12 @@ def test_diffusion_depends_only_on_the_past():
         model.reset(spec, 1)
         out = []
         for t in range(9):
-            out.append(model.predict(actions[:, t:t + 1]))
-            model.observe(f[:, t:t + 1], actions[:, t:t + 1])
+            out.append(model.predict(actions[:, t : t + 1]))
+            model.observe(f[:, t : t + 1], actions[:, t : t + 1])
         return torch.cat(out, 1)
 
     base, changed = sampled(frames), sampled(other)
-    torch.testing.assert_close(changed[:, :s + 1], base[:, :s + 1], rtol=0, atol=1e-5)
+    torch.testing.assert_close(changed[:, : s + 1], base[:, : s + 1], rtol=0, atol=1e-5)
     assert (changed[:, s + 1] - base[:, s + 1]).abs().max() > 1e-3
     # the denoiser itself: noisy frame s is an input of the estimates of frames >= s
     z = torch.randn(1, 9, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -479,8 +490,11 @@ def test_default_configs_have_matching_parameter_counts():
     counts = {name: resolve(name)(checkpoint="none").num_parameters() for name in ZOO_MODELS}
     assert max(counts.values()) <= 1.06 * min(counts.values()), counts
     assert all(1.5e6 <= n <= 3.5e6 for n in counts.values()), counts  # float32 checkpoints of 6-14 MB
-    table = {line.split()[0].strip("`"): int(line.split()[-1].replace(",", ""))
-             for line in memorybench.zoo.__doc__.splitlines() if line.startswith("``") and line.split()[-1][0].isdigit()}
+    table = {
+        line.split()[0].strip("`"): int(line.split()[-1].replace(",", ""))
+        for line in memorybench.zoo.__doc__.splitlines()
+        if line.startswith("``") and line.split()[-1][0].isdigit()
+    }
     assert table == counts  # the zoo's documented table is up to date
 
 
@@ -524,20 +538,31 @@ def test_checkpoints_of_the_mamba1_architecture_are_refused(name, tmp_path):
     net = tiny(name, layers=1).net
     meta = {"format": "memorybench-zoo/1", "model": name, "config": net.config.to_dict()}
     old = tmp_path / "old.safetensors"
-    old.write_bytes(save({k: v.contiguous() for k, v in net.state_dict().items()},
-                         metadata={"memorybench": json.dumps(meta)}))
+    old.write_bytes(
+        save({k: v.contiguous() for k, v in net.state_dict().items()}, metadata={"memorybench": json.dumps(meta)})
+    )
     with pytest.raises(MemorybenchError, match=f"{old}.*older architecture of '{name}'.*retrain"):
         load_model(name, {"checkpoint": str(old)})
     newer = tmp_path / "newer.safetensors"
-    newer.write_bytes(save({k: v.contiguous() for k, v in net.state_dict().items()},
-                           metadata={"memorybench": json.dumps({**meta, "architecture": 99})}))
+    newer.write_bytes(
+        save(
+            {k: v.contiguous() for k, v in net.state_dict().items()},
+            metadata={"memorybench": json.dumps({**meta, "architecture": 99})},
+        )
+    )
     with pytest.raises(MemorybenchError, match="version 99.*upgrade memorybench"):
         load_model(name, {"checkpoint": str(newer)})
     # what the models of an unchanged architecture wrote then still loads
     s4 = tiny("s4", layers=1).net
     legacy_s4 = tmp_path / "s4.safetensors"
-    legacy_s4.write_bytes(save(dict(s4.state_dict()), metadata={"memorybench": json.dumps(
-        {"format": "memorybench-zoo/1", "model": "s4", "config": s4.config.to_dict()})}))
+    legacy_s4.write_bytes(
+        save(
+            dict(s4.state_dict()),
+            metadata={
+                "memorybench": json.dumps({"format": "memorybench-zoo/1", "model": "s4", "config": s4.config.to_dict()})
+            },
+        )
+    )
     assert load_model("s4", {"checkpoint": str(legacy_s4)}).net.config == s4.config
 
 
@@ -556,7 +581,7 @@ def test_bad_checkpoints_are_clear_errors(tmp_path, monkeypatch):
     path = save_checkpoint(tiny("mamba", layers=1).net, "mamba", tmp_path / "model.safetensors")
     data = path.read_bytes()
     truncated, garbage = tmp_path / "truncated.safetensors", tmp_path / "garbage.safetensors"
-    truncated.write_bytes(data[:len(data) // 2])
+    truncated.write_bytes(data[: len(data) // 2])
     garbage.write_bytes(b"\xff" * 64)
     for bad in (truncated, garbage):
         with pytest.raises(MemorybenchError, match=re.escape(str(bad)) + ".*truncated or corrupt"):
@@ -590,9 +615,9 @@ def test_adapter_contract_on_the_smoke_tasks(name):
         model.reset(spec, 2)
         model.observe(frames[:, :6], actions[:, :6])
         for t in range(6, 9):  # the rollout protocol: the model's own prediction is observed
-            pred = model.predict(actions[:, t:t + 1])
+            pred = model.predict(actions[:, t : t + 1])
             check_output(pred, (2, 1, 3, 32, 32))
-            model.observe(pred, actions[:, t:t + 1])
+            model.observe(pred, actions[:, t : t + 1])
     check_output(model.predict(actions[:, 6:8]), (2, 2, 3, 32, 32))  # several frames at once
 
 

@@ -81,11 +81,15 @@ TIME_LIMIT_STEPS = {9: 1000, 11: 2000, 13: 3000, 15: 4000}
 SCAN_STEPS = 20
 #: Debian packages for the headless renderers MuJoCo can use on a CPU-only machine
 GL_PACKAGES = {"egl": "libegl1 libegl-mesa0 libgl1-mesa-dri libopengl0", "osmesa": "libosmesa6"}
+
+
 def install_message() -> str:
     """What to install for the maze tasks (the pip command fits how memorybench was installed)."""
-    return (f"install the Memory Maze extra with `{install_hint('mazes')}` (memory-maze, dm-control, mujoco, gym) "
-            f"and a headless OpenGL renderer: `apt-get install {GL_PACKAGES['egl']}` (MUJOCO_GL=egl, the default) or "
-            f"`apt-get install {GL_PACKAGES['osmesa']}` (MUJOCO_GL=osmesa)")
+    return (
+        f"install the Memory Maze extra with `{install_hint('mazes')}` (memory-maze, dm-control, mujoco, gym) "
+        f"and a headless OpenGL renderer: `apt-get install {GL_PACKAGES['egl']}` (MUJOCO_GL=egl, the default) or "
+        f"`apt-get install {GL_PACKAGES['osmesa']}` (MUJOCO_GL=osmesa)"
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -128,11 +132,14 @@ def load_memory_maze():
         with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
             from memory_maze import tasks
     except ImportError as e:
-        raise MemorybenchError(f"the memory_maze family needs the Memory Maze simulator ({e}); "
-                               f"{install_message()}") from None
+        raise MemorybenchError(
+            f"the memory_maze family needs the Memory Maze simulator ({e}); {install_message()}"
+        ) from None
     except Exception as e:  # noqa: BLE001 - e.g. dm_control failing to load the GL library
-        raise MemorybenchError(f"Memory Maze could not be loaded with MUJOCO_GL={os.environ['MUJOCO_GL']}: "
-                               f"{type(e).__name__}: {e}; {install_message()}") from None
+        raise MemorybenchError(
+            f"Memory Maze could not be loaded with MUJOCO_GL={os.environ['MUJOCO_GL']}: "
+            f"{type(e).__name__}: {e}; {install_message()}"
+        ) from None
     absl = logging.getLogger("absl")
     if not any(isinstance(f, _DropAbslNoise) for f in absl.filters):
         absl.addFilter(_DropAbslNoise())
@@ -142,14 +149,20 @@ def load_memory_maze():
 def make_env(maze_size: int, resolution: int, seed: int):
     """A Memory Maze environment with the global observables (layout, poses), seeded."""
     tasks = load_memory_maze()
-    factory = {9: tasks.memory_maze_9x9, 11: tasks.memory_maze_11x11, 13: tasks.memory_maze_13x13,
-               15: tasks.memory_maze_15x15}[maze_size]
+    factory = {
+        9: tasks.memory_maze_9x9,
+        11: tasks.memory_maze_11x11,
+        13: tasks.memory_maze_13x13,
+        15: tasks.memory_maze_15x15,
+    }[maze_size]
     try:
         # the border is drawn by _Agent (memory_maze's own wrapper paints the whole frame below 64x64)
         return factory(global_observables=True, camera_resolution=resolution, seed=seed, target_color_in_image=False)
     except Exception as e:  # noqa: BLE001
-        raise MemorybenchError(f"Memory Maze could not be created with MUJOCO_GL={os.environ.get('MUJOCO_GL')}: "
-                               f"{type(e).__name__}: {e}; {install_message()}") from None
+        raise MemorybenchError(
+            f"Memory Maze could not be created with MUJOCO_GL={os.environ.get('MUJOCO_GL')}: "
+            f"{type(e).__name__}: {e}; {install_message()}"
+        ) from None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -161,19 +174,26 @@ class MazeParams:
     mode: str = param("retrace", choices=("retrace", "revisit"), doc="how the agent comes back")
     maze_size: int = param(9, min=9, max=15, doc="Memory Maze size: 9, 11, 13 or 15 (cells, without outer walls)")
     scan_every: int = param(3, min=1, max=64, doc="cells walked between 360-degree look-arounds while exploring")
-    min_revisit_age: int = param(192, min=1, max=1_000_000,
-                                 doc="revisit: look-around spots the agent has not been at for this many frames")
-    near_distance: float = param(NEAR_DISTANCE, min=0.01, max=10.0,
-                                 doc="two frames show the same view within this distance (cells) ...")
+    min_revisit_age: int = param(
+        192, min=1, max=1_000_000, doc="revisit: look-around spots the agent has not been at for this many frames"
+    )
+    near_distance: float = param(
+        NEAR_DISTANCE, min=0.01, max=10.0, doc="two frames show the same view within this distance (cells) ..."
+    )
     near_angle: float = param(NEAR_ANGLE, min=0.5, max=180.0, doc="... and this heading difference (degrees)")
-    foils: int = param(FOILS, min=1, max=256, doc="memory items: other views of the episode offered beside the "
-                                                  "true frame (see memorybench.generators.poses)")
+    foils: int = param(
+        FOILS,
+        min=1,
+        max=256,
+        doc="memory items: other views of the episode offered beside the true frame (see memorybench.generators.poses)",
+    )
     target_border: bool = param(True, doc="draw the current target's colour as a border, as Memory Maze does")
 
     def __post_init__(self):
         if self.maze_size not in TIME_LIMIT_STEPS:
-            raise ValueError(f"maze_size must be one of {sorted(TIME_LIMIT_STEPS)} (the Memory Maze sizes), "
-                             f"got {self.maze_size}")
+            raise ValueError(
+                f"maze_size must be one of {sorted(TIME_LIMIT_STEPS)} (the Memory Maze sizes), got {self.maze_size}"
+            )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -202,7 +222,7 @@ class _Agent:
         self.actions = [NOOP]
         self.rewards = 0
         self.limit = 0
-        self.last_visit = np.full(self.layout.shape, -10**9, dtype=np.int64)
+        self.last_visit = np.full(self.layout.shape, -(10**9), dtype=np.int64)
         self.last_visit[self.cell[1], self.cell[0]] = 0
         self.avoid = {self._cell_of(obs["target_pos"])}
 
@@ -423,14 +443,19 @@ class MemoryMaze(Generator):
             raise ValueError(f"Memory Maze renders square frames; resolution must be [n, n], got {h}x{w}")
         limit = TIME_LIMIT_STEPS[p.maze_size]
         if spec.frames - 1 > limit:
-            raise ValueError(f"a {p.maze_size}x{p.maze_size} Memory Maze episode has at most {limit} steps "
-                             f"({limit + 1} frames); got frames {spec.frames}")
+            raise ValueError(
+                f"a {p.maze_size}x{p.maze_size} Memory Maze episode has at most {limit} steps "
+                f"({limit + 1} frames); got frames {spec.frames}"
+            )
         if p.mode == "retrace" and spec.predict_frames > spec.context_frames:
-            raise ValueError(f"retrace needs predict frames ({spec.predict_frames}) <= context_frames "
-                             f"({spec.context_frames}): the return undoes the exploration")
+            raise ValueError(
+                f"retrace needs predict frames ({spec.predict_frames}) <= context_frames "
+                f"({spec.context_frames}): the return undoes the exploration"
+            )
         if p.mode == "revisit" and p.min_revisit_age >= spec.context_frames:
-            raise ValueError(f"min_revisit_age ({p.min_revisit_age}) must be below context_frames "
-                             f"({spec.context_frames})")
+            raise ValueError(
+                f"min_revisit_age ({p.min_revisit_age}) must be below context_frames ({spec.context_frames})"
+            )
 
     @classmethod
     def describe_gaps(cls, spec) -> str:
@@ -576,24 +601,37 @@ class MemoryMaze(Generator):
         poses = np.stack(agent.poses).astype(np.float32)
         actions = np.array(agent.actions, dtype=np.int64)[:, None]
         headings = headings_from_dirs(poses[:, 2:])
-        meta = pose_memory_metadata(poses[:, :2], headings, spec.resolution, spec.recent_window, C,
-                                    p.near_distance, p.near_angle)
-        items = pose_memory_items(frames, poses[:, :2], headings, meta, C, spec.recent_window, p.near_distance,
-                                  p.near_angle, p.foils)
+        meta = pose_memory_metadata(
+            poses[:, :2], headings, spec.resolution, spec.recent_window, C, p.near_distance, p.near_angle
+        )
+        items = pose_memory_items(
+            frames, poses[:, :2], headings, meta, C, spec.recent_window, p.near_distance, p.near_angle, p.foils
+        )
         info = {
             "mode": p.mode,
             "maze_size": p.maze_size,
             "env_seed": env_seed,
             "maze_layout": ["".join("." if v else "#" for v in row) for row in agent.layout[::-1]],
             "targets_pos": [[round(float(v), 3) for v in t] for t in agent.targets],
-            "look_arounds": [{"cell": list(ev[1]), "pos": [round(float(v), 3) for v in ev[5]], "start": ev[4],
-                              "turns": ev[3]} for ev in scans],
+            "look_arounds": [
+                {"cell": list(ev[1]), "pos": [round(float(v), 3) for v in ev[5]], "start": ev[4], "turns": ev[3]}
+                for ev in scans
+            ],
             "targets_reached": agent.rewards,
         }
-        return Episode(task=spec.name, index=index, frames=frames, actions=actions, poses=poses,
-                       memory_gap=meta.memory_gap, memory_gap_rollout=meta.memory_gap_rollout,
-                       memory_mask=meta.memory_mask, novel_mask=meta.novel_mask,
-                       items=items, info=info)
+        return Episode(
+            task=spec.name,
+            index=index,
+            frames=frames,
+            actions=actions,
+            poses=poses,
+            memory_gap=meta.memory_gap,
+            memory_gap_rollout=meta.memory_gap_rollout,
+            memory_mask=meta.memory_mask,
+            novel_mask=meta.novel_mask,
+            items=items,
+            info=info,
+        )
 
     # -- memory items (memorybench.recall): frames of the episode, see memorybench.generators.poses
     @classmethod

@@ -56,8 +56,11 @@ HOLD, OPEN, CLOSE, REVEAL = 0, 1, 2, 3
 @dataclass(frozen=True)
 class OcclusionParams:
     slots: tuple[int, ...] = param([4, 4], min=1, max=8, doc="slot grid [rows, cols]")
-    gaps: tuple[int, ...] = param([8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 320, 384, 448, 512, 640], min=1,
-                                  doc="frames each curtain stays closed")
+    gaps: tuple[int, ...] = param(
+        [8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 320, 384, 448, 512, 640],
+        min=1,
+        doc="frames each curtain stays closed",
+    )
     study_frames: int = param(12, min=1, max=10_000, doc="frames an object is fully visible before it is hidden")
     curtain_frames: int = param(3, min=1, max=64, doc="frames a curtain takes to open (for study) or close")
     reveal_spacing: int = param(1, min=1, max=1000, doc="frames between successive reveals")
@@ -94,7 +97,9 @@ def _layout(params: OcclusionParams, h: int, w: int) -> _Layout:
     obj = max(3, int(round(params.object_fill * cs)))
     obj -= (cs - obj) % 2  # centre the object exactly
     oy, ox = (h - rows * ch) // 2, (w - cols * cw) // 2
-    origins = tuple((oy + r * ch + (ch - cs) // 2, ox + c * cw + (cw - cs) // 2) for r in range(rows) for c in range(cols))
+    origins = tuple(
+        (oy + r * ch + (ch - cs) // 2, ox + c * cw + (cw - cs) // 2) for r in range(rows) for c in range(cols)
+    )
     return _Layout(rows, cols, cs, obj, origins)
 
 
@@ -119,8 +124,11 @@ class OcclusionRecall(Generator):
     @classmethod
     def action_space(cls, params: OcclusionParams) -> ActionSpace:
         n = params.slots[0] * params.slots[1]
-        return ActionSpace(nvec=(4,) * n, names=tuple(f"curtain_{k}" for k in range(n)),
-                           labels=(("hold", "open", "close", "reveal"),) * n)
+        return ActionSpace(
+            nvec=(4,) * n,
+            names=tuple(f"curtain_{k}" for k in range(n)),
+            labels=(("hold", "open", "close", "reveal"),) * n,
+        )
 
     @classmethod
     def pose_fields(cls, params: OcclusionParams) -> tuple[str, ...]:
@@ -146,11 +154,15 @@ class OcclusionRecall(Generator):
         first_reveal = spec.context_frames + p.reveal_offset
         last_reveal = first_reveal + (n - 1) * p.reveal_spacing
         if last_reveal >= spec.frames:
-            raise ValueError(f"the last of {n} reveals is at frame {last_reveal}, after the episode's "
-                             f"{spec.frames} frames; add frames or reduce reveal_spacing")
+            raise ValueError(
+                f"the last of {n} reveals is at frame {last_reveal}, after the episode's "
+                f"{spec.frames} frames; add frames or reduce reveal_spacing"
+            )
         if min(p.gaps) <= spec.recent_window:
-            raise ValueError(f"every gap must exceed recent_window={spec.recent_window} (got {min(p.gaps)}): "
-                             "a shorter gap has no memory-only pixels")
+            raise ValueError(
+                f"every gap must exceed recent_window={spec.recent_window} (got {min(p.gaps)}): "
+                "a shorter gap has no memory-only pixels"
+            )
         # every object must be studied from frame 0 on and hidden by the end of the context: the
         # j-th reveal (gaps in increasing order) at first_reveal + j * spacing needs
         # reveal_offset + j * spacing <= gap (hidden by the context's end) and
@@ -163,11 +175,13 @@ class OcclusionRecall(Generator):
                     raise ValueError(
                         f"with gaps {list(p.gaps)} over {n} slots, an episode reveals a gap-{g} object "
                         f"{j * p.reveal_spacing + p.reveal_offset} frames after the context: it would be hidden "
-                        "after the context ended; use larger gaps, fewer slots or a smaller reveal_spacing")
+                        "after the context ended; use larger gaps, fewer slots or a smaller reveal_spacing"
+                    )
                 if r - g - p.study_frames - 2 * m + 2 < 0:
                     raise ValueError(
                         f"context_frames + reveal_offset = {first_reveal} is too short for the gap-{g} trial: its "
-                        f"study and hiding need {g + p.study_frames + 2 * m - 2} frames before its reveal")
+                        f"study and hiding need {g + p.study_frames + 2 * m - 2} frames before its reveal"
+                    )
 
     @classmethod
     def describe_gaps(cls, spec) -> str:
@@ -241,13 +255,13 @@ class OcclusionRecall(Generator):
         bank_rgb, bank_sil = render.object_bank(lay.obj, p.texture_period)
         for k, (y0, x0) in enumerate(lay.origins):
             objmask = np.zeros((cs, cs), bool)
-            objmask[off:off + lay.obj, off:off + lay.obj] = bank_sil[objects[k]]
-            region = ids[:, y0:y0 + cs, x0:x0 + cs]
+            objmask[off : off + lay.obj, off : off + lay.obj] = bank_sil[objects[k]]
+            region = ids[:, y0 : y0 + cs, x0 : x0 + cs]
             region = np.where(objmask[None], obj_base + k * cs * cs + local[None], region)
-            covered = ry[None, :] < cover[:, k:k + 1]  # [T, cs] rows under the curtain
-            panel_row = ry[None, :] - cover[:, k:k + 1] + cs  # the curtain slides down from above
+            covered = ry[None, :] < cover[:, k : k + 1]  # [T, cs] rows under the curtain
+            panel_row = ry[None, :] - cover[:, k : k + 1] + cs  # the curtain slides down from above
             cur_ids = cur_base + np.clip(panel_row, 0, cs - 1)[:, :, None] * cs + ry[None, None, :]
-            ids[:, y0:y0 + cs, x0:x0 + cs] = np.where(covered[:, :, None], cur_ids, region)
+            ids[:, y0 : y0 + cs, x0 : x0 + cs] = np.where(covered[:, :, None], cur_ids, region)
 
         # --- colours of every content id (uint8, as the frames show them), then the frames
         table = np.zeros((num_ids, 3), dtype=np.uint8)
@@ -259,11 +273,11 @@ class OcclusionRecall(Generator):
         table[:bg_n] = background.reshape(-1, 3)
         tone = np.repeat(distractor_tone(d).reshape(-1, 1), 3, 1)
         for j in range(p.distractors):
-            table[dis_base + j * d * d: dis_base + (j + 1) * d * d] = tone
+            table[dis_base + j * d * d : dis_base + (j + 1) * d * d] = tone
         for k in range(n):
             block = np.zeros((cs, cs, 3), np.uint8)  # only the silhouette's entries are ever used
-            block[off:off + lay.obj, off:off + lay.obj] = bank_rgb[objects[k]]
-            table[obj_base + k * cs * cs: obj_base + (k + 1) * cs * cs] = block.reshape(-1, 3)
+            block[off : off + lay.obj, off : off + lay.obj] = bank_rgb[objects[k]]
+            table[obj_base + k * cs * cs : obj_base + (k + 1) * cs * cs] = block.reshape(-1, 3)
         slats = np.where((ry // 2) % 2 == 0, 0.55, 0.45).astype(np.float32)
         panel = np.repeat(slats[:, None], cs, 1)
         panel[-1, :] = 0.25  # a dark bottom edge shows where the curtain ends
@@ -278,19 +292,39 @@ class OcclusionRecall(Generator):
 
         eligible = np.zeros(num_ids, bool)
         eligible[obj_base:cur_base] = True  # only objects are tested for memory
-        meta = memory_metadata(ids, spec.recent_window, spec.context_frames, num_ids=num_ids,
-                               memory_eligible=eligible)
+        meta = memory_metadata(ids, spec.recent_window, spec.context_frames, num_ids=num_ids, memory_eligible=eligible)
         items = self._items(ids, reveal, gaps, objects, background, obj_base, cs)
-        info = {"trials": [
-            {"slot": k, "gap": int(gaps[k]), "appear": int(appear[k]), "hidden": int(hidden[k]), "reveal": int(reveal[k]),
-             "object": int(objects[k]), "shape": render.SHAPES[render.object_parts(objects[k])[0]],
-             "texture": render.TEXTURES[render.object_parts(objects[k])[1]],
-             "hue": int(render.object_parts(objects[k])[2]), "polarity": int(render.object_parts(objects[k])[3])}
-            for k in range(n)]}
-        return Episode(task=spec.name, index=index, frames=frames, actions=actions, poses=poses,
-                       memory_gap=meta.memory_gap, memory_gap_rollout=meta.memory_gap_rollout,
-                       memory_mask=meta.memory_mask, novel_mask=meta.novel_mask, items=items, info=info,
-                       content_ids=ids)
+        info = {
+            "trials": [
+                {
+                    "slot": k,
+                    "gap": int(gaps[k]),
+                    "appear": int(appear[k]),
+                    "hidden": int(hidden[k]),
+                    "reveal": int(reveal[k]),
+                    "object": int(objects[k]),
+                    "shape": render.SHAPES[render.object_parts(objects[k])[0]],
+                    "texture": render.TEXTURES[render.object_parts(objects[k])[1]],
+                    "hue": int(render.object_parts(objects[k])[2]),
+                    "polarity": int(render.object_parts(objects[k])[3]),
+                }
+                for k in range(n)
+            ]
+        }
+        return Episode(
+            task=spec.name,
+            index=index,
+            frames=frames,
+            actions=actions,
+            poses=poses,
+            memory_gap=meta.memory_gap,
+            memory_gap_rollout=meta.memory_gap_rollout,
+            memory_mask=meta.memory_mask,
+            novel_mask=meta.novel_mask,
+            items=items,
+            info=info,
+            content_ids=ids,
+        )
 
     # ----------------------------------------------------------------------------------------
     # memory items and their candidates
@@ -310,12 +344,23 @@ class OcclusionRecall(Generator):
         rows = []
         for k in range(len(objects)):
             r = int(reveal[k])
-            recent = ids[max(0, r - K):r]
-            visible = {int(o) for j, o in enumerate(objects) if j != k and
-                       np.any((recent >= obj_base + j * cs * cs) & (recent < obj_base + (j + 1) * cs * cs))}
-            rows.append({"frame": r, "gap": int(gaps[k]) + 1, "gap_rollout": int(gaps[k]) + 1,
-                         "truth": int(objects[k]), "key": k, "pixels": self.candidate_region(k),
-                         "exclude": np.array(sorted(visible), np.int32)})
+            recent = ids[max(0, r - K) : r]
+            visible = {
+                int(o)
+                for j, o in enumerate(objects)
+                if j != k and np.any((recent >= obj_base + j * cs * cs) & (recent < obj_base + (j + 1) * cs * cs))
+            }
+            rows.append(
+                {
+                    "frame": r,
+                    "gap": int(gaps[k]) + 1,
+                    "gap_rollout": int(gaps[k]) + 1,
+                    "truth": int(objects[k]),
+                    "key": k,
+                    "pixels": self.candidate_region(k),
+                    "exclude": np.array(sorted(visible), np.int32),
+                }
+            )
         return MemoryItems.build(rows, extra={"background": background})
 
     @classmethod
@@ -335,7 +380,7 @@ class OcclusionRecall(Generator):
         py, px = pix // W, pix % W
         tone = distractor_tone(d)
         for j in range(p.distractors):  # distractors pass under the objects
-            y0, x0 = (int(v) for v in episode.poses[r, n + 2 * j: n + 2 * j + 2])
+            y0, x0 = (int(v) for v in episode.poses[r, n + 2 * j : n + 2 * j + 2])
             inside = (py >= y0) & (py < y0 + d) & (px >= x0) & (px < x0 + d)
             under[inside] = tone[py[inside] - y0, px[inside] - x0][:, None]
         bank_rgb, bank_sil = render.object_bank(lay.obj, p.texture_period)

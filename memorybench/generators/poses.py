@@ -100,9 +100,11 @@ _EPS = 1e-9
 def check_rollout_only(spec) -> None:
     """Tasks with per-frame pose masks offer the rollout protocol only (see the module docstring)."""
     if "teacher-forced" in spec.protocols:
-        raise ValueError("the memory masks of this family are per frame, from poses: under teacher forcing a "
-                         "memory frame is largely predictable from the true previous frame, so the task must list "
-                         "protocols: [rollout]")
+        raise ValueError(
+            "the memory masks of this family are per frame, from poses: under teacher forcing a "
+            "memory frame is largely predictable from the true previous frame, so the task must list "
+            "protocols: [rollout]"
+        )
 
 
 def headings_from_dirs(dirs: np.ndarray) -> np.ndarray:
@@ -143,8 +145,14 @@ def frame_ages(near: np.ndarray, context_frames: int | None = None) -> tuple[np.
     return age, novel
 
 
-def _ages_chunked(positions: np.ndarray, headings: np.ndarray, near_distance: float, near_angle: float,
-                  context_frames: int | None, chunk: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _ages_chunked(
+    positions: np.ndarray,
+    headings: np.ndarray,
+    near_distance: float,
+    near_angle: float,
+    context_frames: int | None,
+    chunk: int = 256,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``frame_ages(near_matrix(...))`` computed ``chunk`` rows at a time (memory O(chunk * T)), and
     the rollout ages (from the last near context frame; equal to ``age`` before the context ends)."""
     T = len(headings)
@@ -154,8 +162,12 @@ def _ages_chunked(positions: np.ndarray, headings: np.ndarray, near_distance: fl
     C = T if context_frames is None else context_frames
     for a in range(0, T, chunk):
         b = min(T, a + chunk)
-        near = near_matrix(np.concatenate([positions[a:b], positions[:b]]),
-                           np.concatenate([headings[a:b], headings[:b]]), near_distance, near_angle)[: b - a, b - a:]
+        near = near_matrix(
+            np.concatenate([positions[a:b], positions[:b]]),
+            np.concatenate([headings[a:b], headings[:b]]),
+            near_distance,
+            near_angle,
+        )[: b - a, b - a :]
         rows = np.arange(a, b)
         earlier = near & (np.arange(b)[None, :] < rows[:, None])
         last = np.where(earlier, np.arange(b)[None, :], -1).max(1, initial=-1)
@@ -172,9 +184,15 @@ def _ages_chunked(positions: np.ndarray, headings: np.ndarray, near_distance: fl
     return age, novel, age_r
 
 
-def pose_memory_metadata(positions: np.ndarray, headings: np.ndarray, resolution: tuple[int, int],
-                         recent_window: int, context_frames: int | None = None,
-                         near_distance: float = NEAR_DISTANCE, near_angle: float = NEAR_ANGLE) -> MemoryMetadata:
+def pose_memory_metadata(
+    positions: np.ndarray,
+    headings: np.ndarray,
+    resolution: tuple[int, int],
+    recent_window: int,
+    context_frames: int | None = None,
+    near_distance: float = NEAR_DISTANCE,
+    near_angle: float = NEAR_ANGLE,
+) -> MemoryMetadata:
     """Whole-frame memory metadata (``MemoryMetadata`` with ``[T, H, W]`` masks) from poses.
 
     ``positions`` ``[T, D]``, ``headings`` ``[T]`` in radians; thresholds as in the module docstring.
@@ -205,16 +223,23 @@ def unscored_metadata(frames: int, resolution: tuple[int, int]) -> MemoryMetadat
     """
     H, W = resolution
     never = np.full(frames, NEVER_SEEN, np.int32)
-    return MemoryMetadata(np.full((frames, H, W), NEVER_SEEN, np.int32), never, np.zeros((frames, H, W), bool),
-                          np.ones((frames, H, W), bool), np.full((frames, H, W), NEVER_SEEN, np.int32), never.copy())
+    return MemoryMetadata(
+        np.full((frames, H, W), NEVER_SEEN, np.int32),
+        never,
+        np.zeros((frames, H, W), bool),
+        np.ones((frames, H, W), bool),
+        np.full((frames, H, W), NEVER_SEEN, np.int32),
+        never.copy(),
+    )
 
 
 # ------------------------------------------------------------------------------------------------
 # memory items
 
 
-def pose_rho(positions: np.ndarray, headings: np.ndarray, t: int, near_distance: float,
-             near_angle: float) -> np.ndarray:
+def pose_rho(
+    positions: np.ndarray, headings: np.ndarray, t: int, near_distance: float, near_angle: float
+) -> np.ndarray:
     """``rho[s]``: the pose distance of frame ``s`` to frame ``t`` in units of the near thresholds,
     ``max(|pos_s - pos_t| / near_distance, |heading_s - heading_t| / near_angle)`` (near: ``rho <=
     1``, up to the near tests' tolerance). A zero threshold makes any difference infinitely far."""
@@ -229,9 +254,17 @@ def pose_rho(positions: np.ndarray, headings: np.ndarray, t: int, near_distance:
     return np.maximum(units(d, near_distance), units(dh, np.deg2rad(near_angle)))
 
 
-def pose_memory_items(frames: np.ndarray, positions: np.ndarray, headings: np.ndarray, meta: MemoryMetadata,
-                      context_frames: int, recent_window: int, near_distance: float = NEAR_DISTANCE,
-                      near_angle: float = NEAR_ANGLE, foils: int = FOILS) -> MemoryItems:
+def pose_memory_items(
+    frames: np.ndarray,
+    positions: np.ndarray,
+    headings: np.ndarray,
+    meta: MemoryMetadata,
+    context_frames: int,
+    recent_window: int,
+    near_distance: float = NEAR_DISTANCE,
+    near_angle: float = NEAR_ANGLE,
+    foils: int = FOILS,
+) -> MemoryItems:
     """The memory items of a pose-based episode (see the module docstring), from its frames (uint8
     ``[T, H, W, 3]``), its poses and the metadata ``pose_memory_metadata`` made of them."""
     positions = np.asarray(positions, dtype=np.float64)
@@ -273,9 +306,17 @@ def pose_memory_items(frames: np.ndarray, positions: np.ndarray, headings: np.nd
         n = len(chosen)
         if not n:
             continue
-        rows.append({"frame": t, "gap": int(meta.memory_gap[t]), "gap_rollout": int(meta.memory_gap_rollout[t]),
-                     "truth": 0, "key": int(ctx[r[:C] <= 1].max()), "pixels": pixels,
-                     "exclude": np.arange(n + 1, foils + 1)})
+        rows.append(
+            {
+                "frame": t,
+                "gap": int(meta.memory_gap[t]),
+                "gap_rollout": int(meta.memory_gap_rollout[t]),
+                "truth": 0,
+                "key": int(ctx[r[:C] <= 1].max()),
+                "pixels": pixels,
+                "exclude": np.arange(n + 1, foils + 1),
+            }
+        )
         cands.append([t] + chosen + [t] * (foils - n))
         if len(rho_cache) > 2 * T:  # bounded memory on long episodes
             rho_cache.clear()

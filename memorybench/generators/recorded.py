@@ -116,23 +116,33 @@ def fingerprint(path: Path, fmt: str, mode: str = "stat") -> str:
 @dataclass(frozen=True)
 class RecordedParams:
     path: str = param("", doc="directory of .npz episodes, or a Hugging Face dataset saved with save_to_disk")
-    format: str = param("auto", choices=("auto", "npz", "hf"),
-                        doc="source kind (auto: hf if the directory has state.json)")
+    format: str = param(
+        "auto", choices=("auto", "npz", "hf"), doc="source kind (auto: hf if the directory has state.json)"
+    )
     split: str = param("", doc="hf: the split of a saved DatasetDict")
     start_frame: int = param(0, min=0, max=10_000_000, doc="first recorded frame of each episode to use")
     image_key: str = param("image", doc="array of frames [T, H, W, 3] uint8")
     action_key: str = param("action", doc="actions: one-hot [T, A] or integers [T]")
     position_key: str = param("agent_pos", doc="positions [T, 2]; '' if the episodes have no poses (memory unscored)")
     direction_key: str = param("agent_dir", doc="headings: unit vectors [T, 2] or radians [T]; '' for positions only")
-    action_labels: tuple[str, ...] = param(list(MEMORY_MAZE_ACTIONS),
-                                           doc="names of the discrete actions (their count is A)")
-    action_nvec: tuple[int, ...] = param([], min=1, max=1_000_000,
-                                         doc="multi-component integer actions [T, A]: values per component "
-                                             "(replaces action_labels)")
+    action_labels: tuple[str, ...] = param(
+        list(MEMORY_MAZE_ACTIONS), doc="names of the discrete actions (their count is A)"
+    )
+    action_nvec: tuple[int, ...] = param(
+        [],
+        min=1,
+        max=1_000_000,
+        doc="multi-component integer actions [T, A]: values per component (replaces action_labels)",
+    )
     near_distance: float = param(NEAR_DISTANCE, min=0.0, max=1e9, doc="same view within this distance ...")
     near_angle: float = param(NEAR_ANGLE, min=0.0, max=180.0, doc="... and this heading difference (degrees)")
-    foils: int = param(FOILS, min=1, max=256, doc="memory items (with poses): other views of the episode offered "
-                                                  "beside the true frame (see memorybench.generators.poses)")
+    foils: int = param(
+        FOILS,
+        min=1,
+        max=256,
+        doc="memory items (with poses): other views of the episode offered "
+        "beside the true frame (see memorybench.generators.poses)",
+    )
     fingerprint_mode: str = param("stat", choices=("stat", "content"), doc="what the source fingerprint covers")
     source_fingerprint: str = param("", doc="filled in on load from the source files (set it to pin them)")
 
@@ -170,8 +180,11 @@ class Recorded(Generator):
     def action_space(cls, params) -> ActionSpace:
         if params.action_nvec:
             nvec = tuple(params.action_nvec)
-            return ActionSpace(nvec=nvec, names=tuple(f"action_{i}" for i in range(len(nvec))),
-                               labels=tuple(tuple(str(v) for v in range(n)) for n in nvec))
+            return ActionSpace(
+                nvec=nvec,
+                names=tuple(f"action_{i}" for i in range(len(nvec))),
+                labels=tuple(tuple(str(v) for v in range(n)) for n in nvec),
+            )
         return ActionSpace(nvec=(len(params.action_labels),), names=("action",), labels=(tuple(params.action_labels),))
 
     @classmethod
@@ -209,9 +222,11 @@ class Recorded(Generator):
         fmt = p.format if p.format != "auto" else _detect_format(path)
         now = fingerprint(path, fmt, p.fingerprint_mode)
         if now != p.source_fingerprint:
-            raise DataError(f"recorded episodes: the files in {path} changed since the task was loaded "
-                            f"(fingerprint {p.source_fingerprint[:12]} -> {now[:12]}); reload the task "
-                            f"(or update the pinned source_fingerprint)")
+            raise DataError(
+                f"recorded episodes: the files in {path} changed since the task was loaded "
+                f"(fingerprint {p.source_fingerprint[:12]} -> {now[:12]}); reload the task "
+                f"(or update the pinned source_fingerprint)"
+            )
         self._checked = True
 
     def _keys(self) -> list[str]:
@@ -233,9 +248,13 @@ class Recorded(Generator):
             with np.load(f, allow_pickle=False) as z:
                 for k in keys:
                     if k not in z.files:
-                        hint = (" (set params.position_key: '' for episodes without poses)" if k == p.position_key
-                                else " (set params.direction_key: '' to compare positions only)"
-                                if k == p.direction_key else "")
+                        hint = (
+                            " (set params.position_key: '' for episodes without poses)"
+                            if k == p.position_key
+                            else " (set params.direction_key: '' to compare positions only)"
+                            if k == p.direction_key
+                            else ""
+                        )
                         raise DataError(f"{f}: no array '{k}' (it has: {', '.join(sorted(z.files)) or 'none'}){hint}")
                     try:
                         out[k] = z[k]
@@ -304,12 +323,20 @@ class Recorded(Generator):
         sl = slice(s0, need)
 
         img = self._frames_of(where, p.image_key, arr[p.image_key], need)
-        if (img.dtype != np.uint8 and np.issubdtype(img.dtype, np.integer) and img.ndim == 4
-                and img.size and 0 <= img.min() and img.max() <= 255):
+        if (
+            img.dtype != np.uint8
+            and np.issubdtype(img.dtype, np.integer)
+            and img.ndim == 4
+            and img.size
+            and 0 <= img.min()
+            and img.max() <= 255
+        ):
             img = img.astype(np.uint8)  # e.g. a Hugging Face dataset built from lists: int64 in 0..255
         if img.dtype != np.uint8 or img.ndim != 4 or img.shape[1:] != (H, W, 3):
-            raise DataError(f"{where}: array '{p.image_key}' has dtype {img.dtype} and shape {img.shape}, "
-                            f"expected uint8 [T, {H}, {W}, 3] (the task's resolution is {H}x{W})")
+            raise DataError(
+                f"{where}: array '{p.image_key}' has dtype {img.dtype} and shape {img.shape}, "
+                f"expected uint8 [T, {H}, {W}, 3] (the task's resolution is {H}x{W})"
+            )
         frames = np.ascontiguousarray(img[sl])
 
         act = self._frames_of(where, p.action_key, arr[p.action_key], need)
@@ -319,42 +346,56 @@ class Recorded(Generator):
             if act.ndim == 1 and len(nvec) == 1:
                 act = act[:, None]
             if act.ndim != 2 or act.shape[1] != len(nvec) or not np.issubdtype(act.dtype, np.integer):
-                raise DataError(f"{where}: array '{p.action_key}' has dtype {act.dtype} and shape {act.shape}, "
-                                f"expected integers [T, {len(nvec)}] (params.action_nvec: {list(p.action_nvec)})")
+                raise DataError(
+                    f"{where}: array '{p.action_key}' has dtype {act.dtype} and shape {act.shape}, "
+                    f"expected integers [T, {len(nvec)}] (params.action_nvec: {list(p.action_nvec)})"
+                )
             actions = act[sl].astype(np.int64)
             bad = (actions < 0) | (actions >= nvec)
             if bad.any():
                 t, i = (int(x) for x in np.argwhere(bad)[0])
-                raise DataError(f"{where}: array '{p.action_key}' has value {int(actions[t, i])} in component {i} "
-                                f"at frame {s0 + t}, outside 0..{int(nvec[i]) - 1}")
+                raise DataError(
+                    f"{where}: array '{p.action_key}' has value {int(actions[t, i])} in component {i} "
+                    f"at frame {s0 + t}, outside 0..{int(nvec[i]) - 1}"
+                )
         elif act.ndim == 2:
             if act.shape[1] != A or not (np.issubdtype(act.dtype, np.number) or act.dtype == bool):
-                raise DataError(f"{where}: array '{p.action_key}' has dtype {act.dtype} and shape {act.shape}, "
-                                f"expected one-hot [T, {A}] (or integers [T])")
+                raise DataError(
+                    f"{where}: array '{p.action_key}' has dtype {act.dtype} and shape {act.shape}, "
+                    f"expected one-hot [T, {A}] (or integers [T])"
+                )
             a = act[sl]
             actions = np.where(np.any(a != 0, axis=1), np.argmax(a, axis=1), 0).astype(np.int64)[:, None]
         elif act.ndim == 1 and np.issubdtype(act.dtype, np.integer):
             actions = act[sl].astype(np.int64)[:, None]
             bad = (actions < 0) | (actions >= A)
             if bad.any():
-                raise DataError(f"{where}: array '{p.action_key}' has value {int(actions[bad][0])} outside 0..{A - 1} "
-                                f"({A} action labels)")
+                raise DataError(
+                    f"{where}: array '{p.action_key}' has value {int(actions[bad][0])} outside 0..{A - 1} "
+                    f"({A} action labels)"
+                )
         else:
-            raise DataError(f"{where}: array '{p.action_key}' has dtype {act.dtype} and shape {act.shape}, "
-                            f"expected one-hot [T, {A}] or integers [T]")
+            raise DataError(
+                f"{where}: array '{p.action_key}' has dtype {act.dtype} and shape {act.shape}, "
+                f"expected one-hot [T, {A}] or integers [T]"
+            )
 
         cols = []
         if p.position_key:
             pos = self._frames_of(where, p.position_key, arr[p.position_key], need)
             if pos.ndim != 2 or pos.shape[1] != 2 or not np.issubdtype(pos.dtype, np.number):
-                raise DataError(f"{where}: array '{p.position_key}' has dtype {pos.dtype} and shape {pos.shape}, "
-                                f"expected numbers [T, 2]")
+                raise DataError(
+                    f"{where}: array '{p.position_key}' has dtype {pos.dtype} and shape {pos.shape}, "
+                    f"expected numbers [T, 2]"
+                )
             cols.append(pos[sl].astype(np.float64))
             if p.direction_key:
                 d = self._frames_of(where, p.direction_key, arr[p.direction_key], need)
                 if not np.issubdtype(d.dtype, np.number) or not (d.ndim == 1 or (d.ndim == 2 and d.shape[1] == 2)):
-                    raise DataError(f"{where}: array '{p.direction_key}' has dtype {d.dtype} and shape {d.shape}, "
-                                    f"expected unit vectors [T, 2] or angles in radians [T]")
+                    raise DataError(
+                        f"{where}: array '{p.direction_key}' has dtype {d.dtype} and shape {d.shape}, "
+                        f"expected unit vectors [T, 2] or angles in radians [T]"
+                    )
                 d = d[sl].astype(np.float64)
                 if d.ndim == 1:
                     d = np.stack([np.cos(d), np.sin(d)], 1)
@@ -367,18 +408,36 @@ class Recorded(Generator):
         if p.position_key:
             headings = np.arctan2(poses[:, 3], poses[:, 2]) if p.direction_key else np.zeros(T)
             angle = p.near_angle if p.direction_key else 180.0
-            meta = pose_memory_metadata(poses[:, :2], headings, (H, W), spec.recent_window, spec.context_frames,
-                                        p.near_distance, angle)
-            items = pose_memory_items(frames, poses[:, :2], headings, meta, spec.context_frames, spec.recent_window,
-                                      p.near_distance, angle, p.foils)
+            meta = pose_memory_metadata(
+                poses[:, :2], headings, (H, W), spec.recent_window, spec.context_frames, p.near_distance, angle
+            )
+            items = pose_memory_items(
+                frames,
+                poses[:, :2],
+                headings,
+                meta,
+                spec.context_frames,
+                spec.recent_window,
+                p.near_distance,
+                angle,
+                p.foils,
+            )
         else:
             meta = unscored_metadata(T, (H, W))
-        info = {"source": name,
-                "start_frame": s0, "poses": bool(p.position_key)}
-        return Episode(task=spec.name, index=index, frames=frames, actions=actions,
-                       poses=poses.astype(np.float32), memory_gap=meta.memory_gap,
-                       memory_gap_rollout=meta.memory_gap_rollout, memory_mask=meta.memory_mask,
-                       novel_mask=meta.novel_mask, items=items, info=info)
+        info = {"source": name, "start_frame": s0, "poses": bool(p.position_key)}
+        return Episode(
+            task=spec.name,
+            index=index,
+            frames=frames,
+            actions=actions,
+            poses=poses.astype(np.float32),
+            memory_gap=meta.memory_gap,
+            memory_gap_rollout=meta.memory_gap_rollout,
+            memory_mask=meta.memory_mask,
+            novel_mask=meta.novel_mask,
+            items=items,
+            info=info,
+        )
 
     # -- memory items (memorybench.recall): frames of the episode, see memorybench.generators.poses
     @classmethod

@@ -94,8 +94,9 @@ def texture_pattern(texture: str, size: int, period: int = 4) -> np.ndarray:
     return p.astype(np.float32)
 
 
-def object_sprite(shape: str, texture: str, hue: int, size: int, period: int,
-                  polarity: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def object_sprite(
+    shape: str, texture: str, hue: int, size: int, period: int, polarity: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """An object's RGB ``[size, size, 3]`` image and its ``[size, size]`` silhouette.
 
     Its two colours are a saturated hue and a light variant of the same hue, so colour, shape and

@@ -71,7 +71,9 @@ class SceneParams:
     turn_prob: float = param(0.1, min=0.0, max=1.0, doc="chance of turning at each exploration step")
     noop_prob: float = param(0.02, min=0.0, max=1.0, doc="chance of standing still at each exploration step")
     palette_levels: int = param(4, min=2, max=16, doc="levels per colour channel: palette_levels^3 tile colours")
-    min_revisit_age: int = param(128, min=1, max=1_000_000, doc="revisit: targets were last seen at least this long ago")
+    min_revisit_age: int = param(
+        128, min=1, max=1_000_000, doc="revisit: targets were last seen at least this long ago"
+    )
 
     def __post_init__(self):
         if len(self.map_size) != 2:
@@ -89,7 +91,9 @@ class SceneConsistency(Generator):
 
     @classmethod
     def action_space(cls, params) -> ActionSpace:
-        return ActionSpace(nvec=(5,), names=("move",), labels=(("noop", "forward", "backward", "turn_left", "turn_right"),))
+        return ActionSpace(
+            nvec=(5,), names=("move",), labels=(("noop", "forward", "backward", "turn_left", "turn_right"),)
+        )
 
     @classmethod
     def pose_fields(cls, params) -> tuple[str, ...]:
@@ -103,8 +107,10 @@ class SceneConsistency(Generator):
         if min(p.map_size) < 2 * margin + 4 * p.step:
             raise ValueError(f"map_size {list(p.map_size)} is too small for a {h}x{w} view and step {p.step}")
         if p.mode == "retrace" and spec.predict_frames > spec.context_frames - 1:
-            raise ValueError(f"retrace needs predict frames ({spec.predict_frames}) <= context_frames - 1 "
-                             f"({spec.context_frames - 1}): the return undoes the exploration")
+            raise ValueError(
+                f"retrace needs predict frames ({spec.predict_frames}) <= context_frames - 1 "
+                f"({spec.context_frames - 1}): the return undoes the exploration"
+            )
 
     @staticmethod
     def margin(spec) -> int:
@@ -119,7 +125,7 @@ class SceneConsistency(Generator):
     def make_map(self, rng: np.random.Generator) -> np.ndarray:
         """The palette index of every tile: uint8/int ``[Hm / step, Wm / step]``, uniform and independent."""
         p = self.params
-        return rng.integers(0, p.palette_levels ** 3, size=(p.map_size[0] // p.step, p.map_size[1] // p.step))
+        return rng.integers(0, p.palette_levels**3, size=(p.map_size[0] // p.step, p.map_size[1] // p.step))
 
     def tile_of(self, texels: np.ndarray) -> np.ndarray:
         """Tile index (row-major over the tile grid) of map texel indices ``y * Wm + x``."""
@@ -216,7 +222,9 @@ class SceneConsistency(Generator):
                 actions.append(FORWARD)
         return actions
 
-    def revisit(self, rng: np.random.Generator, actions: np.ndarray, poses: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def revisit(
+        self, rng: np.random.Generator, actions: np.ndarray, poses: np.ndarray, n: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Extend an exploration by ``n`` frames of travel to long-unseen places of its first half."""
         p = self.params
         C = len(actions)
@@ -273,10 +281,20 @@ class SceneConsistency(Generator):
         meta = memory_metadata(ids, spec.recent_window, spec.context_frames, num_ids=tiles.size)
         items = self._items(ids, colour, meta)
         info = {"mode": p.mode, "map_size": list(p.map_size), "start": [int(v) for v in poses[0]]}
-        return Episode(task=spec.name, index=index, frames=frames, actions=actions.astype(np.int64)[:, None],
-                       poses=poses.astype(np.float32), memory_gap=meta.memory_gap,
-                       memory_gap_rollout=meta.memory_gap_rollout, memory_mask=meta.memory_mask,
-                       novel_mask=meta.novel_mask, items=items, info=info, content_ids=ids)
+        return Episode(
+            task=spec.name,
+            index=index,
+            frames=frames,
+            actions=actions.astype(np.int64)[:, None],
+            poses=poses.astype(np.float32),
+            memory_gap=meta.memory_gap,
+            memory_gap_rollout=meta.memory_gap_rollout,
+            memory_mask=meta.memory_mask,
+            novel_mask=meta.novel_mask,
+            items=items,
+            info=info,
+            content_ids=ids,
+        )
 
     # ----------------------------------------------------------------------------------------
     # memory items and their candidates
@@ -296,14 +314,21 @@ class SceneConsistency(Generator):
             starts = np.flatnonzero(np.r_[True, tile[1:] != tile[:-1]])
             for a, b in zip(starts, np.r_[starts[1:], len(tile)]):
                 q = pix[a]
-                rows.append({"frame": t, "gap": int(meta.age.reshape(T, -1)[t, q]),
-                             "gap_rollout": int(meta.age_rollout.reshape(T, -1)[t, q]),
-                             "truth": int(colour[t].ravel()[q]), "key": int(tile[a]), "pixels": np.sort(pix[a:b])})
+                rows.append(
+                    {
+                        "frame": t,
+                        "gap": int(meta.age.reshape(T, -1)[t, q]),
+                        "gap_rollout": int(meta.age_rollout.reshape(T, -1)[t, q]),
+                        "truth": int(colour[t].ravel()[q]),
+                        "key": int(tile[a]),
+                        "pixels": np.sort(pix[a:b]),
+                    }
+                )
         return MemoryItems.build(rows)
 
     @classmethod
     def num_candidates(cls, spec) -> int:
-        return spec.params.palette_levels ** 3
+        return spec.params.palette_levels**3
 
     def item_candidates(self, episode: Episode, i: int) -> np.ndarray:
         """uint8 ``[palette size, P, 3]``: item ``i``'s pixels painted in each colour of the palette."""

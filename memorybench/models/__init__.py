@@ -33,11 +33,21 @@ from ..errors import MemorybenchError, UnknownNameError
 
 CALIBRATION = ("copy-last", "mean-frame", "ground-truth", "perfect-memory")
 #: every strategy without memory; ``recall`` must put each at chance (the suite's validity test)
-NO_MEMORY = ("copy-last", "context-mean-colour", "recent-mean", "recent-median", "blur-last", "shift-last",
-             "inpaint-last")
+NO_MEMORY = (
+    "copy-last",
+    "context-mean-colour",
+    "recent-mean",
+    "recent-median",
+    "blur-last",
+    "shift-last",
+    "inpaint-last",
+)
 #: names that stand for several models on the command line
-MODEL_GROUPS = {"calibration": CALIBRATION, "no-memory": NO_MEMORY,
-                "zoo": ("lssvwm", "full-attention", "frame-local-attention", "s4", "mamba", "diffusion")}
+MODEL_GROUPS = {
+    "calibration": CALIBRATION,
+    "no-memory": NO_MEMORY,
+    "zoo": ("lssvwm", "full-attention", "frame-local-attention", "s4", "mamba", "diffusion"),
+}
 
 BUILTIN_MODELS: dict[str, str] = {
     "copy-last": "memorybench.models.calibration:CopyLast",
@@ -133,11 +143,13 @@ def target_of(name: str) -> str:
     except (ImportError, ValueError) as e:  # a parent package is missing or broken
         raise ModelLoadError(f"cannot find the module of model '{name}': {type(e).__name__}: {e}") from e
     except Exception as e:  # noqa: BLE001 - a parent package raised while being imported
-        raise ModelLoadError(f"model '{name}': importing a parent package of {module} raised "
-                             f"{type(e).__name__}: {e}") from e
+        raise ModelLoadError(
+            f"model '{name}': importing a parent package of {module} raised {type(e).__name__}: {e}"
+        ) from e
     if found is None:
-        raise ModelLoadError(f"cannot find the module '{module}' of model '{name}' (is it installed, or on "
-                             "PYTHONPATH?)")
+        raise ModelLoadError(
+            f"cannot find the module '{module}' of model '{name}' (is it installed, or on PYTHONPATH?)"
+        )
     return name
 
 
@@ -211,8 +223,9 @@ def load_model(name: str, args: dict | str | None = None) -> WorldModel:
         raise
     except Exception as e:  # noqa: BLE001 - a user's constructor failing is a user-facing error
         args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "no arguments"
-        raise ModelLoadError(f"model '{name}' could not be built ({args}): its constructor raised "
-                             f"{type(e).__name__}: {e}") from e
+        raise ModelLoadError(
+            f"model '{name}' could not be built ({args}): its constructor raised {type(e).__name__}: {e}"
+        ) from e
     model._init_args = kwargs
     if not model.name:
         model.name = model_name(name, cls)
@@ -244,4 +257,5 @@ def verify_model_card(model: WorldModel) -> None:
         raise MemorybenchError(
             f"checkpoint {ckpt} does not match its model card {card_path}: SHA-256 {actual[:16]}... but the card "
             f"says {str(expected)[:16]}...; the file is damaged or was replaced. Restore it (for a shipped "
-            "checkpoint: `git checkout -- baselines/` or reinstall memorybench), or pass checkpoint=PATH for other weights")
+            "checkpoint: `git checkout -- baselines/` or reinstall memorybench), or pass checkpoint=PATH for other weights"
+        )

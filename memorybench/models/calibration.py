@@ -93,7 +93,7 @@ class GroundTruth(_Privileged):
 
     def predict(self, actions: torch.Tensor) -> torch.Tensor:
         n = actions.shape[1]
-        out = np.stack([ep.frames[self.t:self.t + n] for ep in self.episodes])
+        out = np.stack([ep.frames[self.t : self.t + n] for ep in self.episodes])
         return torch.from_numpy(out).permute(0, 1, 4, 2, 3).float().div(255.0).to(actions.device)
 
 

@@ -49,8 +49,17 @@ def catalog() -> list[dict]:
     rows = []
     plugins = _plugins()
     for name, target in [*BUILTIN_MODELS.items(), *sorted(plugins.items())]:
-        row = {"name": name, "target": target, "kind": "plugin", "parameters": None, "checkpoint": None,
-               "license": None, "citation_keys": [], "summary": "", "error": None}
+        row = {
+            "name": name,
+            "target": target,
+            "kind": "plugin",
+            "parameters": None,
+            "checkpoint": None,
+            "license": None,
+            "citation_keys": [],
+            "summary": "",
+            "error": None,
+        }
         try:
             cls = resolve(name)
         except Exception as e:  # noqa: BLE001 - a broken plugin is listed with its error, not fatal
@@ -76,8 +85,11 @@ def catalog() -> list[dict]:
             card, ckpt = _card(name)
             row["parameters"] = (card or {}).get("parameters")
             row["license"] = (card or {}).get("license")
-            row["checkpoint"] = {"path": ckpt, "present": Path(ckpt).is_file(),
-                                 "sha256": ((card or {}).get("checkpoint") or {}).get("sha256"),
-                                 "card": card is not None}
+            row["checkpoint"] = {
+                "path": ckpt,
+                "present": Path(ckpt).is_file(),
+                "sha256": ((card or {}).get("checkpoint") or {}).get("sha256"),
+                "card": card is not None,
+            }
         rows.append(row)
     return rows

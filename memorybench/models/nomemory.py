@@ -50,7 +50,7 @@ class _LastFrames(WorldModel):
 
     def observe(self, frames: torch.Tensor, actions: torch.Tensor) -> None:
         f = frames if self.frames is None else torch.cat([self.frames, frames], 1)
-        self.frames = f[:, -self.window:]
+        self.frames = f[:, -self.window :]
 
     def _repeat(self, frame: torch.Tensor, n: int) -> torch.Tensor:
         return frame.unsqueeze(1).expand(-1, n, -1, -1, -1).contiguous()
@@ -129,6 +129,7 @@ def harmonic_fill(img: torch.Tensor, unknown: torch.Tensor, iterations: int = 20
 
 
 # -- motion of the view (scene_consistency) ------------------------------------------------------
+
 
 def _scene_motion_index(H: int, W: int, heading: int, action: int, step: int) -> tuple[np.ndarray, np.ndarray]:
     """For the egocentric view of ``generators.scene``: ``(src, inside)`` with ``src[i, j]`` the flat
@@ -220,5 +221,5 @@ class InpaintLast(ShiftLast):
         unknown = torch.zeros(B, H, W, dtype=torch.bool, device=last.device)
         opening = (action == OPEN) | (action == REVEAL)  # [B, slots]
         for k, (y0, x0) in enumerate(lay.origins):
-            unknown[opening[:, k], y0:y0 + lay.cs, x0:x0 + lay.cs] = True
+            unknown[opening[:, k], y0 : y0 + lay.cs, x0 : x0 + lay.cs] = True
         return harmonic_fill(last, unknown) if unknown.any() else last.clone()

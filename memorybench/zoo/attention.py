@@ -85,12 +85,13 @@ def reserve_cache(cache: KVCache | None, tokens: int) -> KVCache | None:
         return cache
     shape = (*cache.k.shape[:2], max(cache.length + tokens, 2 * cache.k.shape[2]), cache.k.shape[3])
     k, v = cache.k.new_empty(shape), cache.v.new_empty(shape)
-    k[:, :, :cache.length], v[:, :, :cache.length] = cache.k[:, :, :cache.length], cache.v[:, :, :cache.length]
+    k[:, :, : cache.length], v[:, :, : cache.length] = cache.k[:, :, : cache.length], cache.v[:, :, : cache.length]
     return KVCache(k, v, cache.length, cache.held, cache.frames)
 
 
-def extend_cache(cache: KVCache | None, k: torch.Tensor, v: torch.Tensor, new_frames: int,
-                 limit: int | None) -> tuple[torch.Tensor, torch.Tensor, int, KVCache]:
+def extend_cache(
+    cache: KVCache | None, k: torch.Tensor, v: torch.Tensor, new_frames: int, limit: int | None
+) -> tuple[torch.Tensor, torch.Tensor, int, KVCache]:
     """Append ``new_frames`` frames of keys/values ``[B, heads, new_frames * N, d]``.
 
     Returns the keys and values the new queries attend to (cached + new), the absolute frame
@@ -101,7 +102,10 @@ def extend_cache(cache: KVCache | None, k: torch.Tensor, v: torch.Tensor, new_fr
         keys, values, held, frames = k, v, new_frames, new_frames
         buf_k, buf_v = k, v
     elif limit is not None:
-        keys, values = torch.cat([cache.k[:, :, :cache.length], k], 2), torch.cat([cache.v[:, :, :cache.length], v], 2)
+        keys, values = (
+            torch.cat([cache.k[:, :, : cache.length], k], 2),
+            torch.cat([cache.v[:, :, : cache.length], v], 2),
+        )
         held, frames = cache.held + new_frames, cache.frames + new_frames
     else:
         n = cache.length + n_new
@@ -109,9 +113,17 @@ def extend_cache(cache: KVCache | None, k: torch.Tensor, v: torch.Tensor, new_fr
         if n > buf_k.shape[2]:  # grow: a fresh buffer of twice the size (amortised O(1) per token)
             shape = (*buf_k.shape[:2], max(n, 2 * buf_k.shape[2]), buf_k.shape[3])
             buf_k, buf_v = buf_k.new_empty(shape), buf_v.new_empty(shape)
-            buf_k[:, :, :cache.length], buf_v[:, :, :cache.length] = cache.k[:, :, :cache.length], cache.v[:, :, :cache.length]
-        buf_k[:, :, cache.length:n], buf_v[:, :, cache.length:n] = k, v
-        keys, values, held, frames = buf_k[:, :, :n], buf_v[:, :, :n], cache.held + new_frames, cache.frames + new_frames
+            buf_k[:, :, : cache.length], buf_v[:, :, : cache.length] = (
+                cache.k[:, :, : cache.length],
+                cache.v[:, :, : cache.length],
+            )
+        buf_k[:, :, cache.length : n], buf_v[:, :, cache.length : n] = k, v
+        keys, values, held, frames = (
+            buf_k[:, :, :n],
+            buf_v[:, :, :n],
+            cache.held + new_frames,
+            cache.frames + new_frames,
+        )
     first = frames - held
     if limit is None:  # the cache keeps the whole buffer, so that its spare room serves the next extensions
         return keys, values, first, KVCache(buf_k, buf_v, keys.shape[2], held, frames)
@@ -122,8 +134,16 @@ def extend_cache(cache: KVCache | None, k: torch.Tensor, v: torch.Tensor, new_fr
     return keys, values, first, kept
 
 
-def frame_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tokens: int, q_frame0: int,
-                           k_frame0: int, window: int | None = None, backend: str = "auto") -> torch.Tensor:
+def frame_causal_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    tokens: int,
+    q_frame0: int,
+    k_frame0: int,
+    window: int | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
     """Attention of queries ``[B, heads, Tq * N, d]`` (frames ``q_frame0 ..``) over keys/values
     ``[B, heads, Tk * N, d]`` (frames ``k_frame0 .. q_frame0 + Tq - 1``) under the frame-causal
     mask (and the window, if any).
@@ -159,8 +179,11 @@ def frame_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, to
             mask = kt[None, :] <= qt[:, None]
             if window is not None:
                 mask &= kt[None, :] > qt[:, None] - window
-        outs.append(F.scaled_dot_product_attention(q[:, :, a * tokens:b * tokens], k[:, :, keys], v[:, :, keys],
-                                                   attn_mask=mask))
+        outs.append(
+            F.scaled_dot_product_attention(
+                q[:, :, a * tokens : b * tokens], k[:, :, keys], v[:, :, keys], attn_mask=mask
+            )
+        )
     return torch.cat(outs, 2)
 
 
@@ -175,7 +198,7 @@ def _windowed_attention(q, k, v, tokens: int, q_frame0: int, k_frame0: int, wind
     Tq, _Tk = q.shape[2] // tokens, k.shape[2] // tokens
     pad = max(0, window - 1 - (q_frame0 - k_frame0))  # frames before k_frame0 that some window reaches
     start = q_frame0 - k_frame0 + pad - (window - 1)  # the first query's window, in padded key frames
-    k, v = (F.pad(x, (0, 0, pad * tokens, 0))[:, :, start * tokens:] for x in (k, v))
+    k, v = (F.pad(x, (0, 0, pad * tokens, 0))[:, :, start * tokens :] for x in (k, v))
     k, v = (x.unfold(2, window * tokens, tokens).transpose(-1, -2) for x in (k, v))  # [B, heads, Tq, window*N, d]
     # key j of the window of query frame t is frame t - window + 1 + j: masked if before k_frame0
     t = torch.arange(q_frame0, q_frame0 + Tq, device=q.device)

@@ -107,8 +107,11 @@ def make_config(cls: type[NetConfig], values: dict, where: str) -> NetConfig:
         is_int = isinstance(v, int) and not isinstance(v, bool)
         if not (is_int or (float in allowed and isinstance(v, float))):
             kind = "a number" if float in allowed else "an integer"
-            raise MemorybenchError(f"{where}: config field {name} must be {kind}"
-                                   + (" or none" if type(None) in allowed else "") + f", got {v!r}")
+            raise MemorybenchError(
+                f"{where}: config field {name} must be {kind}"
+                + (" or none" if type(None) in allowed else "")
+                + f", got {v!r}"
+            )
     try:
         return cls(**{k: _tuples(v) for k, v in values.items()})
     except (TypeError, ValueError) as e:
@@ -287,8 +290,13 @@ class ZooNet(nn.Module):
     def decode(self, y: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.norm_out(y))
 
-    def loss(self, frames: torch.Tensor, actions: torch.Tensor, weight: torch.Tensor | None = None,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+    def loss(
+        self,
+        frames: torch.Tensor,
+        actions: torch.Tensor,
+        weight: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """Training loss of a batch; ``weight [B, T, H, W]`` per pixel; ``generator`` for any noise."""
         raise NotImplementedError
 
@@ -301,8 +309,10 @@ class ZooNet(nn.Module):
         if max(H, W) // c.patch > c.max_grid:
             raise MemorybenchError(f"frames of {H}x{W} make a token grid larger than max_grid={c.max_grid}")
         if len(nvec) > MAX_ACTION_COMPONENTS or max(nvec) > MAX_ACTION_VALUES:
-            raise MemorybenchError(f"actions with nvec {list(nvec)} exceed the action table "
-                                   f"({MAX_ACTION_COMPONENTS} components of up to {MAX_ACTION_VALUES} values)")
+            raise MemorybenchError(
+                f"actions with nvec {list(nvec)} exceed the action table "
+                f"({MAX_ACTION_COMPONENTS} components of up to {MAX_ACTION_VALUES} values)"
+            )
 
 
 class NextFrameNet(ZooNet):
@@ -366,8 +376,13 @@ def save_checkpoint(net: ZooNet, name: str, path: str | Path, extra: dict | None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
-    meta = {**(extra or {}), "format": CHECKPOINT_FORMAT, "model": name, "architecture": net.architecture,
-            "config": net.config.to_dict()}
+    meta = {
+        **(extra or {}),
+        "format": CHECKPOINT_FORMAT,
+        "model": name,
+        "architecture": net.architecture,
+        "config": net.config.to_dict(),
+    }
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(save(tensors, metadata={"memorybench": json.dumps(meta, sort_keys=True)}))
     os.replace(tmp, path)
@@ -392,8 +407,10 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     except json.JSONDecodeError:
         meta = {}
     if meta.get("format") != CHECKPOINT_FORMAT or "model" not in meta or "config" not in meta:
-        raise MemorybenchError(f"{path} is not a memorybench zoo checkpoint (its metadata has no "
-                               f"'memorybench' entry of format {CHECKPOINT_FORMAT!r})")
+        raise MemorybenchError(
+            f"{path} is not a memorybench zoo checkpoint (its metadata has no "
+            f"'memorybench' entry of format {CHECKPOINT_FORMAT!r})"
+        )
     return meta, tensors
 
 
@@ -450,7 +467,8 @@ class NeuralWorldModel(WorldModel):
                 raise MemorybenchError(
                     f"model '{self.name}' has no trained checkpoint at {path}. Train one with "
                     f"`memorybench train {self.name}` (see memorybench/train.py for the recipes) and put its "
-                    f"model.safetensors there, pass checkpoint=PATH, or checkpoint=none for random weights")
+                    f"model.safetensors there, pass checkpoint=PATH, or checkpoint=none for random weights"
+                )
             self.net = self.load_net(path, config)
             self._checkpoint = path.resolve()
         self.net.eval()
@@ -480,15 +498,20 @@ class NeuralWorldModel(WorldModel):
             if isinstance(version, int) and version < current:
                 raise MemorybenchError(
                     f"checkpoint {path} was trained with an older architecture of '{cls.name}' (version {version}, "
-                    f"this memorybench builds version {current}{note}); retrain it with `memorybench train {cls.name}`")
-            raise MemorybenchError(f"checkpoint {path} holds architecture version {version!r} of '{cls.name}', which "
-                                   f"this memorybench does not know (it builds version {current}{note}); "
-                                   "upgrade memorybench")
+                    f"this memorybench builds version {current}{note}); retrain it with `memorybench train {cls.name}`"
+                )
+            raise MemorybenchError(
+                f"checkpoint {path} holds architecture version {version!r} of '{cls.name}', which "
+                f"this memorybench does not know (it builds version {current}{note}); "
+                "upgrade memorybench"
+            )
         overrides = dict(overrides or {})
         fixed = sorted(set(overrides) - set(cls.net_class.Config.inference_fields))
         if fixed:
-            raise MemorybenchError(f"{', '.join(fixed)} cannot be changed on a trained checkpoint ({path}); "
-                                   f"allowed: {', '.join(cls.net_class.Config.inference_fields) or 'none'}")
+            raise MemorybenchError(
+                f"{', '.join(fixed)} cannot be changed on a trained checkpoint ({path}); "
+                f"allowed: {', '.join(cls.net_class.Config.inference_fields) or 'none'}"
+            )
         config = make_config(cls.net_class.Config, {**meta["config"], **overrides}, f"checkpoint {path}")
         net = cls.net_class(config)
         try:
@@ -551,7 +574,7 @@ class NeuralWorldModel(WorldModel):
         B, N = actions.shape[:2]
         prev, state, frames = self._prev_tokens(B, *self._grid), self.state, []
         for i in range(N):  # beyond the first frame, the model's own predictions are the inputs
-            y, state = self.net.trunk(self.net.inputs(prev, actions[:, i:i + 1]), state)
+            y, state = self.net.trunk(self.net.inputs(prev, actions[:, i : i + 1]), state)
             if i == 0:
                 self.pending = _Pending(actions[:, :1].clone(), state)
             frame = self.net.decode(y)

@@ -98,14 +98,15 @@ class DiffusionNet(ZooNet):
     Config = DiffusionConfig
     loss_description = "per-pixel MSE of the clean-frame estimates at independent per-frame noise levels k ~ U[0, 1]"
 
-
     def __init__(self, config: DiffusionConfig):
         super().__init__(config)
         self.level = LevelEmbedding(config.width)
         if config.clean_prefix_prob > 0:  # what the model card says the loss is
-            self.loss_description = (f"{self.loss_description}; long-context training: with probability "
-                                     f"{config.clean_prefix_prob:g} per sequence a clean prefix of more than half "
-                                     "of it (level 0, no loss there)")
+            self.loss_description = (
+                f"{self.loss_description}; long-context training: with probability "
+                f"{config.clean_prefix_prob:g} per sequence a clean prefix of more than half "
+                "of it (level 0, no loss there)"
+            )
         self.layers.extend(AttentionBlock(config, None, config.rope_base) for _ in range(config.layers))
 
     def inputs(self, z: torch.Tensor, actions: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
@@ -119,8 +120,9 @@ class DiffusionNet(ZooNet):
         y, _ = self.trunk(self.inputs(z, actions, levels))
         return self.decode(y)
 
-    def clean_prefix(self, batch: int, frames: int, generator: torch.Generator | None = None,
-                     device=None) -> torch.Tensor:
+    def clean_prefix(
+        self, batch: int, frames: int, generator: torch.Generator | None = None, device=None
+    ) -> torch.Tensor:
         """Lengths ``[batch]`` of the clean prefixes of long-context training (module docstring):
         with probability ``clean_prefix_prob`` uniform in ``floor(T/2) + 1 .. T - 1``, else 0."""
         p = self.config.clean_prefix_prob
@@ -161,7 +163,8 @@ class DiffusionNet(ZooNet):
         return x0
 
 
-DIFFUSION_BIBTEX = """@inproceedings{chen2024diffusionforcing,
+DIFFUSION_BIBTEX = (
+    """@inproceedings{chen2024diffusionforcing,
   title     = {Diffusion Forcing: Next-token Prediction Meets Full-Sequence Diffusion},
   author    = {Chen, Boyuan and Mart{\\'i} Mons{\\'o}, Diego and Du, Yilun and Simchowitz, Max and
                Tedrake, Russ and Sitzmann, Vincent},
@@ -182,7 +185,9 @@ DIFFUSION_BIBTEX = """@inproceedings{chen2024diffusionforcing,
   booktitle = {International Conference on Learning Representations},
   year      = {2021}
 }
-""" + TRANSFORMER_BIBTEX
+"""
+    + TRANSFORMER_BIBTEX
+)
 
 
 class DiffusionForcing(NeuralWorldModel):
@@ -226,11 +231,13 @@ class DiffusionForcing(NeuralWorldModel):
         state, frames = self.state, []
         for i in range(actions.shape[1]):
             if self.noise is None:  # nothing observed yet: every episode alike, seeded by sampler_seed alone
-                self.noise = [torch.Generator().manual_seed(self.net.config.sampler_seed) for _ in range(actions.shape[0])]
+                self.noise = [
+                    torch.Generator().manual_seed(self.net.config.sampler_seed) for _ in range(actions.shape[0])
+                ]
             noise = torch.cat([torch.randn(self.shape, generator=g) for g in self.noise]).to(self.device, self._dtype())
-            frame = self.net.sample(state, actions[:, i:i + 1], noise)
+            frame = self.net.sample(state, actions[:, i : i + 1], noise)
             frames.append(frame)
             if i + 1 < actions.shape[1]:  # later frames are conditioned on this sample (not committed)
                 clean = torch.zeros(frame.shape[:2], device=self.device, dtype=frame.dtype)
-                _, state = self.net.trunk(self.net.inputs(2 * frame - 1, actions[:, i:i + 1], clean), state)
+                _, state = self.net.trunk(self.net.inputs(2 * frame - 1, actions[:, i : i + 1], clean), state)
         return torch.cat(frames, 1).float().to(out_device)

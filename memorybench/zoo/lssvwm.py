@@ -127,7 +127,9 @@ class LSSVWMConfig(NetConfig):
         if self.window < 1:
             raise ValueError(f"window must be >= 1, got {self.window}")
         if (self.expand * self.width) % self.head_dim:
-            raise ValueError(f"expand * width = {self.expand * self.width} is not a multiple of head_dim {self.head_dim}")
+            raise ValueError(
+                f"expand * width = {self.expand * self.width} is not a multiple of head_dim {self.head_dim}"
+            )
 
 
 class LSSVWMNet(NextFrameNet):
@@ -137,8 +139,9 @@ class LSSVWMNet(NextFrameNet):
 
     def __init__(self, config: LSSVWMConfig):
         super().__init__(config)
-        self.layers.extend(LSSVWMLayer(config, tuple(config.blocks[i % len(config.blocks)]))
-                           for i in range(config.layers))
+        self.layers.extend(
+            LSSVWMLayer(config, tuple(config.blocks[i % len(config.blocks)])) for i in range(config.layers)
+        )
 
     def check_task(self, resolution: tuple[int, int], nvec: tuple[int, ...]) -> None:
         super().check_task(resolution, nvec)
@@ -146,8 +149,9 @@ class LSSVWMNet(NextFrameNet):
         for layer in self.layers:
             bh, bw = layer.ssm.block_shape(h, w)
             if h % bh or w % bw:
-                raise MemorybenchError(f"block {bh}x{bw} does not tile the {h}x{w} token grid of {resolution[0]}x"
-                                       f"{resolution[1]} frames")
+                raise MemorybenchError(
+                    f"block {bh}x{bw} does not tile the {h}x{w} token grid of {resolution[0]}x{resolution[1]} frames"
+                )
 
 
 LSSVWM_BIBTEX = """@inproceedings{po2025lssvwm,

@@ -39,7 +39,9 @@ class MambaConfig(NetConfig):
 
     def __post_init__(self):
         if (self.expand * self.width) % self.head_dim:
-            raise ValueError(f"expand * width = {self.expand * self.width} is not a multiple of head_dim {self.head_dim}")
+            raise ValueError(
+                f"expand * width = {self.expand * self.width} is not a multiple of head_dim {self.head_dim}"
+            )
 
 
 class MambaLayer(PerPositionLayer):

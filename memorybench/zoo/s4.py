@@ -103,6 +103,7 @@ class S4Layer(PerPositionLayer):
     def __init__(self, c: S4Config):
         super().__init__(c.width, c.heads, c.mlp_ratio, S4Block(c.width, c.d_state))
 
+
 class S4Net(NextFrameNet):
     Config = S4Config
 

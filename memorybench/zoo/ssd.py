@@ -78,8 +78,9 @@ def segsum(a: torch.Tensor) -> torch.Tensor:
     return (cs[..., :, None] - cs[..., None, :]).masked_fill_(upper, -math.inf)
 
 
-def ssd_step(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-             h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def ssd_step(
+    x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, h: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One step: ``H = exp(dt A) H + dt x B^T``, ``y = H C`` (without ``D x``).
 
     ``x [b, H, P]``, ``dt [b, H]``, ``A [H]``, ``B, C [b, N]``, ``h [b, H, P, N]`` -> ``(y [b, H, P], h)``.
@@ -88,8 +89,9 @@ def ssd_step(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor
     return (h @ C[:, None, :, None]).squeeze(-1), h
 
 
-def ssd_recurrence(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-                   h0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def ssd_recurrence(
+    x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, h0: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The recurrence step by step (the definition; slow). Shapes as ``ssd_scan``."""
     b, L, H, P = x.shape
     h = x.new_zeros(b, H, P, B.shape[-1]) if h0 is None else h0
@@ -100,8 +102,15 @@ def ssd_recurrence(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.
     return torch.stack(ys, 1), h
 
 
-def ssd_scan(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-             h0: torch.Tensor | None = None, chunk: int = CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
+def ssd_scan(
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    h0: torch.Tensor | None = None,
+    chunk: int = CHUNK,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The recurrence over whole sequences by the chunked SSD algorithm (module docstring, 1-4).
 
     ``x [b, L, H, P]``, ``dt [b, L, H]`` (> 0), ``A [H]`` (< 0), ``B, C [b, L, N]``,
@@ -158,13 +167,29 @@ class Mamba2(nn.Module):
     """The Mamba-2 block on sequences ``u [b, L, D]`` (``b`` independent sequences); see the module
     docstring. ``forward(u, state) -> (out [b, L, D], new_state)``; ``state=None`` starts the sequences."""
 
-    def __init__(self, width: int, d_state: int = 64, expand: int = 2, head_dim: int = 64, d_conv: int = 4,
-                 chunk: int = CHUNK, dt_min: float = 1e-3, dt_max: float = 1e-1, a_init: tuple[float, float] = (1, 16)):
+    def __init__(
+        self,
+        width: int,
+        d_state: int = 64,
+        expand: int = 2,
+        head_dim: int = 64,
+        d_conv: int = 4,
+        chunk: int = CHUNK,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        a_init: tuple[float, float] = (1, 16),
+    ):
         super().__init__()
         E = self.inner = expand * width
         if E % head_dim:
             raise ValueError(f"expand * width = {E} is not a multiple of head_dim {head_dim}")
-        self.heads, self.head_dim, self.d_state, self.d_conv, self.chunk = E // head_dim, head_dim, d_state, d_conv, chunk
+        self.heads, self.head_dim, self.d_state, self.d_conv, self.chunk = (
+            E // head_dim,
+            head_dim,
+            d_state,
+            d_conv,
+            chunk,
+        )
         H, N = self.heads, d_state
         self.in_proj = nn.Linear(width, 2 * E + 2 * N + H, bias=False)  # z, x, B, C, dt
         self.conv = nn.Conv1d(E + 2 * N, E + 2 * N, d_conv, groups=E + 2 * N)
@@ -187,7 +212,7 @@ class Mamba2(nn.Module):
         xBC = xBC.transpose(1, 2)  # [b, E + 2N, L]
         past = state.conv if state is not None else xBC.new_zeros(b, E + 2 * N, self.d_conv - 1)
         xBC = torch.cat([past, xBC], -1)
-        conv_state = xBC[:, :, xBC.shape[-1] - (self.d_conv - 1):]
+        conv_state = xBC[:, :, xBC.shape[-1] - (self.d_conv - 1) :]
         x, B, C = F.silu(self.conv(xBC)).transpose(1, 2).split([E, N, N], -1)
         x = x.unflatten(-1, (H, P))  # [b, L, H, P]
         dt = F.softplus(dt + self.dt_bias)  # [b, L, H]
