@@ -131,8 +131,10 @@ def comparison_markdown(runs: list[dict], sources: Sequence[str] = ()) -> str:
         "frames among other views of the episode; 0 = chance, 1 = perfect; the paper has no such metric).",
         "",
         "**Differences of scale.** Models: the paper's are about 200M parameters trained on large Memory Maze "
-        "datasets; our zoo models are about 2.2M parameters, small CPU references (see README, Reference "
-        "models), so only orderings can be compared, not levels. Data: the paper's own trajectories and "
+        "datasets; our zoo models are about 3M parameters, small CPU references trained for 450 steps on "
+        "`occlusion-recall@standard` only, never on a maze (see README, Reference models): on these tasks they "
+        "show transfer, not Memory Maze training, so neither levels nor orderings between them say much about the "
+        "paper's claims. Data: the paper's own trajectories and "
         "simulator build; ours are scripted (explore with look-arounds, then retrace or revisit by other "
         "routes) in 9x9 mazes rendered by memory-maze 1.0.3 / dm-control 1.0.50 / MuJoCo 3 with Mesa, 64x64. "
         "Metrics: ours average PSNR from the mean squared error per episode (then over episodes), SSIM and "

@@ -380,11 +380,6 @@ def test_portable_rewrites_paths_and_drops_hosts(monkeypatch, tmp_path):
     assert out["note"] == "~/data/eps is mine" and out["other"] == "/srv/data"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the committed results/ predate `report --runs-to` (portable copies); they are "
-    "regenerated with it later: then this XPASSes and the marker must go",
-)
 def test_committed_results_are_portable():
     import socket
 
