@@ -12,7 +12,9 @@ whether the model *identifies* the remembered content (definitions pinned; writt
   quantised to 8 bits as for every metric) to the true candidate is strictly smaller than to every
   other offered candidate: ``hit = 1``; if ``k`` other candidates tie with the truth,
   ``hit = 1 / (k + 1)``; else ``0``. Candidates a model without memory could rule out from the
-  recent true frames are not offered (``MemoryItems.exclude``).
+  recent true frames are not offered (``MemoryItems.exclude``), nor candidates that show the very
+  same pixels as the truth on ``R`` (no prediction could tell them apart; an item left with no
+  foil is no test).
 * **Chance** of an item: ``c = 1 / (number of offered candidates)``. A prediction made without
   memory of the content is equally likely to be closest to any candidate: its expected hit is
   ``c``, whatever it predicts (means, blur, inpainting, copies).
@@ -47,7 +49,7 @@ RECALL_DEFINITION = {
     "hit": "1 if the prediction's MSE over the item's pixels and channels (predictions quantised to uint8) to the true "
     "candidate is strictly below its MSE to every other offered candidate; 1/(k+1) when k others tie; else 0",
     "chance": "1 / number of offered candidates (candidates a no-memory model can rule out from the recent true frames "
-    "are not offered)",
+    "are not offered, nor candidates identical to the truth on the item's pixels)",
     "false_recall": "premature: frame t-1 was predicted, the truth on the item's pixels differs between t-1 and t, and "
     "the prediction of t-1 is closer to the truth of t than to the truth of t-1; a premature item's "
     "hit counts as chance",
@@ -113,7 +115,10 @@ def score_items(generator, episode, pred_u8: np.ndarray, start: int, protocol: s
         truth = int(items.truth[i])
         offered = np.ones(ncand, bool)
         offered[items.excluded(i)] = False
+        offered &= ~(cands == cands[truth]).all(axis=(1, 2))  # the same picture as the truth here: not a foil
         offered[truth] = True
+        if offered.sum() < 2:
+            continue  # nothing to tell the truth from on these pixels: no test
         hit, chance = _hit(_mse(cands, p[None]), truth, offered)
         premature = None
         if generator.premature_check and t - 1 >= start:

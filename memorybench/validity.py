@@ -12,12 +12,9 @@ and a genuine memory scores near 1. ``check`` runs them on tasks and protocols a
   horizon is 0. (An upper bound per bin cannot be asked of small bins: with 75 items at a chance of
   1/64, two lucky hits lift it above 0.05. The per-bin means are in the table.)
 * the **oracles** (``perfect-memory``, which puts back what it observed, and ``ground-truth``):
-  ``recall`` at least ``ORACLE_MIN`` overall. Not exactly 1 for ``ground-truth`` either: an item
-  where another candidate shows the very same pixels as the truth on the compared region is a tie
-  (half credit for a perfect prediction); on ``occlusion-recall@standard`` 7 of the 128 items of
-  the first 8 episodes are such ties (exactly one other object of the space renders to the same
-  pixels there), which caps its recall at 0.973. A known defect of the item design, reported here
-  rather than hidden: a later version should offer no candidate identical to the truth. On families
+  ``recall`` at least ``ORACLE_MIN`` overall (``ground-truth`` must be exactly 1: a candidate that
+  shows the very same pixels as the truth on an item's region is never offered, see
+  ``memorybench.recall``). On families
   without per-pixel content identities (``Generator.has_content_ids = False``: Memory Maze,
   recorded episodes) the perfect-memory reference is approximate (the observed frame of the
   closest pose, not a re-rendering at the true pose): its recall is reported as the margin that
@@ -74,7 +71,7 @@ class ValidityResult:
                         if model == "perfect-memory" and task in self.approximate:
                             continue  # an approximate reference: its margin is reported, not checked
                         mean = (r["metrics"].get("recall") or {}).get("mean")
-                        floor = ORACLE_MIN  # ground-truth too: see the module docstring on ties
+                        floor = 1.0 if model == "ground-truth" else ORACLE_MIN
                         if mean is None or mean < floor - 1e-12:
                             out.append(f"{where}: recall {mean} < {floor}")
         return out
@@ -107,8 +104,7 @@ class ValidityResult:
             f"`recall` (0 = chance, 1 = perfect identification) of every strategy without memory "
             f"(overall, their 95% CI upper bound must stay at most {NO_MEMORY_MAX}; in every gap bin, the CI "
             f"lower bound at most {NO_MEMORY_MAX}: no memory horizon) and of the "
-            f"oracles (perfect-memory and ground-truth at least {ORACLE_MIN}; a candidate identical to the truth on an "
-            "item's pixels is a tie, half credit even for the truth). Cells: mean "
+            f"oracles (perfect-memory at least {ORACLE_MIN}, ground-truth exactly 1). Cells: mean "
             "[95% cluster-bootstrap CI, episodes resampled]; the header gives each gap bin's number of memory items "
             "(per model: the same items for every model).",
             "",
