@@ -133,6 +133,7 @@ import numpy as np
 import torch
 
 from . import __version__, data
+from ._io import atomic_write_text
 from .data import TRAIN_SEED_OFFSET, training_spec  # noqa: F401 (part of this module's interface)
 from .errors import MemorybenchError
 from .spec import TaskSpec
@@ -273,9 +274,8 @@ def _atomic_torch_save(obj, path: Path) -> None:
 
 
 def _atomic_write_json(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    """The model card's layout (two-space indent), written atomically with fsync (``memorybench._io``)."""
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def _rng_states() -> dict:
