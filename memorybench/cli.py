@@ -1071,6 +1071,13 @@ def validity_cmd(
         "--limit",
         help="Only the first N episodes of each task (default: all; the maze tiers take minutes per episode).",
     ),
+    append: bool = typer.Option(
+        False,
+        "--append",
+        help="Add these tasks to the check already in --out (its .json): a task checked there before "
+        "is replaced, the others are kept, and the verdict covers them all (e.g. the maze tiers on "
+        "fewer episodes than the procedural tasks).",
+    ),
     tasks_dir: Optional[List[Path]] = TasksDirOpt,
 ):
     """Check that the memory score is valid: every no-memory strategy at chance, the oracles near 1.
@@ -1085,6 +1092,16 @@ def validity_cmd(
 
     check_at_least(limit, 1, "--limit")
     specs = _registry(tasks_dir).select(tasks, default_tier=tier)
+    earlier = None
+    if append:
+        from .validity import ValidityResult
+
+        if out is None:
+            raise MemorybenchError("--append needs --out (the check to add to)")
+        numbers = out.with_suffix(".json")
+        if not numbers.exists():
+            raise MemorybenchError(f"--append: {numbers} does not exist (run without --append first)")
+        earlier = ValidityResult.from_json(numbers.read_text(encoding="utf-8"), str(numbers))
     with progress_bar() as bar:
         job = bar.add_task("validity", total=1)
         size = [1]
@@ -1102,11 +1119,15 @@ def validity_cmd(
             limit=limit,
         )
         bar.update(job, description="validity", completed=size[0])
+    if earlier is not None:
+        result = earlier.merge(result)
     text = result.to_markdown()
     if out is not None:
+        from ._io import atomic_write_text
+
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text, encoding="utf-8")
-        out.with_suffix(".json").write_text(result.to_json(), encoding="utf-8")
+        atomic_write_text(out, text)
+        atomic_write_text(out.with_suffix(".json"), result.to_json())
         console.print(f"[green]✓[/] wrote {out} and {out.with_suffix('.json')}")
     else:
         console.print(text, markup=False, highlight=False)

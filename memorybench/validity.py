@@ -76,6 +76,33 @@ class ValidityResult:
                             out.append(f"{where}: recall {mean} < {floor}")
         return out
 
+    @classmethod
+    def from_json(cls, text: str, source: str = "<json>") -> ValidityResult:
+        """The result a ``to_json`` text holds (``memorybench validity --out X.md`` writes it as X.json)."""
+        from .errors import DataError
+
+        try:
+            d = json.loads(text)
+            return cls(
+                results=dict(d["results"]),
+                skipped=[tuple(x) for x in d.get("skipped", [])],
+                approximate=list(d.get("approximate_perfect_memory", [])),
+                episodes=dict(d.get("episodes", {})),
+            )
+        except (ValueError, KeyError, TypeError) as e:
+            raise DataError(f"{source} is not a validity result written by `memorybench validity` ({e})") from None
+
+    def merge(self, other: ValidityResult) -> ValidityResult:
+        """This result with ``other``'s tasks added; a task in both takes ``other``'s sections."""
+        results = {**self.results, **other.results}
+        new = set(other.results) | {k for k, _ in other.skipped}
+        return ValidityResult(
+            results=results,
+            skipped=[s for s in self.skipped if s[0] not in new] + list(other.skipped),
+            approximate=[t for t in self.approximate if t not in new] + list(other.approximate),
+            episodes={**{k: v for k, v in self.episodes.items() if k not in new}, **other.episodes},
+        )
+
     def to_json(self) -> str:
         return (
             json.dumps(

@@ -279,3 +279,44 @@ def test_a_candidate_identical_to_the_truth_is_not_offered(registry):
         n = len(ep.items.excluded(r["item"]))
         if twins[r["item"]]:
             assert 1 / r["chance"] == pytest.approx(gen.num_candidates(spec) - n - twins[r["item"]])
+
+
+def test_validity_append_adds_tasks_to_an_earlier_check(tmp_path, capsys):
+    """`memorybench validity --append` adds tasks to the check in --out (the maze tiers are checked
+    on fewer episodes than the procedural ones): earlier tasks are kept, a task checked again is
+    replaced, and the verdict covers them all."""
+    from memorybench.cli import main
+    from memorybench.validity import ValidityResult
+
+    out = tmp_path / "validity.md"
+    models = "copy-last,ground-truth"
+    assert main(["validity", "--tasks", "occlusion-recall@smoke", "-m", models, "--limit", "1", "-o", str(out)]) == 0
+    first = ValidityResult.from_json(out.with_suffix(".json").read_text())
+    assert list(first.results) == ["occlusion-recall@smoke"] and first.episodes == {"occlusion-recall@smoke": 1}
+    args = ["validity", "--tasks", "scene-retrieval@smoke", "-m", models, "--limit", "2", "-o", str(out), "--append"]
+    assert main(args) == 0
+    both = ValidityResult.from_json(out.with_suffix(".json").read_text())
+    assert list(both.results) == ["occlusion-recall@smoke", "scene-retrieval@smoke"]
+    assert both.episodes == {"occlusion-recall@smoke": 1, "scene-retrieval@smoke": 2}
+    assert both.results["occlusion-recall@smoke"] == first.results["occlusion-recall@smoke"]
+    text = out.read_text()
+    assert "## occlusion-recall@smoke · rollout · 1 episodes" in text
+    assert "## scene-retrieval@smoke · rollout · 2 episodes" in text
+    # a task checked again replaces its earlier sections
+    assert main(args[:5] + ["--limit", "1", "-o", str(out), "--append"]) == 0
+    again = ValidityResult.from_json(out.with_suffix(".json").read_text())
+    assert again.episodes["scene-retrieval@smoke"] == 1 and len(again.results) == 2
+
+
+def test_validity_append_needs_an_earlier_check(tmp_path, capsys):
+    from memorybench.cli import main
+    from memorybench.validity import ValidityResult
+
+    assert main(["validity", "--tasks", "occlusion-recall@smoke", "--append"]) == 2
+    assert "--append needs --out" in capsys.readouterr().err
+    out = tmp_path / "v.md"
+    assert main(["validity", "--tasks", "occlusion-recall@smoke", "-o", str(out), "--append"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    out.with_suffix(".json").write_text("{not json")
+    with pytest.raises(Exception, match="not a validity result"):
+        ValidityResult.from_json(out.with_suffix(".json").read_text(), "v.json")
