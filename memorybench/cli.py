@@ -62,7 +62,13 @@ RetentionOpt = typer.Option(
     "--retention/--no-retention",
     help="Compute the memory retention index (runs the copy-last and perfect-memory references if not cached).",
 )
-TierOpt = typer.Option("standard", "--tier", "-t", help="Tier of the task: smoke (seconds, for tests) or standard.")
+TierOpt = typer.Option(
+    "standard",
+    "--tier",
+    "-t",
+    help="Tier of the task: smoke (seconds, for tests), standard, or a task's own tier such as paper "
+    "(the maze tasks' LSSVWM protocol; `memorybench tasks list` shows each task's tiers).",
+)
 
 
 def _registry(tasks_dir: Optional[List[Path]]):
