@@ -8,6 +8,8 @@
 * ``step_curves``: a whole-frame metric over the generated segment (step 0 is the first frame
   after the context), one line per model with its CI band, one panel per task.
 * ``efficiency_curves``: per-frame cost against context length (from ``memorybench profile``).
+* ``figure_set``: which of these a set of runs and profiles gets (``memorybench plot``, ``report``,
+  ``leaderboard --format html`` and ``profile`` all draw theirs from it).
 
 Calibration references are drawn dashed and grey-ish so that contenders stand out. Every model
 keeps one colour in every panel and every figure (``model_colour``: the reference zoo has fixed
@@ -18,8 +20,10 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -266,3 +270,73 @@ def png_bytes(fig) -> bytes:
 
     plt.close(fig)
     return buf.getvalue()
+
+
+#: the memory-only metrics and whole-frame metrics drawn by default (``memorybench plot``)
+MEMORY_CURVE_METRICS = ("psnr_memory", "lpips_memory", "retention")
+STEP_CURVE_METRICS = ("psnr", "lpips")
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """One figure of a set: what it shows (``kind``: efficiency, memory-curve or steps; the metric or
+    profile field; the protocol, None for efficiency) and how to draw it (a new matplotlib figure)."""
+
+    kind: str
+    metric: str
+    protocol: str | None
+    draw: Callable[[], Any]
+
+    @property
+    def stem(self) -> str:
+        """The file name without its suffix: ``efficiency-latency_ms``, ``memory-curve-psnr_memory-rollout``."""
+        return f"{self.kind}-{self.metric}" + (f"-{self.protocol}" if self.protocol else "")
+
+    @property
+    def caption(self) -> str:
+        """The figure's heading in a report's HTML page."""
+        if self.kind == "efficiency":
+            return f"{self.metric} per generated frame vs context length"
+        if self.kind == "memory-curve":
+            return f"{self.metric} vs memory gap ({self.protocol})"
+        return f"{self.metric} over the generated frames ({self.protocol})"
+
+
+def has_metric(runs: list[dict], metric: str, protocol: str) -> bool:
+    """Whether any run has values of ``metric`` by memory gap under ``protocol`` (retention needs the
+    references: a run made with --no-retention has none)."""
+    return any(
+        metric in {**b.get("metrics", {}), **b.get("retention", {})}
+        for r in runs
+        for g in r["summary"]["groups"].values()
+        if g["protocol"] == protocol
+        for b in g.get("by_gap", [])
+    )
+
+
+def figure_set(
+    runs: Sequence[dict] = (),
+    protocols: Sequence[str] = (),
+    profiles: Sequence[dict] = (),
+    memory_metrics: Sequence[str] = MEMORY_CURVE_METRICS,
+    step_metrics: Sequence[str] = STEP_CURVE_METRICS,
+) -> list[FigureSpec]:
+    """The figures of ``runs`` and ``profiles``, in this order: the efficiency curves of every profile
+    field that has a fit; then for each protocol the memory curves of the ``memory_metrics`` the runs
+    hold by memory gap, and the step curves of the ``step_metrics``. Nothing is drawn until ``draw``."""
+    from .profile import FIELDS
+
+    runs, profiles = list(runs), list(profiles)
+    figs = [
+        FigureSpec("efficiency", field, None, lambda field=field: efficiency_curves(profiles, field))
+        for field in (FIELDS if profiles else ())
+        if any(p["fits"][field]["slope"] is not None for p in profiles)
+    ]
+    for p in protocols:
+        figs += [
+            FigureSpec("memory-curve", m, p, lambda m=m, p=p: memory_curves(runs, m, p))
+            for m in memory_metrics
+            if has_metric(runs, m, p)
+        ]
+        figs += [FigureSpec("steps", m, p, lambda m=m, p=p: step_curves(runs, m, p)) for m in step_metrics]
+    return figs

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from memorybench import data, storage
-from memorybench.cli import _train_episodes
+from memorybench.cli.train import _train_episodes
 from memorybench.errors import MemorybenchError
 from memorybench.splits import train_dir
 from memorybench.tasks import get_task
