@@ -117,7 +117,7 @@ def merge(
 ) -> Path:
     """Combine complete shard runs into one run directory at ``out`` and summarise it."""
     from .runner import select_episodes, summarize_run
-    from .spec import spec_from_dict
+    from .taskfile import spec_from_dict
 
     metas = [(Path(p), load_run_json(p)) for p in shard_paths]
     n = _check_shards(metas)

@@ -62,7 +62,8 @@ from .results import (
     new_run_meta,
     task_protocols,
 )
-from .spec import TaskSpec, spec_from_dict
+from .spec import TaskSpec
+from .taskfile import spec_from_dict
 
 #: bump when the scoring pipeline changes what a number means (part of run identity). 2: recall
 #: (identification of memory items), gaps counted from what the model observed, PSNR from the

@@ -317,7 +317,7 @@ def verify(path: str | Path, spec: TaskSpec, deep: bool = True, episodes=None) -
 def open_store(path: str | Path, spec: TaskSpec | None = None, deep: bool = False, episodes=None) -> EpisodeStore:
     """Open a generated dataset (checked against ``spec`` if given) or raise ``DataError``;
     ``episodes`` (default: all of the spec's) must be present."""
-    from .spec import spec_from_dict
+    from .taskfile import spec_from_dict
 
     path = Path(path)
     man = _read_manifest(path)

@@ -21,7 +21,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from .errors import MemorybenchError, TaskSpecError, UnknownNameError
-from .spec import SUITE_TIERS, TaskSpec, load_task_file
+from .spec import SUITE_TIERS, TaskSpec
+from .taskfile import load_task_file
 
 ENTRY_POINT_GROUP = "memorybench.tasks"
 

@@ -193,7 +193,7 @@ def test_show_panels_are_prediction_truth_mask_and_last_seen(saved_run):
     from memorybench import preview
     from memorybench.generators import get_generator
     from memorybench.results import RunDir, load_run_json
-    from memorybench.spec import spec_from_dict
+    from memorybench.taskfile import spec_from_dict
 
     meta = load_run_json(saved_run)
     entry = next(t for t in meta["tasks"] if t["key"] == "occlusion-recall@smoke")

@@ -29,8 +29,8 @@ from memorybench.errors import MemorybenchError
 from memorybench.generators import get_generator
 from memorybench.results import load_run_json
 from memorybench.runner import RunRequest, evaluate
-from memorybench.spec import load_task_file
 from memorybench.splits import TRAIN_SEED_OFFSET, TrainingDataError, export_npz, npz_arrays, split_spec, training_spec
+from memorybench.taskfile import load_task_file
 from memorybench.tasks import get_task
 from memorybench.zoo.common import default_checkpoint
 

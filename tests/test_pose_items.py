@@ -11,7 +11,7 @@ import pytest
 from memorybench.generators import get_generator
 from memorybench.generators.poses import FOIL_SEPARATION, pose_rho
 from memorybench.recall import score_items
-from memorybench.spec import load_task_file
+from memorybench.taskfile import load_task_file
 
 H = W = 16
 STEP_DEG = 18.0  # a turn step; a forward step moves 0.25 cells

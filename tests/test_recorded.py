@@ -17,7 +17,7 @@ from memorybench.episode import NEVER_SEEN
 from memorybench.errors import DataError, TaskSpecError
 from memorybench.generators import get_generator
 from memorybench.generators.poses import frame_ages, near_matrix, pose_memory_metadata
-from memorybench.spec import load_task_file
+from memorybench.taskfile import load_task_file
 
 # ------------------------------------------------------------------------------------------------
 # pose-based metadata on hand-built pose sequences

@@ -8,7 +8,7 @@ import pytest
 
 from memorybench.cli import main
 from memorybench.errors import TaskSpecError, UnknownNameError
-from memorybench.spec import load_task_file
+from memorybench.taskfile import load_task_file
 from memorybench.tasks import TaskRegistry
 
 GOOD = textwrap.dedent("""\

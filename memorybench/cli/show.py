@@ -41,7 +41,7 @@ def show_cmd(
     check_out_file(out, suffixes=(".png", ".pdf", ".gif", ".mp4"))
     check_at_least(fps, 1, "--fps")
     from ..results import RunDir, load_run_json
-    from ..spec import spec_from_dict
+    from ..taskfile import spec_from_dict
 
     meta = load_run_json(run_dir)
     entry = _task_entry(meta, task, run_dir)
