@@ -14,6 +14,11 @@ class MemorybenchError(Exception):
     exit_code = 2
 
 
+class RegistryError(MemorybenchError):
+    """A name registered twice (built-in and plugin, or two plugins), or a registration whose
+    object does not fit its registry (``memorybench.registry``)."""
+
+
 class TaskSpecError(MemorybenchError):
     """A task YAML file is invalid. The message names the file and the field."""
 

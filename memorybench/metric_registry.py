@@ -26,7 +26,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache
+
+from .registry import Registry
 
 ENTRY_POINT_GROUP = "memorybench.metrics"
 KINDS = ("frame", "psnr", "item", "derived")
@@ -196,26 +197,21 @@ def _builtins() -> list[Metric]:
     return out
 
 
-@cache
+def _check_plugin(obj: object, name: str) -> None:
+    from .errors import RegistryError
+
+    if not isinstance(obj, Metric):
+        raise RegistryError(f"metric plugin '{name}' ({METRICS.target(name)}) is not a memorybench Metric")
+    if obj.fn is None or obj.kind != "frame":
+        raise RegistryError(f"metric plugin '{name}': a user metric needs kind='frame' and an fn")
+
+
+#: the metric plugins (entry points of ``memorybench.metrics``; the built-ins are ``_builtins()``)
+METRICS = Registry("metric", ENTRY_POINT_GROUP, {}, check=_check_plugin)
+
+
 def _plugins() -> tuple[Metric, ...]:
-    from importlib.metadata import entry_points
-
-    from .errors import MemorybenchError
-
-    found = []
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            obj = ep.load()
-        except Exception as e:  # noqa: BLE001 - a broken plugin is reported, not a traceback
-            raise MemorybenchError(
-                f"metric plugin '{ep.name}' ({ep.value}) cannot be loaded: {type(e).__name__}: {e}"
-            ) from None
-        if not isinstance(obj, Metric):
-            raise MemorybenchError(f"metric plugin '{ep.name}' ({ep.value}) is not a memorybench Metric")
-        if obj.fn is None or obj.kind != "frame":
-            raise MemorybenchError(f"metric plugin '{ep.name}': a user metric needs kind='frame' and an fn")
-        found.append(obj)
-    return tuple(found)
+    return tuple(METRICS.load(name) for name in sorted(METRICS.plugins()))
 
 
 def all_metrics() -> dict[str, Metric]:
@@ -227,7 +223,7 @@ def all_metrics() -> dict[str, Metric]:
         if m.kind not in KINDS:
             raise MemorybenchError(f"metric '{m.name}' has unknown kind {m.kind!r} (one of {', '.join(KINDS)})")
         if m.name in out:
-            raise MemorybenchError(f"metric '{m.name}' is registered twice")
+            raise METRICS.duplicate(m.name, "built in, and by a plugin" if out[m.name].fn is None else "by two plugins")
         out[m.name] = m
     return out
 

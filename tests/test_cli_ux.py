@@ -50,7 +50,7 @@ def test_models_list_shows_plugins_and_their_errors(tmp_path, monkeypatch, capsy
     monkeypatch.syspath_prepend(str(tmp_path))
     from memorybench import models
 
-    models._plugins.cache_clear()
+    models.MODELS.clear_cache()
     try:
         assert main(["models", "list", "--json"]) == 0
         rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
@@ -61,7 +61,7 @@ def test_models_list_shows_plugins_and_their_errors(tmp_path, monkeypatch, capsy
         out = capsys.readouterr().out
         assert "mine" in out and "plugin" in out and "po2025lssvwm" in out
     finally:
-        models._plugins.cache_clear()
+        models.MODELS.clear_cache()
 
 
 # -- progress in logs -------------------------------------------------------------------------------------

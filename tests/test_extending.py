@@ -28,12 +28,12 @@ def mbext(tmp_path, monkeypatch):
     env = install_without_pip(files, tmp_path)
     for p in (tmp_path / "site", tmp_path / "src"):
         monkeypatch.syspath_prepend(str(p))
-    caches = (generators._entry_points, models._plugins, metric_registry._plugins)
+    caches = (generators.GENERATORS, models.MODELS, metric_registry.METRICS)
     for c in caches:
-        c.cache_clear()
+        c.clear_cache()
     yield files, env, tmp_path / "src"
     for c in caches:
-        c.cache_clear()
+        c.clear_cache()
     for name in [m for m in sys.modules if m == "mbext" or m.startswith("mbext.")]:
         monkeypatch.delitem(sys.modules, name)
 

@@ -36,9 +36,9 @@ def plugin(tmp_path, monkeypatch):
     (dist / "entry_points.txt").write_text("[memorybench.metrics]\nmean_abs = mbmetric:METRIC\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
-    registry._plugins.cache_clear()
+    registry.METRICS.clear_cache()
     yield dist
-    registry._plugins.cache_clear()
+    registry.METRICS.clear_cache()
 
 
 def test_every_builtin_has_its_record():
@@ -79,7 +79,7 @@ def test_a_user_metric_shows_up_everywhere(plugin, registry_fixture, tmp_path):
 
 def test_a_broken_plugin_is_a_clear_error(plugin):
     (plugin / "entry_points.txt").write_text("[memorybench.metrics]\nbad = mbmetric:NOT_A_METRIC\n")
-    registry._plugins.cache_clear()
+    registry.METRICS.clear_cache()
     with pytest.raises(MemorybenchError, match="metric plugin 'bad' .* is not a memorybench Metric"):
         registry.all_metrics()
 

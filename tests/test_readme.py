@@ -70,7 +70,7 @@ def test_plugin_by_entry_point(tmp_path, blur_module, monkeypatch):
     (dist / "entry_points.txt").write_text(f"[memorybench.models]\nblur = {blur_module}:Blur\n")
     from memorybench import models
 
-    models._plugins.cache_clear()
+    models.MODELS.clear_cache()
     try:
         assert "blur" in models.model_names()
         assert models.resolve("blur").__name__ == "Blur"
@@ -96,7 +96,7 @@ def test_plugin_by_entry_point(tmp_path, blur_module, monkeypatch):
         )
         assert (out / "blur" / "summary.json").exists()
     finally:
-        models._plugins.cache_clear()
+        models.MODELS.clear_cache()
 
 
 def test_readme_training_data_example_trains(tmp_path, capsys):

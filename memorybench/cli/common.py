@@ -98,12 +98,13 @@ def _protocols(value: str) -> list[str]:
 
 def _model_names(value: str) -> list[str]:
     """Model names from ``--model``, each checked against the registry without importing it."""
-    from ..models import target_of
+    from ..models import MODEL_GROUPS, target_of
     from ..validation import split_list
 
-    models = split_list(value)
-    if not models:
+    given = split_list(value)
+    if not given:
         raise MemorybenchError("--model is empty: give a model name (see `memorybench models list`)")
+    models = [m for g in given for m in MODEL_GROUPS.get(g, (g,))]
     for m in models:
         target_of(m)
     if len(set(models)) < len(models):

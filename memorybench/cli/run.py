@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from ..console import console, err_console
 from ..errors import DataError, MemorybenchError
+from ..models import MODEL_GROUPS
 from .common import (
     BareTierOpt,
     ModelArgsOpt,
@@ -41,13 +42,13 @@ def _parse_shard(shard: Optional[str]):
 
 # the options of `memorybench run`
 RunModelOpt = typer.Option(
-    "copy-last,mean-frame,ground-truth,perfect-memory",
+    ",".join(MODEL_GROUPS["calibration"]),
     "--model",
     "-m",
     help="Model name(s), comma-separated: a built-in name, a plugin name, or package.module:Class; "
-    "or a group: calibration (the default: copy-last, mean-frame, ground-truth, "
-    "perfect-memory), no-memory (every no-memory reference), zoo (the reference models). "
-    "See `memorybench models list`.",
+    f"or a group: calibration (the default: {', '.join(MODEL_GROUPS['calibration'])}), "
+    "no-memory (every no-memory reference), zoo (the reference models: "
+    f"{', '.join(MODEL_GROUPS['zoo'])}). See `memorybench models list`.",
 )
 RunProtocolOpt = typer.Option(
     "rollout",
@@ -340,7 +341,8 @@ def summarize_cmd(
     check_device_name(device)
     from ..leaderboard import load_runs, print_overview
     from ..results import RUN_JSON
-    from ..runner import resolve_device, summarize_run
+    from ..runner import resolve_device
+    from ..summarize import summarize_run
 
     if not (run_dir / RUN_JSON).exists():
         raise DataError(f"{run_dir} is not a run directory (no {RUN_JSON})")

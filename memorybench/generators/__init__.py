@@ -1,17 +1,18 @@
 """Episode generators, one module per task family.
 
-A family is registered here by name as a lazy ``"module:Class"`` string, so that importing
-memorybench does not import every generator. Other packages add families through the entry-point
-group ``memorybench.generators`` (``name = "package.module:Class"``). Every family subclasses
-``memorybench.generators.base.Generator``.
+A family is registered here by name as a lazy ``"module:Class"`` string (``memorybench.registry``),
+so that importing memorybench does not import every generator. Other packages add families through
+the entry-point group ``memorybench.generators`` (``name = "package.module:Class"``). Every family
+subclasses ``memorybench.generators.base.Generator`` and declares ``family`` equal to the name it is
+registered under.
 """
 
 from __future__ import annotations
 
-import importlib
-from functools import cache
+from typing import Any
 
-from ..errors import UnknownNameError
+from ..errors import RegistryError
+from ..registry import Registry
 from .base import Generator
 
 BUILTIN_GENERATORS: dict[str, str] = {
@@ -24,33 +25,24 @@ BUILTIN_GENERATORS: dict[str, str] = {
 ENTRY_POINT_GROUP = "memorybench.generators"
 
 
-def _load(target: str) -> type:
-    module, _, attr = target.partition(":")
-    obj = getattr(importlib.import_module(module), attr)
+def _check(obj: Any, name: str) -> None:
     if not (isinstance(obj, type) and issubclass(obj, Generator)):
-        raise TypeError(f"{target} is not a memorybench Generator subclass")
-    return obj
+        raise RegistryError(f"generator family '{name}' is not a memorybench.generators.base.Generator subclass")
+    declared = getattr(obj, "family", None)
+    if declared != name:
+        raise RegistryError(
+            f"generator family '{name}' is registered as '{name}' but its class "
+            f"{obj.__module__}:{obj.__qualname__} declares family = {declared!r}; the two must match"
+        )
 
 
-@cache
-def _entry_points() -> dict[str, str]:
-    from importlib.metadata import entry_points
-
-    found: dict[str, str] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in BUILTIN_GENERATORS or ep.name in found:
-            raise ValueError(f"generator family '{ep.name}' registered twice (entry point {ep.value})")
-        found[ep.name] = ep.value
-    return found
+GENERATORS = Registry("generator family", ENTRY_POINT_GROUP, BUILTIN_GENERATORS, check=_check)
 
 
 def generator_names() -> list[str]:
-    return sorted({**BUILTIN_GENERATORS, **_entry_points()})
+    return GENERATORS.names()
 
 
 def get_generator(family: str) -> type[Generator]:
     """The generator class for ``family``; an ``UnknownNameError`` (with suggestions) if none."""
-    table = {**_entry_points(), **BUILTIN_GENERATORS}
-    if family not in table:
-        raise UnknownNameError("generator family", family, sorted(table))
-    return _load(table[family])
+    return GENERATORS.load(family)

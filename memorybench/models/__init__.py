@@ -24,30 +24,12 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from functools import cache
 
 import yaml
 
 from ..adapter import WorldModel
 from ..errors import MemorybenchError, UnknownNameError
-
-CALIBRATION = ("copy-last", "mean-frame", "ground-truth", "perfect-memory")
-#: every strategy without memory; ``recall`` must put each at chance (the suite's validity test)
-NO_MEMORY = (
-    "copy-last",
-    "context-mean-colour",
-    "recent-mean",
-    "recent-median",
-    "blur-last",
-    "shift-last",
-    "inpaint-last",
-)
-#: names that stand for several models on the command line
-MODEL_GROUPS = {
-    "calibration": CALIBRATION,
-    "no-memory": NO_MEMORY,
-    "zoo": ("lssvwm", "full-attention", "frame-local-attention", "s4", "mamba", "diffusion"),
-}
+from ..registry import Registry
 
 BUILTIN_MODELS: dict[str, str] = {
     "copy-last": "memorybench.models.calibration:CopyLast",
@@ -68,23 +50,43 @@ BUILTIN_MODELS: dict[str, str] = {
     "diffusion": "memorybench.zoo.diffusion:DiffusionForcing",
 }
 
+#: what each built-in is. ``calibration``: the non-learned scales of the score; ``reference``: the
+#: privileged ones that read the true episode; ``no-memory``: every strategy without memory (the
+#: validity check holds each at chance); ``zoo``: the trained reference models of memorybench.zoo.
+MODEL_TAGS: dict[str, tuple[str, ...]] = {
+    "copy-last": ("calibration", "no-memory"),
+    "mean-frame": ("calibration",),
+    "ground-truth": ("calibration", "reference"),
+    "perfect-memory": ("calibration", "reference"),
+    **{m: ("no-memory",) for m in ("context-mean-colour", "recent-mean", "recent-median")},
+    **{m: ("no-memory",) for m in ("blur-last", "shift-last", "inpaint-last")},
+    **{m: ("zoo",) for m in ("lssvwm", "full-attention", "frame-local-attention", "s4", "mamba", "diffusion")},
+}
+
 ENTRY_POINT_GROUP = "memorybench.models"
 
 
-@cache
-def _plugins() -> dict[str, str]:
-    from importlib.metadata import entry_points
+def _check(obj: object, name: str) -> None:
+    if not (inspect.isclass(obj) and issubclass(obj, WorldModel)):
+        target = MODELS.table().get(name, name)
+        raise MemorybenchError(f"model '{name}' ({target}) is not a subclass of memorybench.adapter.WorldModel")
 
-    found: dict[str, str] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in BUILTIN_MODELS or ep.name in found:
-            raise MemorybenchError(f"model name '{ep.name}' is registered twice (plugin {ep.value})")
-        found[ep.name] = ep.value
-    return found
+
+MODELS = Registry("model", ENTRY_POINT_GROUP, BUILTIN_MODELS, tags=MODEL_TAGS, check=_check)
+
+#: names that stand for several models on the command line (``--model zoo``), from the tags
+MODEL_GROUPS: dict[str, tuple[str, ...]] = MODELS.groups(("calibration", "no-memory", "zoo"))
+CALIBRATION = MODEL_GROUPS["calibration"]
+NO_MEMORY = MODEL_GROUPS["no-memory"]
+
+
+def _plugins() -> dict[str, str]:
+    """The plugin models by name -> ``module:Class`` target (entry points, read once)."""
+    return {name: p.target for name, p in MODELS.plugins().items()}
 
 
 def model_names() -> list[str]:
-    return sorted({**BUILTIN_MODELS, **_plugins()})
+    return MODELS.names()
 
 
 def expand_model_names(text: str) -> list[str]:
@@ -106,7 +108,7 @@ def model_name(name: str, cls: type[WorldModel] | None = None) -> str:
     cls = cls or resolve(name)
     if cls.name:
         return cls.name
-    table = {**BUILTIN_MODELS, **_plugins()}
+    table = MODELS.table()
     if name in table:
         return name
     target = f"{cls.__module__}:{cls.__qualname__}"
@@ -127,7 +129,7 @@ def target_of(name: str) -> str:
     A registry or plugin name maps to its entry; anything with a ``:`` is taken as a path, whose
     module must at least be findable. Unknown names get a "did you mean".
     """
-    table = {**BUILTIN_MODELS, **_plugins()}
+    table = MODELS.table()
     target = table.get(name)
     if target is not None:
         return target
@@ -163,8 +165,7 @@ def resolve(name: str) -> type[WorldModel]:
         raise ModelLoadError(f"cannot load model '{name}' from {target}: {e}") from e
     except Exception as e:  # noqa: BLE001 - the model's module itself raised while being imported
         raise ModelLoadError(f"cannot load model '{name}': importing {module} raised {type(e).__name__}: {e}") from e
-    if not (inspect.isclass(obj) and issubclass(obj, WorldModel)):
-        raise MemorybenchError(f"model '{name}' ({target}) is not a subclass of memorybench.adapter.WorldModel")
+    _check(obj, name)
     return obj
 
 

@@ -3,8 +3,9 @@
 One row per registered name (``BUILTIN_MODELS`` and the ``memorybench.models`` entry-point
 plugins), with
 
-* ``kind``: ``calibration`` (copy-last, mean-frame: non-learned scales), ``reference``
-  (privileged calibration references that read the true episode: ground-truth, perfect-memory),
+* ``kind``: from the registry's tags: ``calibration`` (copy-last, mean-frame: non-learned
+  scales), ``reference`` (privileged calibration references that read the true episode:
+  ground-truth, perfect-memory), ``no-memory`` (the other strategies without memory),
   ``zoo`` (the trained reference models of ``memorybench.zoo``) or ``plugin``;
 * ``parameters``: 0 for a non-learned model, the model card's count for a zoo model, ``None``
   where it is unknown without building the model (plugins);
@@ -21,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 
-from . import BUILTIN_MODELS, CALIBRATION, _plugins, resolve
+from . import BUILTIN_MODELS, MODELS, _plugins, resolve
 
 CITATION_KEY = re.compile(r"@\w+\s*\{\s*([^,\s]+)\s*,")
 
@@ -41,10 +42,22 @@ def _card(name: str) -> tuple[dict | None, str]:
         return None, str(default_checkpoint(name))
 
 
+def _kind(name: str, cls: type, plugins: dict) -> str:
+    """The row's kind, from the registry's tags (see the module docstring)."""
+    tags = MODELS.tags(name)
+    if name in plugins:
+        return "plugin"
+    if cls.privileged:
+        return "reference"
+    for tag in ("calibration", "no-memory", "zoo"):
+        if tag in tags:
+            return tag
+    return "plugin"
+
+
 def catalog() -> list[dict]:
     """One dict per registered model (see the module docstring), in registry order, plugins last."""
     from ..adapter import WorldModel
-    from ..zoo import ZOO_MODELS
 
     rows = []
     plugins = _plugins()
@@ -69,15 +82,8 @@ def catalog() -> list[dict]:
         doc = (cls.__doc__ or "").strip().splitlines()
         row["summary"] = doc[0].strip() if doc else ""
         row["citation_keys"] = citation_keys(cls.citation)
-        if name in plugins:
-            pass
-        elif cls.privileged:
-            row["kind"] = "reference"
-        elif name in CALIBRATION:
-            row["kind"] = "calibration"
-        elif name in ZOO_MODELS:
-            row["kind"] = "zoo"
-        if row["kind"] in ("calibration", "reference") and cls.num_parameters is WorldModel.num_parameters:
+        row["kind"] = _kind(name, cls, plugins)
+        if row["kind"] in ("calibration", "reference", "no-memory") and cls.num_parameters is WorldModel.num_parameters:
             row["parameters"] = 0
         if row["kind"] == "zoo":
             from pathlib import Path

@@ -27,5 +27,7 @@ Shared parts (codec, embeddings, checkpoints, the adapter base) are in ``zoo.com
 ``memorybench.train``.
 """
 
-#: registry names of the zoo (their classes are listed in ``memorybench.models.BUILTIN_MODELS``)
-ZOO_MODELS = ("lssvwm", "full-attention", "frame-local-attention", "s4", "mamba", "diffusion")
+from ..models import MODEL_GROUPS
+
+#: registry names of the zoo (the built-in models tagged ``zoo`` in ``memorybench.models``)
+ZOO_MODELS: tuple[str, ...] = MODEL_GROUPS["zoo"]
