@@ -212,6 +212,20 @@ def test_backend_is_headless(simulator):
     assert os.environ["MUJOCO_GL"] in ("egl", "osmesa")
 
 
+def test_an_optimiser_can_be_built_after_a_maze_was_rendered(simulator):
+    """Mesa and Triton each bring an LLVM: Triton imported after a render (AdamW imports it through
+    torch._dynamo) segfaulted, killing `memorybench train` on maze tasks. A fresh process renders
+    a maze, then builds an AdamW."""
+    code = (
+        "from memorybench.tasks import TaskRegistry; from memorybench.generators import get_generator; "
+        "spec = TaskRegistry().get('maze-retrieval', 'smoke'); "
+        "gen = get_generator('memory_maze')(spec); gen.generate(0); "
+        "import torch; torch.optim.AdamW([torch.zeros(2, 2, requires_grad=True)]); print('built')"
+    )
+    proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and "built" in proc.stdout, proc.stderr[-2000:]
+
+
 # ------------------------------------------------------------------------------------------------
 # memory items (recall) and the training split
 

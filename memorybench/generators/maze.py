@@ -114,6 +114,19 @@ class _DropAbslNoise(logging.Filter):
         return "Cannot set velocity on Entity with no free joint" not in record.getMessage()
 
 
+def _load_triton_first() -> None:
+    """Import ``torch._dynamo`` (and with it Triton) before the first render, if torch is there.
+
+    Mesa's renderer and Triton each load an LLVM of their own; Triton loaded *after* a maze was
+    rendered crashed the process (a segfault importing ``triton/knobs.py`` when ``torch.optim.AdamW``
+    first imports ``torch._dynamo``: ``memorybench train`` on maze tasks, torch 2.14 with Mesa). In
+    this order both load cleanly (``tests/test_maze.py`` holds it)."""
+    try:
+        import torch._dynamo  # noqa: F401
+    except Exception:  # noqa: BLE001 - no torch, or a torch without dynamo: nothing to order
+        pass
+
+
 def load_memory_maze():
     """Import ``memory_maze.tasks`` (the optional extra) with a headless renderer selected.
 
@@ -122,6 +135,7 @@ def load_memory_maze():
     value the user set) -- in every worker process, since each imports this afresh.
     """
     os.environ["MUJOCO_GL"] = choose_gl_backend()
+    _load_triton_first()
     # Mesa's software rasteriser (llvmpipe) starts one thread per core in every process: at 64x64
     # they do not speed one process up, and with one worker process per core they fight (measured
     # on 2 cores: 2 workers 29 frames/s with the default, 53 with one thread each)
