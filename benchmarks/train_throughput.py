@@ -86,11 +86,7 @@ def build(name: str, grad_checkpointing: bool):
     net = legacy.legacy_net(name.removesuffix(LEGACY)) if name.endswith(LEGACY) else resolve(name).build_net(seed=0)
     net.train()
     net.grad_checkpointing = grad_checkpointing
-    decayed = [p for p in net.parameters() if p.ndim >= 2 and not getattr(p, "_no_weight_decay", False)]
-    others = [p for p in net.parameters() if p.ndim < 2 or getattr(p, "_no_weight_decay", False)]
-    opt = torch.optim.AdamW(
-        [{"params": decayed, "weight_decay": 0.01}, {"params": others, "weight_decay": 0.0}], lr=1e-4, betas=BETAS
-    )
+    opt = torch.optim.AdamW(net.param_groups(0.01), lr=1e-4, betas=BETAS)
     return net, opt
 
 

@@ -120,20 +120,22 @@ mamba) materialise their ``[L, E, S]`` states (no fused kernel), hence gradient 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import io
 import json
 import math
-import os
 import platform
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import __version__, data
-from ._io import atomic_write_text
+from ._io import atomic_write_bytes, atomic_write_text
 from .data import TRAIN_SEED_OFFSET, training_spec  # noqa: F401 (part of this module's interface)
 from .errors import MemorybenchError
 from .spec import TaskSpec
@@ -230,7 +232,7 @@ def longest_gaps(tasks: Sequence[TaskSpec], episodes: int = 2) -> dict[str, int]
     return out
 
 
-def warn_short_window(tasks: Sequence[TaskSpec], window: int | None) -> dict[str, int]:
+def warn_short_window(tasks: Sequence[TaskSpec], window: int | None, stacklevel: int = 2) -> dict[str, int]:
     """Warn (``ShortWindowWarning``) for each task whose longest memory gap exceeds ``window``."""
     import warnings
 
@@ -243,7 +245,7 @@ def warn_short_window(tasks: Sequence[TaskSpec], window: int | None) -> dict[str
             f"memory over gaps of {window} frames or more cannot be learned from these crops; train on whole "
             "episodes (no --window) or a longer window",
             ShortWindowWarning,
-            stacklevel=3,
+            stacklevel=stacklevel + 1,
         )
     return short
 
@@ -268,9 +270,10 @@ def _step_generator(seed: int, step: int, device: torch.device) -> torch.Generat
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` of ``obj``, written atomically with fsync (``memorybench._io``)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _atomic_write_json(obj, path: Path) -> None:
@@ -299,36 +302,137 @@ def _loss_curve(losses: list[float], every: int) -> list[list[float]]:
     return out
 
 
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train: every setting of ``train`` besides the model, tasks, steps and output.
+
+    The fields that determine the final weights (seed ... grad_clip, the model's config) make the
+    training run's identity (``train_state.pt``'s ``run``): a resume must match them. The others
+    (device, progress, where checkpoints go, when to stop) do not change the weights.
+    """
+
+    seed: int = 0
+    batch_size: int = 2
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    #: linear warm-up steps (None: 5 % of the steps, between 1 and 200)
+    warmup: int | None = None
+    #: frames per training window (None: whole episodes); or a ``curriculum``
+    window: int | None = None
+    #: ``[(steps, window), ...]`` phases (``parse_curriculum``); their steps replace ``steps``
+    curriculum: Sequence[tuple[int, int | None]] | None = None
+    #: weight of the memory-only pixels' MSE in the loss
+    memory_fraction: float = 0.5
+    grad_clip: float = 1.0
+    #: overrides of the model's network config (``cls.make_config``)
+    model_config: dict | None = None
+    device: str = "cpu"
+    grad_checkpointing: bool = False
+    checkpoint_every: int = 200
+    log_every: int = 10
+    #: stop (resumably) after this many seconds of training
+    max_seconds: float | None = None
+    resume: bool = False
+    workers: int = 0
+    progress: bool = True
+    #: per task, the number of cached training episodes cycled through (None: a fresh stream)
+    train_episodes: Sequence[int | None] | None = None
+    #: the command line, for the model card
+    command: str | None = None
+
+
+@dataclass
+class _Plan:
+    """A checked training request: the phases, the step count and the run's identity."""
+
+    cls: type
+    tasks: list[TaskSpec]
+    phases: list[tuple[int, int, int | None]]
+    steps: int
+    warmup: int
+    cycled: list[int | None]
+    run: dict = field(default_factory=dict)
+
+
 def train(
     model: str,
     tasks: Sequence[TaskSpec],
     steps: int,
     out_dir: str | Path,
-    *,
-    seed: int = 0,
-    batch_size: int = 2,
-    lr: float = 1e-3,
-    weight_decay: float = 0.01,
-    warmup: int | None = None,
-    window: int | None = None,
-    curriculum: Sequence[tuple[int, int | None]] | None = None,
-    memory_fraction: float = 0.5,
-    grad_clip: float = 1.0,
-    model_config: dict | None = None,
-    device: str = "cpu",
-    grad_checkpointing: bool = False,
-    checkpoint_every: int = 200,
-    log_every: int = 10,
-    max_seconds: float | None = None,
-    resume: bool = False,
-    workers: int = 0,
-    progress: bool = True,
-    train_episodes: Sequence[int | None] | None = None,
-    command: str | None = None,
+    config: TrainConfig | None = None,
+    **settings,
 ) -> Path:
-    """Train ``model`` on ``tasks`` for ``steps`` steps into ``out_dir``; see the module docstring."""
+    """Train ``model`` on ``tasks`` for ``steps`` steps into ``out_dir``; see the module docstring.
+
+    ``config`` holds the settings (``TrainConfig``); keyword ``settings`` override its fields
+    (``train("s4", specs, 100, "out", seed=1)`` is ``TrainConfig(seed=1)``).
+    """
+    from .zoo.common import save_checkpoint
+
+    try:
+        cfg = dataclasses.replace(config or TrainConfig(), **settings)
+    except TypeError as e:
+        raise MemorybenchError(f"train: {e}") from None
+    plan = _plan(model, tasks, steps, cfg)
+    dev = torch.device(cfg.device)
+    if dev.type == "cuda":
+        torch.set_float32_matmul_precision("high")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    net = plan.cls.build_net(cfg.model_config, seed=cfg.seed)
+    for s in plan.tasks:
+        net.check_task(s.resolution, s.action_space.nvec)
+    net.to(dev).train()
+    net.grad_checkpointing = cfg.grad_checkpointing
+    opt, sched = _optimizer(net, cfg, plan)
+    start, losses, wall_before = _resume(out, cfg, plan, net, opt, sched, dev)
+    state = _State(out / STATE_FILE, plan.run, net, opt, sched, losses)
+    done, stopped, wall = _loop(cfg, plan, net, opt, sched, state, dev, start, wall_before)
+    state.save(done, wall)
+    net.eval()
+    data_hash = training_data_hash(plan.tasks, plan.cycled)
+    model_path = save_checkpoint(
+        net, plan.cls.name, out / MODEL_FILE, extra={"training_data_hash": data_hash, "steps": done}
+    )
+    card = _model_card(cfg, plan, net, model_path, losses, done=done, stopped=stopped, wall=wall, dev=dev)
+    _atomic_write_json(card, out / CARD_FILE)
+    return model_path
+
+
+def _check_numbers(cfg: TrainConfig, steps: int, phases) -> None:
+    for name, v in (
+        ("steps", steps),
+        ("batch_size", cfg.batch_size),
+        ("checkpoint_every", cfg.checkpoint_every),
+        ("log_every", cfg.log_every),
+    ):
+        if v < 1:
+            raise MemorybenchError(f"train: {name} must be >= 1, got {v}")
+    for _, _, w in phases:
+        if w is not None and w < 2:
+            raise MemorybenchError(f"train: window must be >= 2 frames or None, got {w}")
+    if not 0 <= cfg.memory_fraction < 1:
+        raise MemorybenchError(f"train: memory_fraction must be in [0, 1), got {cfg.memory_fraction}")
+
+
+def _check_episodes(tasks: list[TaskSpec], train_episodes) -> list[int | None]:
+    cycled = [None] * len(tasks) if train_episodes is None else list(train_episodes)
+    if len(cycled) != len(tasks):
+        raise MemorybenchError(f"train: {len(cycled)} episode counts for {len(tasks)} tasks")
+    for s, n in zip(tasks, cycled):
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise MemorybenchError(
+                f"train: the number of training episodes of {s.key} must be a positive integer, got {n!r}"
+            )
+    return cycled
+
+
+def _plan(model: str, tasks: Sequence[TaskSpec], steps: int, cfg: TrainConfig) -> _Plan:
+    """Check the request (clear errors, a warning for windows shorter than the tasks' gaps) and
+    fix what the weights depend on (``_Plan.run``)."""
     from .models import resolve
-    from .zoo.common import NeuralWorldModel, num_parameters, save_checkpoint
+    from .zoo.common import NeuralWorldModel
 
     cls = resolve(model)
     if not issubclass(cls, NeuralWorldModel):
@@ -342,51 +446,36 @@ def train(
             f"({', '.join(f'{s.key} {s.resolution[0]}x{s.resolution[1]}' for s in tasks)}); "
             "train on one tier at a time"
         )
-    phases = curriculum_phases(steps, window, curriculum)
+    phases = curriculum_phases(steps, cfg.window, cfg.curriculum)
     steps = phases[-1][1]  # with a curriculum, the sum of its phases
-    for name, v in (
-        ("steps", steps),
-        ("batch_size", batch_size),
-        ("checkpoint_every", checkpoint_every),
-        ("log_every", log_every),
-    ):
-        if v < 1:
-            raise MemorybenchError(f"train: {name} must be >= 1, got {v}")
-    for _, _, w in phases:
-        if w is not None and w < 2:
-            raise MemorybenchError(f"train: window must be >= 2 frames or None, got {w}")
-    if not 0 <= memory_fraction < 1:
-        raise MemorybenchError(f"train: memory_fraction must be in [0, 1), got {memory_fraction}")
-    warn_short_window(tasks, max((w for _, _, w in phases), key=lambda w: float("inf") if w is None else w))
-    warmup = max(1, min(200, steps // 20)) if warmup is None else warmup
-    cycled = [None] * len(tasks) if train_episodes is None else list(train_episodes)
-    if len(cycled) != len(tasks):
-        raise MemorybenchError(f"train: {len(cycled)} episode counts for {len(tasks)} tasks")
-    for s, n in zip(tasks, cycled):
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-            raise MemorybenchError(
-                f"train: the number of training episodes of {s.key} must be a positive integer, got {n!r}"
-            )
+    _check_numbers(cfg, steps, phases)
+    longest = max((w for _, _, w in phases), key=lambda w: float("inf") if w is None else w)
+    warn_short_window(tasks, longest, stacklevel=4)  # points at train's caller (through _plan and train)
+    warmup = max(1, min(200, steps // 20)) if cfg.warmup is None else cfg.warmup
+    plan = _Plan(cls, tasks, phases, steps, warmup, _check_episodes(tasks, cfg.train_episodes))
+    plan.run = _run_identity(cfg, plan)
+    return plan
 
-    config = cls.make_config(model_config)
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        torch.set_float32_matmul_precision("high")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    run = {  # everything that determines the final weights: a resumed run must match it
-        "model": cls.name,
-        "config": config.to_dict(),
-        "seed": seed,
-        "steps": steps,
-        "batch_size": batch_size,
-        "lr": lr,
-        "weight_decay": weight_decay,
-        "warmup": warmup,
-        "window": window,
-        "curriculum": [[b - a, w] for a, b, w in phases] if curriculum else None,
-        "memory_fraction": memory_fraction,
-        "grad_clip": grad_clip,
+
+def _curriculum(cfg: TrainConfig, plan: _Plan) -> list | None:
+    return [[b - a, w] for a, b, w in plan.phases] if cfg.curriculum else None
+
+
+def _run_identity(cfg: TrainConfig, plan: _Plan) -> dict:
+    """Everything that determines the final weights: a resumed run must match it."""
+    run = {
+        "model": plan.cls.name,
+        "config": plan.cls.make_config(cfg.model_config).to_dict(),
+        "seed": cfg.seed,
+        "steps": plan.steps,
+        "batch_size": cfg.batch_size,
+        "lr": cfg.lr,
+        "weight_decay": cfg.weight_decay,
+        "warmup": plan.warmup,
+        "window": cfg.window,
+        "curriculum": _curriculum(cfg, plan),
+        "memory_fraction": cfg.memory_fraction,
+        "grad_clip": cfg.grad_clip,
         "tasks": [
             {
                 "key": s.key,
@@ -394,169 +483,193 @@ def train(
                 "training_seed": training_spec(s).seed,
                 **({} if n is None else {"episodes": n}),
             }
-            for s, n in zip(tasks, cycled)
+            for s, n in zip(plan.tasks, plan.cycled)
         ],
         "data_stream": DATA_STREAM,
     }
-    run = json.loads(json.dumps(run))  # the form it is saved in (lists, not tuples)
+    return json.loads(json.dumps(run))  # the form it is saved in (lists, not tuples)
 
-    torch.manual_seed(seed)
-    net = cls.build_net(model_config, seed=seed)
-    for s in tasks:
-        net.check_task(s.resolution, s.action_space.nvec)
-    net.to(dev).train()
-    net.grad_checkpointing = grad_checkpointing
-    decayed = [p for p in net.parameters() if p.ndim >= 2 and not getattr(p, "_no_weight_decay", False)]
-    others = [p for p in net.parameters() if p.ndim < 2 or getattr(p, "_no_weight_decay", False)]
-    opt = torch.optim.AdamW(
-        [{"params": decayed, "weight_decay": weight_decay}, {"params": others, "weight_decay": 0.0}], lr=lr, betas=BETAS
-    )
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: lr_factor(i, steps, warmup))
 
+def _optimizer(net, cfg: TrainConfig, plan: _Plan):
+    """AdamW over the network's parameter groups (``ZooNet.param_groups``: weight decay on the
+    matrices only) and the warm-up + cosine schedule of ``lr_factor``."""
+    opt = torch.optim.AdamW(net.param_groups(cfg.weight_decay), lr=cfg.lr, betas=BETAS)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: lr_factor(i, plan.steps, plan.warmup))
+    return opt, sched
+
+
+def _resume(out: Path, cfg: TrainConfig, plan: _Plan, net, opt, sched, dev) -> tuple[int, list[float], float]:
+    """The step, losses and wall time to continue from: 0 for a new run, the saved state's
+    (checked to be the same run) with ``resume``; an existing state without ``resume`` is refused."""
     state_path = out / STATE_FILE
-    start, losses, wall_before = 0, [], 0.0
-    if state_path.exists():
-        if not resume:
-            raise MemorybenchError(
-                f"{out} already holds a training run ({STATE_FILE}); pass resume=True to "
-                "continue it, or choose another out_dir"
-            )
-        try:
-            saved = torch.load(state_path, map_location=dev, weights_only=True)
-        except Exception as e:
-            raise MemorybenchError(f"cannot read the training state {state_path}: {e}") from None
-        if saved.get("format") != STATE_FORMAT:
-            raise MemorybenchError(f"{state_path} is not a memorybench training state")
-        if saved["run"] != run:
-            diff = sorted(k for k in run if run[k] != saved["run"].get(k))
-            raise MemorybenchError(f"cannot resume {out}: the saved run differs in {', '.join(diff)}")
-        net.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        sched.load_state_dict(saved["scheduler"])
-        _set_rng_states(saved["rng"])
-        start, losses, wall_before = saved["step"], list(saved["losses"]), saved["wall_seconds"]
+    if not state_path.exists():
+        return 0, [], 0.0
+    if not cfg.resume:
+        raise MemorybenchError(
+            f"{out} already holds a training run ({STATE_FILE}); pass resume=True to continue it, or choose another out_dir"
+        )
+    try:
+        saved = torch.load(state_path, map_location=dev, weights_only=True)
+    except Exception as e:
+        raise MemorybenchError(f"cannot read the training state {state_path}: {e}") from None
+    if saved.get("format") != STATE_FORMAT:
+        raise MemorybenchError(f"{state_path} is not a memorybench training state")
+    if saved["run"] != plan.run:
+        diff = sorted(k for k in plan.run if plan.run[k] != saved["run"].get(k))
+        raise MemorybenchError(f"cannot resume {out}: the saved run differs in {', '.join(diff)}")
+    net.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["optimizer"])
+    sched.load_state_dict(saved["scheduler"])
+    _set_rng_states(saved["rng"])
+    return saved["step"], list(saved["losses"]), saved["wall_seconds"]
 
-    def save_state(done: int, wall: float) -> None:
+
+@dataclass
+class _State:
+    """What ``train_state.pt`` holds, saved atomically at checkpoints and at the end."""
+
+    path: Path
+    run: dict
+    net: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sched: object
+    losses: list[float]
+
+    def save(self, done: int, wall: float) -> None:
         _atomic_torch_save(
             {
                 "format": STATE_FORMAT,
-                "run": run,
+                "run": self.run,
                 "step": done,
-                "model": net.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
+                "model": self.net.state_dict(),
+                "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(),
                 "rng": _rng_states(),
-                "losses": losses,
+                "losses": self.losses,
                 "wall_seconds": wall,
             },
-            state_path,
+            self.path,
         )
 
+
+def _step(cfg: TrainConfig, net, opt, sched, batch: dict, step: int, dev) -> float:
+    """One optimiser step on ``batch``; its loss (a non-finite loss is an error)."""
+    frames = batch["frames"].to(dev, non_blocking=True).float().div_(255.0)
+    actions = batch["actions"].to(dev, non_blocking=True)
+    weight = memory_weights(batch["memory_mask"].to(dev), cfg.memory_fraction)
+    loss = net.loss(frames, actions, weight, _step_generator(cfg.seed, step, dev))
+    if not torch.isfinite(loss):
+        raise MemorybenchError(f"train: the loss of step {step} is {loss.item()} (try a lower lr)")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+    opt.step()
+    sched.step()
+    return loss.item()
+
+
+def _loop(cfg: TrainConfig, plan: _Plan, net, opt, sched, state: _State, dev, start: int, wall_before: float):
+    """Steps ``start .. plan.steps`` (checkpoints every ``checkpoint_every``, a stop after
+    ``max_seconds``); ``(steps done, stopped by the time limit, wall seconds in all)``."""
     loader = _phase_batches(
-        tasks,
-        batch_size,
-        phases,
-        seed=seed,
+        plan.tasks,
+        cfg.batch_size,
+        plan.phases,
+        seed=cfg.seed,
         start=start,
-        workers=workers,
+        workers=cfg.workers,
         rank=0,
         world_size=1,
         pin_memory=dev.type == "cuda",
-        episodes=cycled,
-        cache_workers=max(1, workers),
+        episodes=plan.cycled,
+        cache_workers=max(1, cfg.workers),
     )
-    bar = _progress_bar(cls.name, steps, start) if progress else None
+    losses, steps = state.losses, plan.steps
+    bar = _progress_bar(plan.cls.name, steps, start) if cfg.progress else None
     t0 = time.perf_counter()
     done, stopped = start, False
     try:
         for step, batch in zip(range(start, steps), loader):
-            frames = batch["frames"].to(dev, non_blocking=True).float().div_(255.0)
-            actions = batch["actions"].to(dev, non_blocking=True)
-            weight = memory_weights(batch["memory_mask"].to(dev), memory_fraction)
-            loss = net.loss(frames, actions, weight, _step_generator(seed, step, dev))
-            if not torch.isfinite(loss):
-                raise MemorybenchError(f"train: the loss of step {step} is {loss.item()} (try a lower lr)")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
+            losses.append(_step(cfg, net, opt, sched, batch, step, dev))
             done = step + 1
             if bar is not None:
-                bar[0].update(bar[1], completed=done, loss=f"{np.mean(losses[-log_every:]):.5f}")
-            if done % checkpoint_every == 0 and done < steps:
-                save_state(done, wall_before + time.perf_counter() - t0)
-            if max_seconds is not None and time.perf_counter() - t0 > max_seconds and done < steps:
+                bar[0].update(bar[1], completed=done, loss=f"{np.mean(losses[-cfg.log_every :]):.5f}")
+            if done % cfg.checkpoint_every == 0 and done < steps:
+                state.save(done, wall_before + time.perf_counter() - t0)
+            if cfg.max_seconds is not None and time.perf_counter() - t0 > cfg.max_seconds and done < steps:
                 stopped = True
                 break
     finally:
         if bar is not None:
             bar[0].stop()
-    wall = wall_before + time.perf_counter() - t0
-    save_state(done, wall)
+    return done, stopped, wall_before + time.perf_counter() - t0
 
-    net.eval()
-    data_hash = training_data_hash(tasks, cycled)
-    model_path = save_checkpoint(
-        net, cls.name, out / MODEL_FILE, extra={"training_data_hash": data_hash, "steps": done}
-    )
+
+def _training_record(cfg: TrainConfig, plan: _Plan, net, losses, *, done: int, stopped: bool, wall: float, dev) -> dict:
+    """The model card's ``training`` entry."""
+    used = data.round_robin_episodes(len(plan.tasks), cfg.batch_size, done)
+    tasks = [
+        {
+            **t,
+            "episode_range": [0, n if c is None else min(n, c)],
+            **({} if c is None else {"samples": n, "cached": True}),
+        }
+        for t, n, c in zip(plan.run["tasks"], used, plan.cycled)
+    ]
+    every = cfg.log_every
+    return {
+        "split": "train",
+        "tasks": tasks,
+        "seed_offset": TRAIN_SEED_OFFSET,
+        "data_hash": training_data_hash(plan.tasks, plan.cycled),
+        "data_stream": DATA_STREAM,
+        "seed": cfg.seed,
+        "steps": done,
+        "steps_planned": plan.steps,
+        "complete": done == plan.steps,
+        "stopped_by_time_limit": stopped,
+        **({} if cfg.command is None else {"command": cfg.command}),
+        "batch_size": cfg.batch_size,
+        "window": cfg.window,
+        "curriculum": _curriculum(cfg, plan),
+        "optimizer": {
+            "name": "AdamW",
+            "lr": cfg.lr,
+            "betas": list(BETAS),
+            "weight_decay": cfg.weight_decay,
+            "grad_clip": cfg.grad_clip,
+            "schedule": f"linear warm-up {plan.warmup} steps, cosine to {MIN_LR_RATIO:g} x lr",
+        },
+        "loss": f"{net.loss_description}; memory-weighted: (1 - f) MSE(all) + f MSE(memory-only pixels)",
+        "memory_fraction": cfg.memory_fraction,
+        "grad_checkpointing": cfg.grad_checkpointing,
+        "final_loss": float(np.mean(losses[-every:])) if losses else None,
+        "avg_loss": float(np.mean(losses)) if losses else None,
+        "loss_curve": _loss_curve(losses, every),
+        "wall_seconds": round(wall, 3),
+        "device": cfg.device if dev.type == "cpu" else f"{cfg.device} ({torch.cuda.get_device_name(dev)})",
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _model_card(cfg: TrainConfig, plan: _Plan, net, model_path: Path, losses, **how) -> dict:
+    """``card.json``: what the weights are, how they were trained, and their checksum."""
     from .hashing import file_sha256
+    from .zoo.common import num_parameters
 
-    used = data.round_robin_episodes(len(tasks), batch_size, done)
-    card = {
+    cls = plan.cls
+    return {
         "model": cls.name,
         "class": f"{cls.__module__}:{cls.__qualname__}",
-        "config": config.to_dict(),
+        "config": plan.run["config"],
         "parameters": num_parameters(net),
         "checkpoint": {"file": MODEL_FILE, "sha256": file_sha256(model_path)},
-        "training": {
-            "split": "train",
-            "tasks": [
-                {
-                    **t,
-                    "episode_range": [0, n if c is None else min(n, c)],
-                    **({} if c is None else {"samples": n, "cached": True}),
-                }
-                for t, n, c in zip(run["tasks"], used, cycled)
-            ],
-            "seed_offset": TRAIN_SEED_OFFSET,
-            "data_hash": data_hash,
-            "data_stream": DATA_STREAM,
-            "seed": seed,
-            "steps": done,
-            "steps_planned": steps,
-            "complete": done == steps,
-            "stopped_by_time_limit": stopped,
-            **({} if command is None else {"command": command}),
-            "batch_size": batch_size,
-            "window": window,
-            "curriculum": [[b - a, w] for a, b, w in phases] if curriculum else None,
-            "optimizer": {
-                "name": "AdamW",
-                "lr": lr,
-                "betas": list(BETAS),
-                "weight_decay": weight_decay,
-                "grad_clip": grad_clip,
-                "schedule": f"linear warm-up {warmup} steps, cosine to {MIN_LR_RATIO:g} x lr",
-            },
-            "loss": f"{net.loss_description}; memory-weighted: (1 - f) MSE(all) + f MSE(memory-only pixels)",
-            "memory_fraction": memory_fraction,
-            "grad_checkpointing": grad_checkpointing,
-            "final_loss": float(np.mean(losses[-log_every:])) if losses else None,
-            "avg_loss": float(np.mean(losses)) if losses else None,
-            "loss_curve": _loss_curve(losses, log_every),
-            "wall_seconds": round(wall, 3),
-            "device": device if dev.type == "cpu" else f"{device} ({torch.cuda.get_device_name(dev)})",
-            "cpu": platform.processor() or platform.machine(),
-            "threads": torch.get_num_threads(),
-        },
+        "training": _training_record(cfg, plan, net, losses, **how),
         "versions": {"torch": torch.__version__, "memorybench": __version__},
         "citation": cls.citation,
         "license": WEIGHTS_LICENSE,
     }
-    _atomic_write_json(card, out / CARD_FILE)
-    return model_path
 
 
 def _progress_bar(name: str, steps: int, start: int):

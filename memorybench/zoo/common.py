@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +53,7 @@ from torch.utils.checkpoint import checkpoint as grad_checkpoint
 
 import memorybench
 
+from .._io import atomic_write_bytes
 from ..adapter import WorldModel
 from ..errors import MemorybenchError
 
@@ -290,6 +290,16 @@ class ZooNet(nn.Module):
     def decode(self, y: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.norm_out(y))
 
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """The optimiser's parameter groups: weight decay on the matrices (``ndim >= 2``), none
+        on biases, norms and parameters marked ``_no_weight_decay`` (e.g. an SSM's ``A_log``)."""
+        params = list(self.parameters())
+        no_decay = [p.ndim < 2 or getattr(p, "_no_weight_decay", False) for p in params]
+        return [
+            {"params": [p for p, n in zip(params, no_decay) if not n], "weight_decay": weight_decay},
+            {"params": [p for p, n in zip(params, no_decay) if n], "weight_decay": 0.0},
+        ]
+
     def loss(
         self,
         frames: torch.Tensor,
@@ -383,9 +393,7 @@ def save_checkpoint(net: ZooNet, name: str, path: str | Path, extra: dict | None
         "architecture": net.architecture,
         "config": net.config.to_dict(),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(save(tensors, metadata={"memorybench": json.dumps(meta, sort_keys=True)}))
-    os.replace(tmp, path)
+    atomic_write_bytes(path, save(tensors, metadata={"memorybench": json.dumps(meta, sort_keys=True)}))
     return path
 
 
