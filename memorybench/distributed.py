@@ -116,7 +116,8 @@ def merge(
     shard_paths: Sequence[str | Path], out: str | Path, retention: bool = True, device: str = "cpu", progress=None
 ) -> Path:
     """Combine complete shard runs into one run directory at ``out`` and summarise it."""
-    from .runner import select_episodes, summarize_run
+    from .runner import select_episodes
+    from .summarize import summarize_run
     from .taskfile import spec_from_dict
 
     metas = [(Path(p), load_run_json(p)) for p in shard_paths]

@@ -26,28 +26,22 @@ run directory (the error message and the ``error`` event of ``events.jsonl`` poi
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import socket
 import sys
 import time
 import traceback
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import storage
 from .aggregate import (
-    NO_MEMORY_REFERENCE,
-    PERFECT_REFERENCE,
     AggregationConfig,
-    items_frame,
-    records_frame,
-    summarize_group,
 )
 from .errors import MemorybenchError
 from .results import (
@@ -63,7 +57,11 @@ from .results import (
     task_protocols,
 )
 from .spec import TaskSpec
+from .summarize import summarize_run
 from .taskfile import spec_from_dict
+
+if TYPE_CHECKING:
+    from .adapter import WorldModel
 
 #: bump when the scoring pipeline changes what a number means (part of run identity). 2: recall
 #: (identification of memory items), gaps counted from what the model observed, PSNR from the
@@ -84,10 +82,6 @@ class AdapterError(MemorybenchError):
 
 class RunLockedError(MemorybenchError):
     """Another process is writing into the run directory."""
-
-
-class ReferenceCacheWarning(UserWarning):
-    """A cached reference record was missing, altered or made on other data, and is recomputed."""
 
 
 #: the lock file of a run directory (held while a run writes into it)
@@ -324,134 +318,56 @@ def evaluate(req: RunRequest, progress=None) -> Path:
         return _evaluate(req, progress, stack)
 
 
-def _evaluate(req: RunRequest, progress, stack: contextlib.ExitStack) -> Path:
+@dataclass
+class _Session:
+    """What every batch of one evaluation shares: the request, the model on its device, the
+    batch size it accepts, the frame scorer and the run directory written into."""
 
+    req: RunRequest
+    model: WorldModel
+    device: str
+    batch_size: int
+    scorer: object
+    run: RunDir
+
+
+@dataclass
+class _TaskPlan:
+    """One task of a run: its dataset, the episodes selected and the protocols evaluated."""
+
+    spec: TaskSpec
+    store: storage.EpisodeStore
+    selected: list[int]
+    protocols: list[str]
+
+
+def _evaluate(req: RunRequest, progress, stack: contextlib.ExitStack) -> Path:
+    """Plan, open the run directory (new, or resumed when it is the same run), evaluate every
+    (task, protocol) group's unfinished episodes, summarise."""
     from .metrics import FrameScorer
-    from .models import load_model
+    from .splits import check_model_training
 
     device = resolve_device(req.device)
     if req.batch_size < 1:
         raise MemorybenchError(f"--batch-size must be >= 1, got {req.batch_size}")
-    model = load_model(req.model, req.model_args)
-    if device.split(":")[0] not in model.devices:
-        raise MemorybenchError(
-            f"model '{model.name}' does not run on {device} (it supports {', '.join(model.devices)})"
-        )
-    with _calling(model.name, "to", f"model '{model.name}'"):
-        model.to(device)
-    batch_size = min(req.batch_size, model.max_batch_size or req.batch_size)
+    model, batch_size = _load_model(req, device)
     # never score a model on episodes its card says it was trained on, nor on a training split
-    from .splits import check_evaluation_data, check_model_training
-
     trained_on = check_model_training(model, req.tasks)
     run = RunDir(Path(req.out))
     stack.enter_context(lock_run_dir(run.path))
-
-    # datasets and the episodes each task contributes; a task is evaluated under the requested
-    # protocols it supports (e.g. pose-based tasks offer rollout only), and each skipped
-    # combination is recorded
-    plan, skipped = [], []
-    for spec in req.tasks:
-        protocols = [p for p in req.protocols if p in spec.protocols]
-        skipped += [f"{spec.key}/{p}" for p in req.protocols if p not in spec.protocols]
-        if not protocols:
-            continue
-        check_evaluation_data(spec)
-        selected = select_episodes(spec, req.limit, req.shard)
-        store = prepare_episodes(spec, selected, workers=req.workers, show_progress=req.progress)
-        check_evaluation_data(spec, store)
-        plan.append((spec, store, selected, protocols))
-    if not plan:
-        raise MemorybenchError(
-            f"no task supports the protocol(s) {', '.join(req.protocols)}: "
-            + "; ".join(f"{s.key} offers {', '.join(s.protocols)}" for s in req.tasks)
-        )
-    if skipped:
-        from .console import err_console
-
-        err_console.print(f"[yellow]not evaluated (protocol not offered by the task):[/] {', '.join(skipped)}")
-
+    plan = plan_tasks(req)
     scorer = FrameScorer(device=device)  # loads (or fetches) the LPIPS weights before any work starts
-    meta = new_run_meta(
-        model_desc={**model.describe(), "trained_on": trained_on},
-        tasks=[{**_task_entry(s, st, sel), "protocols": ps} for s, st, sel, ps in plan],
-        protocols=list(req.protocols),
-        metrics=metrics_meta(scorer),
-        aggregation=req.aggregation.to_dict(),
-        run={
-            "device": device,
-            "batch_size": batch_size,
-            "save_predictions": req.save_predictions,
-            "limit": req.limit,
-            "shard": list(req.shard) if req.shard else None,
-            "context_chunk": req.context_chunk,
-        },
-        command=req.command,
-        device=device,
-    )
-    if (run.path / RUN_JSON).exists():
-        existing = load_run_json(run.path)
-        if not req.resume:
-            state = "finished" if (run.path / SUMMARY).exists() else "unfinished"
-            raise RunExistsError(
-                f"{run.path} already holds a {state} run of '{existing['model']['name']}'; "
-                "use --resume to continue it, or choose another --out (results are never overwritten)"
-            )
-        check_same_run(existing, meta, run.path)
-        append_event(run.path, "resume", device=device, batch_size=batch_size)
-    else:
-        if run.path.exists() and not _is_empty_dir(run.path):
-            raise RunExistsError(f"{run.path} exists and is not empty; choose another --out")
-        run.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run.path / RUN_JSON, meta)
-        append_event(run.path, "start", device=device, batch_size=batch_size)
-
-    todo = []
-    for spec, store, selected, protocols in plan:
-        for p in protocols:
-            done = run.done_episodes(spec.key, p)
-            todo.append((spec, store, p, [i for i in selected if i not in done]))
-    total_frames = sum(len(eps) * spec.predict_frames for spec, _, _, eps in todo)
-
-    bar, job = _progress(req, progress, total_frames, model.name)
+    ses = _Session(req, model, device, batch_size, scorer, run)
+    _open_run(ses, _run_meta(ses, plan, trained_on))
+    todo = [
+        (t.spec, t.store, p, [i for i in t.selected if i not in run.done_episodes(t.spec.key, p)])
+        for t in plan
+        for p in t.protocols
+    ]
+    bar, job = _progress(req, progress, sum(len(eps) * spec.predict_frames for spec, _, _, eps in todo), model.name)
     try:
         for spec, store, protocol, episodes in todo:
-            t0 = time.perf_counter()
-            tm = {"model_seconds": 0.0, "score_seconds": 0.0, "episodes": len(episodes)}
-            for k in range(0, len(episodes), batch_size):
-                t1, before = time.perf_counter(), dict(tm)
-                batch = [store[i] for i in episodes[k : k + batch_size]]
-                if bar is not None:
-                    bar.update(
-                        job,
-                        description=f"{model.name} · {spec.key} · {protocol} · episodes "
-                        f"{k + 1}-{k + len(batch)} of {len(episodes)}",
-                    )
-                _evaluate_batch(
-                    model,
-                    spec,
-                    protocol,
-                    batch,
-                    device,
-                    scorer,
-                    run,
-                    req,
-                    tm,
-                    lambda n: bar.advance(job, n) if bar is not None else None,
-                )
-                # one event per finished batch: summary.json's timings are their sums, over every
-                # session of a resumed run (an interrupted session keeps its finished batches)
-                append_event(
-                    run.path,
-                    "batch_done",
-                    group=f"{spec.key}/{protocol}",
-                    episodes=[ep.index for ep in batch],
-                    model_seconds=tm["model_seconds"] - before["model_seconds"],
-                    score_seconds=tm["score_seconds"] - before["score_seconds"],
-                    wall_seconds=time.perf_counter() - t1,
-                )
-            tm["wall_seconds"] = time.perf_counter() - t0
-            append_event(run.path, "group_done", group=f"{spec.key}/{protocol}", **tm)
+            _evaluate_group(ses, spec, store, protocol, episodes, bar, job)
     except BaseException as e:
         tb = getattr(e, "traceback_path", None)
         append_event(
@@ -468,6 +384,122 @@ def _evaluate(req: RunRequest, progress, stack: contextlib.ExitStack) -> Path:
     summary = summarize_run(run.path, retention=req.retention and req.shard is None, device=device, progress=progress)
     append_event(run.path, "finish", complete=summary["complete"])
     return run.path
+
+
+def _load_model(req: RunRequest, device: str) -> tuple[WorldModel, int]:
+    """The model, built and moved to ``device``, and the batch size it accepts."""
+    from .models import load_model
+
+    model = load_model(req.model, req.model_args)
+    if device.split(":")[0] not in model.devices:
+        raise MemorybenchError(
+            f"model '{model.name}' does not run on {device} (it supports {', '.join(model.devices)})"
+        )
+    with _calling(model.name, "to", f"model '{model.name}'"):
+        model.to(device)
+    return model, min(req.batch_size, model.max_batch_size or req.batch_size)
+
+
+def plan_tasks(req: RunRequest) -> list[_TaskPlan]:
+    """The datasets and episodes each task contributes (generated or checked now). A task is
+    evaluated under the requested protocols it supports (e.g. pose-based tasks offer rollout
+    only); each skipped combination is said, and a request no task supports is an error."""
+    from .splits import check_evaluation_data
+
+    plan, skipped = [], []
+    for spec in req.tasks:
+        protocols = [p for p in req.protocols if p in spec.protocols]
+        skipped += [f"{spec.key}/{p}" for p in req.protocols if p not in spec.protocols]
+        if not protocols:
+            continue
+        check_evaluation_data(spec)
+        selected = select_episodes(spec, req.limit, req.shard)
+        store = prepare_episodes(spec, selected, workers=req.workers, show_progress=req.progress)
+        check_evaluation_data(spec, store)
+        plan.append(_TaskPlan(spec, store, selected, protocols))
+    if not plan:
+        raise MemorybenchError(
+            f"no task supports the protocol(s) {', '.join(req.protocols)}: "
+            + "; ".join(f"{s.key} offers {', '.join(s.protocols)}" for s in req.tasks)
+        )
+    if skipped:
+        from .console import err_console
+
+        err_console.print(f"[yellow]not evaluated (protocol not offered by the task):[/] {', '.join(skipped)}")
+    return plan
+
+
+def _run_meta(ses: _Session, plan: list[_TaskPlan], trained_on) -> dict:
+    """``run.json``: what is evaluated, how, by what (``memorybench.results.new_run_meta``)."""
+    req = ses.req
+    return new_run_meta(
+        model_desc={**ses.model.describe(), "trained_on": trained_on},
+        tasks=[{**_task_entry(t.spec, t.store, t.selected), "protocols": t.protocols} for t in plan],
+        protocols=list(req.protocols),
+        metrics=metrics_meta(ses.scorer),
+        aggregation=req.aggregation.to_dict(),
+        run={
+            "device": ses.device,
+            "batch_size": ses.batch_size,
+            "save_predictions": req.save_predictions,
+            "limit": req.limit,
+            "shard": list(req.shard) if req.shard else None,
+            "context_chunk": req.context_chunk,
+        },
+        command=req.command,
+        device=ses.device,
+    )
+
+
+def _open_run(ses: _Session, meta: dict) -> None:
+    """Start the run directory, or continue it with ``--resume`` when it holds the same run
+    (``check_same_run``); results already written are never overwritten."""
+    run, req = ses.run, ses.req
+    if (run.path / RUN_JSON).exists():
+        existing = load_run_json(run.path)
+        if not req.resume:
+            state = "finished" if (run.path / SUMMARY).exists() else "unfinished"
+            raise RunExistsError(
+                f"{run.path} already holds a {state} run of '{existing['model']['name']}'; "
+                "use --resume to continue it, or choose another --out (results are never overwritten)"
+            )
+        check_same_run(existing, meta, run.path)
+        append_event(run.path, "resume", device=ses.device, batch_size=ses.batch_size)
+    else:
+        if run.path.exists() and not _is_empty_dir(run.path):
+            raise RunExistsError(f"{run.path} exists and is not empty; choose another --out")
+        run.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run.path / RUN_JSON, meta)
+        append_event(run.path, "start", device=ses.device, batch_size=ses.batch_size)
+
+
+def _evaluate_group(ses: _Session, spec: TaskSpec, store, protocol: str, episodes: list[int], bar, job) -> None:
+    """The unfinished ``episodes`` of one (task, protocol) group, a batch at a time; one event per
+    finished batch (``summary.json``'s timings are their sums over every session of a resumed
+    run: an interrupted session keeps its finished batches) and one for the group."""
+    t0 = time.perf_counter()
+    tm = {"model_seconds": 0.0, "score_seconds": 0.0, "episodes": len(episodes)}
+    for k in range(0, len(episodes), ses.batch_size):
+        t1, before = time.perf_counter(), dict(tm)
+        batch = [store[i] for i in episodes[k : k + ses.batch_size]]
+        if bar is not None:
+            bar.update(
+                job,
+                description=f"{ses.model.name} · {spec.key} · {protocol} · episodes "
+                f"{k + 1}-{k + len(batch)} of {len(episodes)}",
+            )
+        _evaluate_batch(ses, spec, protocol, batch, tm, lambda n: bar.advance(job, n) if bar is not None else None)
+        append_event(
+            ses.run.path,
+            "batch_done",
+            group=f"{spec.key}/{protocol}",
+            episodes=[ep.index for ep in batch],
+            model_seconds=tm["model_seconds"] - before["model_seconds"],
+            score_seconds=tm["score_seconds"] - before["score_seconds"],
+            wall_seconds=time.perf_counter() - t1,
+        )
+    tm["wall_seconds"] = time.perf_counter() - t0
+    append_event(ses.run.path, "group_done", group=f"{spec.key}/{protocol}", **tm)
 
 
 def _progress(req: RunRequest, progress, total: int, name: str):
@@ -546,18 +578,17 @@ def predict_episodes(
     return preds
 
 
-def _evaluate_batch(
-    model, spec: TaskSpec, protocol: str, batch, device: str, scorer, run: RunDir, req: RunRequest, tm: dict, advance
-) -> None:
-    C = spec.context_frames
+def _evaluate_batch(ses: _Session, spec: TaskSpec, protocol: str, batch, tm: dict, advance) -> None:
+    """Predict and score one batch of episodes; their records written (``tm``: seconds added)."""
+    C, run = spec.context_frames, ses.run
     t0 = time.perf_counter()
-    preds = predict_episodes(model, spec, protocol, batch, device, req.context_chunk, advance, run.path)
+    preds = predict_episodes(ses.model, spec, protocol, batch, ses.device, ses.req.context_chunk, advance, run.path)
     tm["model_seconds"] += time.perf_counter() - t0
 
     t0 = time.perf_counter()
     for b, ep in enumerate(batch):
-        rows, items = score_episode(scorer, ep, preds[b], C, device, spec, protocol)
-        if req.save_predictions:  # before the records: a record file marks the episode as done
+        rows, items = score_episode(ses.scorer, ep, preds[b], C, ses.device, spec, protocol)
+        if ses.req.save_predictions:  # before the records: a record file marks the episode as done
             run.write_predictions(spec.key, protocol, ep.index, preds[b], C)
         run.write_episode_items(spec.key, protocol, ep.index, items)
         run.write_episode_records(spec.key, protocol, ep.index, rows)
@@ -596,274 +627,6 @@ def score_episode(
 
 # -----------------------------------------------------------------------------------------
 # summaries and references
-
-
-REFERENCE_MANIFEST = "reference.json"
-#: layout of the reference cache (part of its directory name)
-REFERENCE_FORMAT = 2
-
-
-def reference_dir(model: str, spec: TaskSpec, protocol: str) -> Path:
-    return (
-        storage.cache_root()
-        / "references"
-        / (f"{model}-{spec.name}-{spec.tier}-{spec.hash()[:12]}-{protocol}-m{METRICS_VERSION}-r{REFERENCE_FORMAT}")
-    )
-
-
-def reference_records(
-    model: str,
-    spec: TaskSpec,
-    protocol: str,
-    device: str = "cpu",
-    progress=None,
-    episodes: Sequence[int] | None = None,
-    episodes_sha256: dict[int, str] | None = None,
-):
-    """Per-frame records of a calibration reference on ``episodes`` of ``spec`` (default: all), cached.
-
-    The cache (``reference_dir``) holds one record file per episode and ``reference.json``: the
-    reference model's identity hash, the task's spec hash, the protocol and metric version, and
-    for each episode the SHA-256 of the episode it was computed on and of its record file. Every
-    record is checked against it before use; one that is missing, altered or computed on other
-    data is recomputed (``ReferenceCacheWarning``), never used. Only the episodes asked for are
-    evaluated. ``episodes_sha256``: the episodes the caller's run was evaluated on (by index); an
-    episode of this machine's dataset that differs from it is an error (the index would compare
-    the model and the references on different data).
-    """
-    from .aggregate import records_frame
-    from .models import load_model
-
-    wanted = sorted(set(range(spec.episodes) if episodes is None else (int(i) for i in episodes)))
-    out = reference_dir(model, spec, protocol)
-    run = RunDir(out)
-    with storage.FileLock(out.with_name(out.name + ".lock")):
-        ref_model = load_model(model)
-        key = {
-            "format": REFERENCE_FORMAT,
-            "model": model,
-            "identity_hash": ref_model.identity_hash(),
-            "task": spec.key,
-            "spec_hash": spec.hash(),
-            "protocol": protocol,
-            "metrics_version": METRICS_VERSION,
-        }
-        man = _read_reference_manifest(out)
-        if man is None or any(man.get(k) != v for k, v in key.items()):
-            if out.exists():
-                differs = "no manifest" if man is None else ", ".join(k for k, v in key.items() if man.get(k) != v)
-                warnings.warn(
-                    f"reference cache {out} does not describe this reference ({differs}); recomputing it",
-                    ReferenceCacheWarning,
-                    stacklevel=2,
-                )
-                import shutil
-
-                shutil.rmtree(out, ignore_errors=True)
-            man = {**key, "episodes": {}}
-        rows: dict[int, list[dict]] = {}
-        problems = []
-        for i in wanted:
-            entry = man["episodes"].get(str(i))
-            path = run.record_path(spec.key, protocol, i)
-            if entry is None:
-                continue  # not computed yet
-            if episodes_sha256 and episodes_sha256.get(i) not in (None, entry["episode_sha256"]):
-                problems.append(f"episode {i}: computed on other data")
-                continue
-            try:
-                data = path.read_bytes()
-            except FileNotFoundError:
-                problems.append(f"episode {i}: record file missing")
-                continue
-            if _sha256_bytes(data) != entry["record_sha256"]:
-                problems.append(f"episode {i}: record file altered")
-                continue
-            rows[i] = [json.loads(line) for line in data.decode("utf-8").splitlines()]
-        if problems:
-            warnings.warn(
-                f"reference cache {out}: {'; '.join(problems[:5])}{' ...' if len(problems) > 5 else ''}; recomputing",
-                ReferenceCacheWarning,
-                stacklevel=2,
-            )
-        missing = [i for i in wanted if i not in rows]
-        if missing:
-            rows.update(
-                _compute_references(ref_model, spec, protocol, missing, device, run, man, progress, episodes_sha256)
-            )
-    return records_frame({"task": spec.key, "protocol": protocol, **r} for i in wanted for r in rows[i])
-
-
-def _sha256_bytes(data: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()
-
-
-def _read_reference_manifest(out: Path) -> dict | None:
-    try:
-        man = json.loads((out / REFERENCE_MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return man if isinstance(man, dict) and isinstance(man.get("episodes"), dict) else None
-
-
-def _compute_references(
-    model,
-    spec: TaskSpec,
-    protocol: str,
-    episodes: list[int],
-    device: str,
-    run: RunDir,
-    man: dict,
-    progress,
-    episodes_sha256: dict[int, str] | None,
-) -> dict[int, list[dict]]:
-    """Evaluate reference ``model`` on ``episodes`` into the cache ``run``; the manifest is
-    rewritten after every batch, so an interrupted computation keeps what it finished."""
-    from .metrics import FrameScorer
-
-    store = prepare_episodes(spec, episodes, show_progress=progress is None)
-    for i in episodes:
-        mine = (episodes_sha256 or {}).get(i)
-        if mine is not None and mine != store.episode_sha256(i):
-            raise MemorybenchError(
-                f"episode {i} of {spec.key} in this machine's dataset ({store.path}) differs from the one the run was "
-                "evaluated on: the retention index needs the references on the same data; summarize the run where it "
-                "was made, or use --no-retention"
-            )
-    scorer = FrameScorer(device=device)
-    with _calling(model.name, "to", f"model '{model.name}'"):
-        model.to(device)
-    req = RunRequest(
-        model=model.name,
-        tasks=[spec],
-        out=run.path,
-        protocols=(protocol,),
-        device=device,
-        retention=False,
-        progress=False,
-    )
-    bs = min(req.batch_size, model.max_batch_size or req.batch_size)
-    own_bar = progress is None
-    bar = progress
-    if own_bar:
-        from .console import progress_bar
-
-        bar = progress_bar()
-        bar.start()
-    job = bar.add_task(f"reference {model.name} · {spec.key} · {protocol}", total=len(episodes) * spec.predict_frames)
-    run.path.mkdir(parents=True, exist_ok=True)
-    out: dict[int, list[dict]] = {}
-    tm = {"model_seconds": 0.0, "score_seconds": 0.0}
-    try:
-        for k in range(0, len(episodes), bs):
-            batch = [store[i] for i in episodes[k : k + bs]]
-            _evaluate_batch(model, spec, protocol, batch, device, scorer, run, req, tm, lambda n: bar.advance(job, n))
-            for ep in batch:
-                data = run.record_path(spec.key, protocol, ep.index).read_bytes()
-                man["episodes"][str(ep.index)] = {
-                    "episode_sha256": store.episode_sha256(ep.index),
-                    "record_sha256": _sha256_bytes(data),
-                }
-                out[ep.index] = [json.loads(line) for line in data.decode("utf-8").splitlines()]
-            atomic_write_json(run.path / REFERENCE_MANIFEST, man)
-    finally:
-        if own_bar:
-            bar.stop()
-    return out
-
-
-def _timings(run_dir: Path) -> dict[str, dict]:
-    """Per task and protocol, the sums over every finished batch of every session of a run (the
-    ``batch_done`` events): episodes evaluated, model, scoring and wall seconds, sessions."""
-    from .results import read_events
-
-    out: dict[str, dict] = {}
-    legacy: dict[str, dict] = {}
-    session = 0
-    for e in read_events(run_dir):
-        if e.get("event") in ("start", "resume"):
-            session += 1
-            continue
-        if e.get("event") == "batch_done":
-            t = out.setdefault(
-                e["group"],
-                {"episodes": 0, "model_seconds": 0.0, "score_seconds": 0.0, "wall_seconds": 0.0, "sessions": set()},
-            )
-            t["episodes"] += len(e.get("episodes", []))
-        elif e.get("event") == "group_done":  # runs written before batch events existed
-            t = legacy.setdefault(
-                e["group"],
-                {"episodes": 0, "model_seconds": 0.0, "score_seconds": 0.0, "wall_seconds": 0.0, "sessions": set()},
-            )
-            t["episodes"] += int(e.get("episodes", 0))
-        else:
-            continue
-        for k in ("model_seconds", "score_seconds", "wall_seconds"):
-            t[k] += float(e.get(k, 0.0))
-        t["sessions"].add(session)
-    for group, t in legacy.items():
-        out.setdefault(group, t)
-    return {g: {**t, "sessions": len(t["sessions"])} for g, t in out.items()}
-
-
-def summarize_run(
-    run_dir: str | Path, retention: bool = True, device: str = "cpu", timings: dict | None = None, progress=None
-) -> dict:
-    """Aggregate a run directory's records into ``summary.json`` (and return it).
-
-    ``timings`` (per group) default to the sums of the run's ``batch_done`` events."""
-    run = RunDir(Path(run_dir))
-    meta = load_run_json(run.path)
-    cfg = AggregationConfig(**{k: meta["aggregation"][k] for k in ("resamples", "seed", "ci", "min_memory_pixels")})
-    groups, complete = {}, True
-    for t in meta["tasks"]:
-        spec = spec_from_dict(t["spec"], source=f"{run.path}/{RUN_JSON}")
-        hashes = dict(zip(t["episodes_selected"], t["episodes_sha256"])) if t.get("episodes_sha256") else None
-        for p in task_protocols(t, meta):
-            done = run.done_episodes(t["key"], p)
-            missing = sorted(set(t["episodes_selected"]) - done)
-            df = records_frame(run.iter_records(t["key"], p))
-            items = items_frame(run.iter_items(t["key"], p))
-            key = f"{t['key']}/{p}"
-            refs = None
-            if retention and not df.empty:
-                refs = {
-                    m: reference_records(
-                        m, spec, p, device=device, progress=progress, episodes=sorted(done), episodes_sha256=hashes
-                    )
-                    for m in (NO_MEMORY_REFERENCE, PERFECT_REFERENCE)
-                }
-            g = (
-                summarize_group(df, spec.gap_bins, cfg, key, refs, items if len(items) else None)
-                if not df.empty
-                else {"episodes": 0, "frames": 0}
-            )
-            g.update(
-                {
-                    "task": t["key"],
-                    "protocol": p,
-                    "complete": not missing,
-                    "missing_episodes": missing,
-                    "episodes_selected": len(t["episodes_selected"]),
-                    "spec_hash": t["spec_hash"],
-                    "dataset_sha256": t["dataset_sha256"],
-                    **{k: t[k] for k in ("split", "seed") if k in t},
-                }
-            )  # never a training episode
-            complete &= not missing
-            groups[key] = g
-    summary = {
-        "model": meta["model"],
-        "memorybench_version": meta["memorybench_version"],
-        "complete": complete,
-        "groups": groups,
-        "timings": {**_timings(run.path), **(timings or {})},
-        "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    atomic_write_json(run.path / SUMMARY, summary)
-    return summary
 
 
 def default_out_dir() -> Path:

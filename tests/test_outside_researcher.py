@@ -16,8 +16,9 @@ from memorybench import leaderboard as lb
 from memorybench import storage
 from memorybench.cli import main
 from memorybench.hashing import file_sha256
+from memorybench.references import reference_dir
 from memorybench.results import DifferentRunError, RunDir, load_run_json, load_summary, read_events
-from memorybench.runner import AdapterError, RunRequest, evaluate, reference_dir
+from memorybench.runner import AdapterError, RunRequest, evaluate
 
 ROOT = Path(__file__).parents[1]
 

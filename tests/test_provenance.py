@@ -16,17 +16,10 @@ import pytest
 
 from memorybench import storage
 from memorybench.errors import MemorybenchError
+from memorybench.references import ReferenceCacheWarning, reference_dir
 from memorybench.results import RunDir, git_info, load_summary, read_events
-from memorybench.runner import (
-    AdapterError,
-    ReferenceCacheWarning,
-    RunLockedError,
-    RunRequest,
-    evaluate,
-    lock_run_dir,
-    reference_dir,
-    summarize_run,
-)
+from memorybench.runner import AdapterError, RunLockedError, RunRequest, evaluate, lock_run_dir
+from memorybench.summarize import summarize_run
 
 ROOT = Path(__file__).parents[1]
 TESTS = Path(__file__).parent
