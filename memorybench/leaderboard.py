@@ -248,9 +248,13 @@ def build(
     protocols: Sequence[str] | None = None,
     profiles: Sequence[dict] = (),
 ) -> Board:
-    """Check that the runs can share columns, and collect their cells."""
+    """Check that the runs can share columns, and collect their cells.
+
+    Columns come in the order of the runs' tasks, the runs that evaluate the most tasks first
+    (a model's extra runs on a few tasks never reorder the suite's columns)."""
     if not runs:
         raise MemorybenchError("no runs given")
+    runs = sorted(runs, key=lambda r: -len(r["meta"]["tasks"]))
     # comparability: one variant per task key, unless split
     variants: dict[str, dict[tuple, list[str]]] = {}
     examples: dict[str, dict[tuple, dict]] = {}

@@ -113,3 +113,19 @@ def test_gate_baseline_passes_on_this_machine(tmp_path, model):
     tasks = wf["env"]["TASKS"]
     assert main(["run", "--model", model, "--tasks", tasks, "--device", "cpu", "--out", str(tmp_path)]) == 0
     assert main(["compare", str(base), str(tmp_path / model)]) == 0
+
+
+def test_extra_runs_never_reorder_the_columns():
+    """Runs on a few tasks (the maze-standard runs, diffusion's extra runs) add their columns after
+    those of the runs that evaluate the most tasks (the suite's order), whatever order the runs
+    are read in."""
+    from memorybench import leaderboard as lb
+
+    dirs = [RUNS / "maze" / "diffusion", RUNS / "diffusion-scene" / "diffusion", RUNS / "main" / "lssvwm"]
+    orders = [lb.build(lb.load_runs(d)).columns("rollout") for d in (dirs, dirs[::-1])]
+    assert orders[0] == orders[1]
+    suite = [t["key"] for t in lb.load_runs([dirs[-1]])[0]["meta"]["tasks"]]
+    assert orders[0][: len(suite)] == suite and orders[0][len(suite) :] == [
+        "maze-retrieval@standard",
+        "maze-reasoning@standard",
+    ]
