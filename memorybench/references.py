@@ -150,6 +150,14 @@ def _read_reference_manifest(out: Path) -> dict | None:
     return man if isinstance(man, dict) and isinstance(man.get("episodes"), dict) else None
 
 
+def _progress_bar():
+    from .console import progress_bar
+
+    bar = progress_bar()
+    bar.start()
+    return bar
+
+
 def _compute_references(
     model,
     spec: TaskSpec,
@@ -189,12 +197,7 @@ def _compute_references(
     bs = min(req.batch_size, model.max_batch_size or req.batch_size)
     ses = _Session(req, model, device, bs, scorer, run)
     own_bar = progress is None
-    bar = progress
-    if own_bar:
-        from .console import progress_bar
-
-        bar = progress_bar()
-        bar.start()
+    bar = _progress_bar() if own_bar else progress
     job = bar.add_task(f"reference {model.name} · {spec.key} · {protocol}", total=len(episodes) * spec.predict_frames)
     run.path.mkdir(parents=True, exist_ok=True)
     out: dict[int, list[dict]] = {}

@@ -567,15 +567,20 @@ def predict_episodes(
             with calling("predict", t):
                 pred = model.predict(a)
             check_prediction(pred, (B, 1, 3, H, W), lambda b, n, t=t: where(b, t - C + n))
-            preds[:, t - C] = (
-                pred[:, 0].mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-            )
+            preds[:, t - C] = _quantise(pred[:, 0])
             seen = pred if protocol == "rollout" else _to_tensor(frames_u8[:, t : t + 1], device)
             with calling("observe", t):
                 model.observe(seen, a)
             if advance is not None:
                 advance(B)
     return preds
+
+
+def _quantise(frames) -> np.ndarray:
+    """Float frames ``[B, 3, H, W]`` in [0, 1] -> uint8 ``[B, H, W, 3]`` (``round(255 x)``)."""
+    import torch
+
+    return frames.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def _evaluate_batch(ses: _Session, spec: TaskSpec, protocol: str, batch, tm: dict, advance) -> None:

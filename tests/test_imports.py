@@ -123,3 +123,30 @@ def test_memorybench_has_no_module_level_import_cycle():
     assert "memorybench.taskfile" in graph and "memorybench.generators" in graph["memorybench.taskfile"]
     cycle = find_cycle(graph)
     assert cycle is None, "module-level import cycle: " + " -> ".join(cycle)
+
+
+# The modules a newcomer reads first keep their functions short (issue 18: "no function over ~60
+# lines in the runner, training and CLI modules"); Typer's option declarations count.
+SHORT = ["runner.py", "train.py", "summarize.py", "references.py", "taskfile.py", "cli"]
+MAX_LINES = 60
+
+
+def long_functions(root: Path = PKG, names=SHORT, limit: int = MAX_LINES) -> list[str]:
+    files = [p for n in names for p in ([root / n] if n.endswith(".py") else sorted((root / n).glob("*.py")))]
+    out = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > limit:
+                    out.append(f"{path.relative_to(root)}:{node.name} ({n} lines)")
+    return out
+
+
+def test_the_length_check_sees_a_long_function(tmp_path):
+    (tmp_path / "runner.py").write_text("def f():\n" + "    x = 1\n" * 70 + "\ndef g():\n    pass\n")
+    assert long_functions(tmp_path, ["runner.py"]) == ["runner.py:f (71 lines)"]
+
+
+def test_entry_point_functions_stay_short():
+    assert long_functions() == []
