@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 import warnings
 import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -194,13 +195,13 @@ def prepare_frames(df: pd.DataFrame, cfg: AggregationConfig) -> pd.DataFrame:
     return df
 
 
-def episode_means(df: pd.DataFrame, columns) -> pd.DataFrame:
+def episode_means(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     """Per-episode NaN-aware means of ``columns`` (index: episode)."""
     cols = [c for c in columns if c in df]
     return df.groupby("episode")[cols].mean()
 
 
-def gap_bin_labels(gap_bins) -> list[str]:
+def gap_bin_labels(gap_bins: Sequence[int]) -> list[str]:
     return [f"[{a}, {b})" for a, b in zip(gap_bins[:-1], gap_bins[1:])]
 
 
@@ -248,7 +249,7 @@ def memory_horizon(by_gap: list[dict]) -> tuple[int, list[int] | None]:
 
 def summarize_group(
     df: pd.DataFrame,
-    gap_bins,
+    gap_bins: Sequence[int],
     cfg: AggregationConfig,
     key: str,
     references: dict[str, pd.DataFrame] | None = None,
@@ -365,7 +366,7 @@ def _retention(df: pd.DataFrame, refs: dict[str, pd.DataFrame], cfg: Aggregation
     return out
 
 
-def records_frame(rows) -> pd.DataFrame:
+def records_frame(rows: Iterable[dict]) -> pd.DataFrame:
     df = pd.DataFrame(list(rows))
     if df.empty:
         return df
@@ -378,7 +379,7 @@ def records_frame(rows) -> pd.DataFrame:
     return df
 
 
-def items_frame(rows) -> pd.DataFrame:
+def items_frame(rows: Iterable[dict]) -> pd.DataFrame:
     df = pd.DataFrame(list(rows))
     if df.empty:
         return pd.DataFrame(columns=["episode", "item", "frame", "gap", "hit", "chance", "premature", "score"])

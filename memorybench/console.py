@@ -27,7 +27,7 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 PROGRESS_ENV, INTERVAL_ENV = "MEMORYBENCH_PROGRESS", "MEMORYBENCH_PROGRESS_INTERVAL"
 
 
-def progress_bar(fields: tuple[str, ...] = ()):
+def progress_bar(fields: tuple[str, ...] = ()) -> Progress | PlainProgress:
     """The progress display of every long command: description, bar, count, elapsed time, ETA.
 
     ``fields`` names extra per-task values to show (passed to ``add_task``/``update`` as keyword

@@ -25,6 +25,8 @@ import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 from .errors import MemorybenchError
 from .results import (
@@ -48,7 +50,7 @@ def dist_env() -> tuple[int, int, int] | None:
     return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def init_process_group(device: str):
+def init_process_group(device: str) -> ModuleType:
     """Join the torchrun process group (gloo for CPU, NCCL for CUDA); returns ``torch.distributed``."""
     import datetime
 
@@ -60,7 +62,7 @@ def init_process_group(device: str):
     return dist
 
 
-def broadcast(value, dist):
+def broadcast(value: Any, dist: ModuleType) -> Any:
     """Rank 0's ``value`` on every rank."""
     box = [value]
     dist.broadcast_object_list(box, src=0)
@@ -113,7 +115,11 @@ def _check_shards(metas: list[tuple[Path, dict]]) -> int:
 
 
 def merge(
-    shard_paths: Sequence[str | Path], out: str | Path, retention: bool = True, device: str = "cpu", progress=None
+    shard_paths: Sequence[str | Path],
+    out: str | Path,
+    retention: bool = True,
+    device: str = "cpu",
+    progress: Any = None,
 ) -> Path:
     """Combine complete shard runs into one run directory at ``out`` and summarise it."""
     from .runner import select_episodes

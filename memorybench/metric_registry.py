@@ -24,7 +24,7 @@ and shows up in summaries, tables, ``compare`` and ``--metrics`` without other c
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from .registry import Registry
@@ -237,7 +237,7 @@ def get(name: str) -> Metric:
     return table[name]
 
 
-def check_names(names, option: str = "--metrics", extra=()) -> list[str]:
+def check_names(names: str | Sequence[str], option: str = "--metrics", extra: Iterable[str] = ()) -> list[str]:
     """Metric names (a list, or comma-separated text), each checked against the registry (and
     ``extra`` names, e.g. those a run's summary holds): did-you-mean on a typo. The one place
     metric names given by a user are checked."""

@@ -183,7 +183,10 @@ def psnr_per_frame(sq_err: torch.Tensor, mask: torch.Tensor | None = None) -> to
 
 # -- SSIM ------------------------------------------------------------------------------------------
 def gaussian_taps(
-    sigma: float = SSIM_SIGMA, radius: int = SSIM_RADIUS, dtype=torch.float64, device=None
+    sigma: float = SSIM_SIGMA,
+    radius: int = SSIM_RADIUS,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """scipy.ndimage's 1-D Gaussian kernel: ``exp(-x^2 / (2 sigma^2))`` for ``x = -r..r``, normalised to sum 1."""
     x = torch.arange(-radius, radius + 1, dtype=torch.float64)

@@ -23,12 +23,15 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import metric_registry as registry
 from .leaderboard import LABELS, model_labels
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 COLUMN_WIDTH_IN = 3.4  # one column of a two-column paper
 REFERENCE_STYLE = {
@@ -124,7 +127,7 @@ def _style(label: str, privileged: bool, i: int = 0):
 
 def memory_curves(
     runs: list[dict], metric: str = "recall", protocol: str = "rollout", include: Sequence[str] | None = None
-):
+) -> Figure:
     """Figure: ``metric`` (``recall``, a memory-only metric or a retention index) against the memory gap."""
     from .aggregate import HORIZON_MIN
 
@@ -182,7 +185,7 @@ def memory_curves(
     return fig
 
 
-def step_curves(runs: list[dict], metric: str = "psnr", protocol: str = "rollout"):
+def step_curves(runs: list[dict], metric: str = "psnr", protocol: str = "rollout") -> Figure:
     """Figure: a whole-frame metric over the steps of the generated segment."""
     plt = _setup()
     tasks = _series(runs, protocol)
@@ -214,7 +217,7 @@ def step_curves(runs: list[dict], metric: str = "psnr", protocol: str = "rollout
     return fig
 
 
-def efficiency_curves(profiles: list[dict], field: str = "latency_ms"):
+def efficiency_curves(profiles: list[dict], field: str = "latency_ms") -> Figure:
     """Figure: per-frame cost against context length (log-log), one line per model."""
     plt = _setup()
     fig, axes = _panels(1, plt, height_per_row=2.0)
@@ -247,7 +250,7 @@ def efficiency_curves(profiles: list[dict], field: str = "latency_ms"):
     return fig
 
 
-def save(fig, out: str | Path, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+def save(fig: Figure, out: str | Path, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
     """Save ``fig`` as ``out.<fmt>`` for each format (no timestamps in the files)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -263,7 +266,7 @@ def save(fig, out: str | Path, formats: Sequence[str] = ("png", "pdf")) -> list[
     return paths
 
 
-def png_bytes(fig) -> bytes:
+def png_bytes(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=150, metadata={"Software": None})
     import matplotlib.pyplot as plt

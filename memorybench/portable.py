@@ -26,6 +26,7 @@ import re
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from .errors import MemorybenchError
 
@@ -66,7 +67,7 @@ def portable_text(text: str, roots: list[tuple[str, str]] | None = None) -> str:
     return text
 
 
-def portable(obj, roots: list[tuple[str, str]] | None = None, _key: str | None = None):
+def portable(obj: Any, roots: list[tuple[str, str]] | None = None, _key: str | None = None) -> Any:
     """A copy of a JSON value without host names and local paths (see the module docstring)."""
     roots = _roots() if roots is None else roots
     if isinstance(obj, dict):
@@ -99,7 +100,7 @@ def _rewrite_jsonl(src: Path, dst: Path, roots) -> None:
     atomic_write_bytes(dst, ("\n".join(lines) + "\n" if lines else "").encode())
 
 
-def export_run(src: Path, dst: Path, roots=None) -> Path:
+def export_run(src: Path, dst: Path, roots: list[tuple[str, str]] | None = None) -> Path:
     """Copy run directory ``src`` to ``dst`` in portable form: ``run.json``, ``summary.json`` and
     ``events.jsonl`` rewritten, ``records/`` copied (they hold no paths), saved predictions left out.
     ``dst == src`` rewrites the run in place. An existing ``dst`` must be a run directory (it is

@@ -32,8 +32,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .spec import TaskSpec
 
 FIELDS = ("latency_ms", "peak_memory_mb", "state_mb")
 
@@ -61,7 +65,7 @@ class ProfileConfig:
             )
 
 
-def synthetic_spec(frames: int, resolution: tuple[int, int]):
+def synthetic_spec(frames: int, resolution: tuple[int, int]) -> TaskSpec:
     """A scene-consistency spec of the standard tier reshaped to ``frames`` frames."""
     import dataclasses
 
@@ -229,7 +233,7 @@ def fit_slope(xs: Sequence[float], ys: Sequence[float]) -> dict:
     return {"slope": slope, "ratio": hi[1] / lo[1], "points": len(pts), "from": lo[0], "to": hi[0]}
 
 
-def profile_model(model_name: str, cfg: ProfileConfig, progress=None) -> dict:
+def profile_model(model_name: str, cfg: ProfileConfig, progress: Any = None) -> dict:
     from .errors import MemorybenchError
     from .models import resolve
 

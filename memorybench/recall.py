@@ -41,7 +41,17 @@ whether the model *identifies* the remembered content (definitions pinned; writt
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from .adapter import WorldModel
+    from .aggregate import AggregationConfig
+    from .episode import Episode
+    from .generators.base import Generator
+    from .spec import TaskSpec
 
 RECALL_DEFINITION = {
     "items": "memory items of the task data (MemoryItems): a predicted frame, the pixels of one piece of remembered "
@@ -83,7 +93,7 @@ def _hit(dist: np.ndarray, truth: int, offered: np.ndarray) -> tuple[float, floa
     return hit, 1.0 / int(offered.sum())
 
 
-def score_items(generator, episode, pred_u8: np.ndarray, start: int, protocol: str) -> list[dict]:
+def score_items(generator: Generator, episode: Episode, pred_u8: np.ndarray, start: int, protocol: str) -> list[dict]:
     """One record per memory item of ``episode`` whose frame is among the predictions.
 
     ``pred_u8`` is uint8 ``[N, H, W, 3]``: the predictions of frames ``start .. start + N - 1``.
@@ -143,7 +153,13 @@ def score_items(generator, episode, pred_u8: np.ndarray, start: int, protocol: s
 
 
 def evaluate_recall(
-    model, spec, protocol: str, episodes=None, batch_size: int = 8, device: str = "cpu", aggregation=None
+    model: WorldModel | str,
+    spec: TaskSpec,
+    protocol: str,
+    episodes: Sequence[int] | None = None,
+    batch_size: int = 8,
+    device: str = "cpu",
+    aggregation: AggregationConfig | None = None,
 ) -> dict:
     """``recall`` (with its companions, by gap bin and the memory horizon) of ``model`` on ``spec``
     under ``protocol``, without the per-pixel metrics: a fast path for the suite's validity tests

@@ -12,6 +12,10 @@ import json
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from . import storage
 from ._io import atomic_write_json
@@ -43,10 +47,10 @@ def reference_records(
     spec: TaskSpec,
     protocol: str,
     device: str = "cpu",
-    progress=None,
+    progress: Any = None,
     episodes: Sequence[int] | None = None,
     episodes_sha256: dict[int, str] | None = None,
-):
+) -> pd.DataFrame:
     """Per-frame records of a calibration reference on ``episodes`` of ``spec`` (default: all), cached.
 
     The cache (``reference_dir``) holds one record file per episode and ``reference.json``: the

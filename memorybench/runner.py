@@ -32,7 +32,7 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -61,7 +61,11 @@ from .summarize import summarize_run
 from .taskfile import spec_from_dict
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from .adapter import WorldModel
+    from .episode import Episode
+    from .metrics import FrameScorer
 
 #: bump when the scoring pipeline changes what a number means (part of run identity). 2: recall
 #: (identification of memory items), gaps counted from what the model observed, PSNR from the
@@ -117,7 +121,7 @@ class RunRequest:
 # helpers
 
 
-def metrics_meta(scorer) -> dict:
+def metrics_meta(scorer: FrameScorer) -> dict:
     """The metric definitions a run used, including where the LPIPS weights actually came from."""
     from .metric_registry import all_metrics
     from .recall import RECALL_DEFINITION
@@ -159,7 +163,7 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def check_prediction(pred, shape: tuple, where: Callable[[int, int], str]) -> None:
+def check_prediction(pred: object, shape: tuple, where: Callable[[int, int], str]) -> None:
     """Raise ``AdapterError`` describing the first problem with a model output."""
     import torch
 
@@ -252,7 +256,9 @@ def _task_entry(spec: TaskSpec, store: storage.EpisodeStore, selected: list[int]
     }
 
 
-def prepare_episodes(spec: TaskSpec, episodes: Sequence[int], workers: int = 1, show_progress: bool = True):
+def prepare_episodes(
+    spec: TaskSpec, episodes: Sequence[int], workers: int = 1, show_progress: bool = True
+) -> storage.EpisodeStore:
     """The verified store of ``spec`` holding ``episodes``: only what is missing is generated,
     with a progress bar (``show_progress``)."""
     bar, job = None, None
@@ -280,7 +286,7 @@ def prepare_episodes(spec: TaskSpec, episodes: Sequence[int], workers: int = 1, 
 
 
 @contextlib.contextmanager
-def lock_run_dir(path: Path):
+def lock_run_dir(path: Path) -> Iterator[None]:
     """Hold ``path/.lock`` (non-blocking) while a run writes into ``path``; a second process gets a
     ``RunLockedError`` naming the holder."""
     path = Path(path)
@@ -312,7 +318,7 @@ def _is_empty_dir(path: Path) -> bool:
     return not any(p.name != RUN_LOCK for p in path.iterdir())
 
 
-def evaluate(req: RunRequest, progress=None) -> Path:
+def evaluate(req: RunRequest, progress: Progress | None = None) -> Path:
     """Evaluate one model; returns the run directory (with ``summary.json`` when complete)."""
     with contextlib.ExitStack() as stack:
         return _evaluate(req, progress, stack)
@@ -515,10 +521,10 @@ def _progress(req: RunRequest, progress, total: int, name: str):
 
 
 def predict_episodes(
-    model,
+    model: WorldModel,
     spec: TaskSpec,
     protocol: str,
-    batch,
+    batch: Sequence[Episode],
     device: str,
     context_chunk: int = 128,
     advance: Callable[[int], None] | None = None,
@@ -601,7 +607,13 @@ def _evaluate_batch(ses: _Session, spec: TaskSpec, protocol: str, batch, tm: dic
 
 
 def score_episode(
-    scorer, ep, pred_u8: np.ndarray, start: int, device: str, spec: TaskSpec | None = None, protocol: str = "rollout"
+    scorer: FrameScorer,
+    ep: Episode,
+    pred_u8: np.ndarray,
+    start: int,
+    device: str,
+    spec: TaskSpec | None = None,
+    protocol: str = "rollout",
 ) -> tuple[list[dict], list[dict]]:
     """Per-frame records and per-item records (``memorybench.recall``) of one episode's predictions
     ``pred_u8`` [N, H, W, 3] for frames ``start..``; gaps are those of ``protocol``."""

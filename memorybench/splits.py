@@ -42,6 +42,11 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .adapter import WorldModel
+    from .storage import EpisodeStore
 from pathlib import Path
 
 import numpy as np
@@ -269,7 +274,7 @@ def _manifest_split(directory: Path) -> tuple[Path, str | None]:
     return path, man.get("split") if isinstance(man, dict) else None
 
 
-def check_evaluation_data(spec: TaskSpec, store=None) -> None:
+def check_evaluation_data(spec: TaskSpec, store: EpisodeStore | None = None) -> None:
     """Raise ``TrainingDataError`` if the episodes of ``spec`` (or ``store``) are a training split.
 
     ``store`` is an ``EpisodeStore`` whose manifest is checked; a ``recorded`` task's source
@@ -289,7 +294,7 @@ def check_evaluation_data(spec: TaskSpec, store=None) -> None:
             )
 
 
-def model_training_data(model) -> dict | None:
+def model_training_data(model: WorldModel) -> dict | None:
     """What a model's card says it was trained on, or None when it has no card.
 
     The card is ``card.json`` next to the model's checkpoint (``WorldModel.checkpoint_path()``),
@@ -317,7 +322,7 @@ def model_training_data(model) -> dict | None:
     return out
 
 
-def check_model_training(model, specs: Sequence[TaskSpec]) -> dict | None:
+def check_model_training(model: WorldModel, specs: Sequence[TaskSpec]) -> dict | None:
     """``model_training_data(model)``, after refusing a model trained on evaluation data.
 
     Refused: a card whose split is not ``train``, or whose training seed equals the seed of an

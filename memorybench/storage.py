@@ -41,7 +41,7 @@ import tempfile
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -294,7 +294,7 @@ def _inspect(path: Path, spec: TaskSpec, wanted: list[int], deep: bool) -> tuple
     return man, sound, problems
 
 
-def verify(path: str | Path, spec: TaskSpec, deep: bool = True, episodes=None) -> list[str]:
+def verify(path: str | Path, spec: TaskSpec, deep: bool = True, episodes: Sequence[int] | None = None) -> list[str]:
     """Problems found with the dataset at ``path`` for ``spec`` (an empty list if it is sound).
 
     Checks the manifest against the spec and that the episodes ``episodes`` (default: every
@@ -314,7 +314,9 @@ def verify(path: str | Path, spec: TaskSpec, deep: bool = True, episodes=None) -
     return problems
 
 
-def open_store(path: str | Path, spec: TaskSpec | None = None, deep: bool = False, episodes=None) -> EpisodeStore:
+def open_store(
+    path: str | Path, spec: TaskSpec | None = None, deep: bool = False, episodes: Sequence[int] | None = None
+) -> EpisodeStore:
     """Open a generated dataset (checked against ``spec`` if given) or raise ``DataError``;
     ``episodes`` (default: all of the spec's) must be present."""
     from .taskfile import spec_from_dict
@@ -479,7 +481,7 @@ def write(
     path: str | Path,
     workers: int = 1,
     on_episode: Callable[[], None] | None = None,
-    episodes=None,
+    episodes: Sequence[int] | None = None,
     split: str = "eval",
 ) -> Path:
     """Generate episodes ``episodes`` (default: every episode) of ``spec`` into a new dataset at
@@ -533,7 +535,7 @@ def prepare(
     force: bool = False,
     on_episode: Callable[[], None] | None = None,
     deep_verify: bool = True,
-    episodes=None,
+    episodes: Sequence[int] | None = None,
     on_generate: Callable[[int], None] | None = None,
     split: str = "eval",
 ) -> PrepareResult:

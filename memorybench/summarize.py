@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from ._io import atomic_write_json
 from .aggregate import (
@@ -58,7 +59,7 @@ def _timings(run_dir: Path) -> dict[str, dict]:
 
 
 def summarize_run(
-    run_dir: str | Path, retention: bool = True, device: str = "cpu", timings: dict | None = None, progress=None
+    run_dir: str | Path, retention: bool = True, device: str = "cpu", timings: dict | None = None, progress: Any = None
 ) -> dict:
     """Aggregate a run directory's records into ``summary.json`` (and return it).
 

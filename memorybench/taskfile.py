@@ -93,7 +93,7 @@ def _check_value(src: str, fieldname: str, v, tp, meta: Mapping):
     return v
 
 
-def build_params(src: str, params_cls: type, raw: Mapping | None, prefix: str = "params."):
+def build_params(src: str, params_cls: type, raw: Mapping | None, prefix: str = "params.") -> Any:
     """Validate ``raw`` against a generator's ``Params`` dataclass and fill in the defaults."""
     raw = dict(raw or {})
     if not isinstance(raw, dict):

@@ -19,7 +19,7 @@ app.add_typer(models_app, name="models")
 
 
 @models_app.command("list")
-def models_list(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
+def models_list(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
     """Every model with its kind, parameter count, checkpoint and citation key (nothing is built).
 
     Kinds: calibration (non-learned scales), reference (privileged: reads the true episode), zoo

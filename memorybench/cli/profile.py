@@ -28,7 +28,7 @@ def profile_cmd(
     model_args: Optional[str] = ModelArgsOpt,
     out: Path = typer.Option(Path("profile.json"), "--out", "-o", help="JSON output file."),
     plot: bool = typer.Option(True, "--plot/--no-plot", help="Also write <out>-latency/memory.png|pdf."),
-):
+) -> None:
     """Per-generated-frame latency, peak memory and state size against context length, with log-log slopes."""
     models, contexts = _check_profile_options(model, context, device, repeats, warmup, batch_size, model_args, out)
     from .. import plots

@@ -40,7 +40,7 @@ def leaderboard_cmd(
     profile: Optional[List[Path]] = typer.Option(
         None, "--profile", help="profile.json from `memorybench profile`: adds the efficiency table (repeatable)."
     ),
-):
+) -> None:
     """Leaderboard of runs: rows are models, columns tasks x metrics, with 95% CIs.
 
     Refuses (exit code 4) to put runs of different task specs or datasets in one column.
@@ -100,7 +100,7 @@ def plot_cmd(
     out: Path = typer.Option(Path("plots"), "--out", "-o", help="Directory for the figures."),
     protocol: str = typer.Option("rollout", "--protocol", help="Protocol of the curves: rollout or teacher-forced."),
     formats: str = typer.Option("png,pdf", "--formats", help="Comma-separated: png, pdf, svg."),
-):
+) -> None:
     """Memory curves (metric vs memory gap, log-x, CI bands) and quality over the generated frames."""
     from .. import leaderboard as lb
     from .. import plots
@@ -143,7 +143,7 @@ def compare_cmd(
         "--tasks",
         help="Gate only on these tasks of the baseline (NAME or NAME@TIER, comma-separated). Default: all of them.",
     ),
-):
+) -> None:
     """Regression gate: exit 1 if a metric got worse beyond the tolerance and the CI; 4 if not comparable."""
     from ..compare import compare, model_warnings, parse_tolerances, print_rows
     from ..leaderboard import check_metric_names, load_runs
@@ -172,7 +172,7 @@ def compare_cmd(
 def cite_cmd(
     runs: Optional[List[Path]] = typer.Argument(None, help="Run directories whose models to cite."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model names to cite, comma-separated."),
-):
+) -> None:
     """BibTeX for memorybench (this version), its metrics, and the models of a table."""
     from .. import leaderboard as lb
     from ..citation import bibtex
@@ -202,7 +202,7 @@ def report_cmd(
         "the --profile files into OUT/profiles, all without host names or "
         "local paths, and report from the copies.",
     ),
-):
+) -> None:
     """Write the leaderboard in every format (md, csv, tex, html, json) and the figures into --out.
 
     This is the one command that regenerates the committed results/ directory: with --runs-to,

@@ -114,7 +114,7 @@ def run_cmd(
     retention: bool = RunRetentionOpt,
     tasks_dir: Optional[List[Path]] = TasksDirOpt,
     debug: bool = DebugOpt,
-):
+) -> None:
     """Evaluate models on tasks and print a results table.
 
     With no arguments: the smoke tier, the four calibration baselines, the rollout protocol.
@@ -274,7 +274,7 @@ def merge_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="The merged run directory (must not exist)."),
     device: str = ScoreDeviceOpt,
     retention: bool = RetentionOpt,
-):
+) -> None:
     """Combine the shard runs of one evaluation into one run directory (refuses mismatched or missing shards)."""
     from ..validation import check_device_name, check_out_dir
 
@@ -309,7 +309,7 @@ def score_cmd(
     ),
     device: str = ScoreDeviceOpt,
     retention: bool = RetentionOpt,
-):
+) -> None:
     """Re-score saved predictions (after a metric change or fix) without running the model again."""
     from ..validation import check_device_name, check_out_dir
 
@@ -329,7 +329,7 @@ def summarize_cmd(
     run_dir: Path = typer.Argument(..., help="A run directory (finished, or stopped part way)."),
     device: str = ScoreDeviceOpt,
     retention: bool = RetentionOpt,
-):
+) -> None:
     """(Re)write a run's summary.json from its records.
 
     For a run that was stopped part way (killed, out of time), this scores the episodes that

@@ -32,7 +32,7 @@ def show_cmd(
         None, "--frames", help="Frame range START:STOP (default: every predicted frame; for a sheet a selection)."
     ),
     fps: int = typer.Option(8, "--fps", help="Frames per second of an animation."),
-):
+) -> None:
     """A model's saved predictions beside the truth, the memory mask and the frame where the
     content was last seen by the model (t - gap; under rollout the gap counts from the context), as a picture
     or an animation."""

@@ -24,7 +24,7 @@ app.add_typer(tasks_app, name="tasks")
 def tasks_list(
     tasks_dir: Optional[List[Path]] = TasksDirOpt,
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-):
+) -> None:
     """Every registered task and tier: family, frames, resolution, episodes and memory gaps."""
     from ..generators import get_generator
 
@@ -89,7 +89,7 @@ def tasks_show(
     tasks_dir: Optional[List[Path]] = TasksDirOpt,
     workers: int = typer.Option(1, "--workers", "-j", help="Processes for generating, if needed."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
-):
+) -> None:
     """The full spec and the task's statistics (generates and caches the episodes if needed)."""
     from ..tasks import statistics
 
@@ -206,7 +206,7 @@ def tasks_generate(
         "one .npz per episode in the Memory Maze offline layout (needs --out).",
     ),
     tasks_dir: Optional[List[Path]] = TasksDirOpt,
-):
+) -> None:
     """Materialise the episodes of a task (or a tier's tasks) as a verified dataset on disk."""
     from ..validation import check_at_least, check_out_dir
 
@@ -287,7 +287,7 @@ def tasks_preview(
         "the end of the context and the predicted frames; for a sheet a selection).",
     ),
     tasks_dir: Optional[List[Path]] = TasksDirOpt,
-):
+) -> None:
     """A contact sheet or animation of one episode with the memory-only mask overlaid."""
     from .. import preview
     from ..generators import get_generator

@@ -121,7 +121,7 @@ def train_cmd(
     config: Optional[str] = ConfigOpt,
     train_episodes: Optional[str] = TrainEpisodesOpt,
     tasks_dir: Optional[List[Path]] = TasksDirOpt,
-):
+) -> None:
     """Train a reference model (deterministic for a seed, resumable) and write weights + a model card."""
     from ..models import parse_model_args
 

@@ -40,7 +40,7 @@ def validity_cmd(
         "fewer episodes than the procedural tasks).",
     ),
     tasks_dir: Optional[List[Path]] = TasksDirOpt,
-):
+) -> None:
     """Check that the memory score is valid: every no-memory strategy at chance, the oracles near 1.
 
     Runs the no-memory references (copy-last, means, blur, inpainting, shifted copies) and the

