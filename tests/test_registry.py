@@ -139,3 +139,20 @@ def test_no_memory_references_are_listed_as_such():
     assert kinds["blur-last"] == "no-memory" and kinds["copy-last"] == "calibration"
     assert kinds["perfect-memory"] == "reference" and kinds["lssvwm"] == "zoo"
     assert "plugin" not in kinds.values()
+
+
+def test_the_oracles_of_the_validity_check_are_the_reference_models():
+    from memorybench.models import MODELS
+    from memorybench.validity import ORACLES
+
+    assert sorted(ORACLES) == sorted(MODELS.names("reference")) == ["ground-truth", "perfect-memory"]
+
+
+def test_train_help_lists_the_zoo_from_the_registry():
+    from typer.testing import CliRunner
+
+    from memorybench.cli import app
+    from memorybench.zoo import ZOO_MODELS
+
+    out = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "300"}).output
+    assert f"Zoo model: {', '.join(ZOO_MODELS)}." in out

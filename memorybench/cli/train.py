@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from ..console import console, err_console
 from ..errors import MemorybenchError
+from ..models import MODEL_GROUPS
 from .common import _ARGV, TasksDirOpt, _registry, app
 
 
@@ -47,9 +48,7 @@ def _train_episodes(text: str, specs) -> list:
 
 
 # the options of `memorybench train`
-TrainModelArg = typer.Argument(
-    ..., help="Zoo model: lssvwm, full-attention, frame-local-attention, s4, mamba, diffusion."
-)
+TrainModelArg = typer.Argument(..., help=f"Zoo model: {', '.join(MODEL_GROUPS['zoo'])}.")
 TrainTasksOpt = typer.Option(
     "occlusion-recall,scene-retrieval,scene-reasoning",
     "--tasks",
