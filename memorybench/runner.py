@@ -44,6 +44,7 @@ from .aggregate import (
     AggregationConfig,
 )
 from .errors import MemorybenchError
+from .generators import get_generator
 from .results import (
     RUN_JSON,
     SUMMARY,
@@ -619,7 +620,6 @@ def score_episode(
     ``pred_u8`` [N, H, W, 3] for frames ``start..``; gaps are those of ``protocol``."""
     import torch
 
-    from .generators import get_generator
     from .recall import score_items
 
     n = pred_u8.shape[0]

@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,11 +36,6 @@ from ._io import jsonable
 
 PROTOCOLS = ("rollout", "teacher-forced")
 SUITE_TIERS = ("smoke", "standard")
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
-
-TOP_LEVEL_KEYS = ("name", "family", "generator_version", "description", "protocols", "citation", "common", "tiers")
-TIER_KEYS = ("frames", "context_frames", "resolution", "episodes", "seed", "recent_window", "gap_bins", "params")
-REQUIRED_TIER_KEYS = ("frames", "context_frames", "resolution", "episodes", "seed")
 
 
 @dataclass(frozen=True)
@@ -170,16 +164,3 @@ def describe_params(params_cls: type) -> list[dict]:
             }
         )
     return out
-
-
-# --------------------------------------------------------------------------------------------
-# loading
-
-
-def default_gap_bins(max_gap: int) -> tuple[int, ...]:
-    """Powers of two from 1 up to the first one >= ``max_gap`` (bin i holds gaps in [b_i, b_i+1))."""
-    bins = [1]
-    while bins[-1] < max_gap:
-        bins.append(bins[-1] * 2)
-    bins.append(bins[-1] * 2)
-    return tuple(bins)

@@ -54,6 +54,7 @@ import numpy as np
 from . import __version__
 from .episode import Episode
 from .errors import DataError, MemorybenchError
+from .generators import get_generator
 from .spec import TaskSpec
 
 #: added to a task's evaluation seed to get its training seed
@@ -165,8 +166,6 @@ def npz_name(index: int, episodes: int) -> str:
 
 
 def _export_one(spec: TaskSpec, index: int, directory: str) -> tuple[int, str]:
-    from .generators import get_generator
-
     ep = get_generator(spec.family)(spec).generate(index)
     ep.check(spec.frames, spec.resolution, spec.action_space.dims, len(spec.pose_fields))
     np.savez_compressed(Path(directory) / npz_name(index, spec.episodes), **npz_arrays(ep, spec))

@@ -52,7 +52,9 @@ from ._io import atomic_write_text
 from .comparability import ranges_text as _ranges
 from .episode import ARRAY_LAYOUT, Episode, MemoryItems
 from .errors import DataError, MemorybenchError
+from .generators import get_generator
 from .spec import TaskSpec
+from .taskfile import spec_from_dict
 
 MANIFEST = "manifest.json"
 SHARDS = "shards"
@@ -319,8 +321,6 @@ def open_store(
 ) -> EpisodeStore:
     """Open a generated dataset (checked against ``spec`` if given) or raise ``DataError``;
     ``episodes`` (default: all of the spec's) must be present."""
-    from .taskfile import spec_from_dict
-
     path = Path(path)
     man = _read_manifest(path)
     if spec is None:
@@ -336,8 +336,6 @@ def open_store(
 
 
 def _generate_one(spec: TaskSpec, index: int) -> tuple[dict, str]:
-    from .generators import get_generator
-
     ep = get_generator(spec.family)(spec).generate(index)
     ep.check(spec.frames, spec.resolution, spec.action_space.dims, len(spec.pose_fields))
     return encode(ep), ep.sha256()

@@ -25,7 +25,7 @@ import yaml
 from .errors import TaskSpecError, UnknownNameError
 from .generators import get_generator
 from .generators.base import Generator
-from .spec import PROTOCOLS, ActionSpace, TaskSpec, default_gap_bins
+from .spec import PROTOCOLS, ActionSpace, TaskSpec
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
@@ -203,6 +203,15 @@ def _header(src: str, doc: Mapping) -> _Header:
         raise TaskSpecError(src, "common", "must be a mapping")
     _check_keys(src, "common.", common, TIER_KEYS)
     return _Header(name, family, gen_cls, gv, description, citation, protocols, common)
+
+
+def default_gap_bins(max_gap: int) -> tuple[int, ...]:
+    """Powers of two from 1 up to the first one >= ``max_gap`` (bin i holds gaps in [b_i, b_i+1))."""
+    bins = [1]
+    while bins[-1] < max_gap:
+        bins.append(bins[-1] * 2)
+    bins.append(bins[-1] * 2)
+    return tuple(bins)
 
 
 def _gap_bins(src: str, pre: str, gb: Any, frames: int) -> tuple[int, ...]:

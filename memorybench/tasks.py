@@ -21,6 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .errors import MemorybenchError, TaskSpecError, UnknownNameError
+from .generators import get_generator
 from .spec import SUITE_TIERS, TaskSpec
 from .taskfile import load_task_file
 
@@ -115,8 +116,6 @@ class TaskRegistry:
         (an optional extra is missing); each is appended to ``skipped`` as ``(task key, reason)``.
         Naming such a task explicitly selects it (and generating it then explains what to install).
         """
-        from .generators import get_generator
-
         out: list[TaskSpec] = []
         for part in [p.strip() for p in selector.split(",") if p.strip()]:
             if part in SUITE_TIERS and part not in self._entries:
