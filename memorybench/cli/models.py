@@ -22,8 +22,9 @@ app.add_typer(models_app, name="models")
 def models_list(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
     """Every model with its kind, parameter count, checkpoint and citation key (nothing is built).
 
-    Kinds: calibration (non-learned scales), reference (privileged: reads the true episode), zoo
-    (trained reference models, checkpoints in baselines/), plugin (registered by another package).
+    Kinds: calibration (non-learned scales), reference (privileged: reads the true episode),
+    no-memory (strategies without memory, held at chance by `memorybench validity`), zoo (trained
+    reference models, checkpoints in baselines/), plugin (registered by another package).
     """
     from ..models.catalog import catalog
 
