@@ -206,8 +206,9 @@ def _check_plugin(obj: object, name: str) -> None:
         raise RegistryError(f"metric plugin '{name}': a user metric needs kind='frame' and an fn")
 
 
-#: the metric plugins (entry points of ``memorybench.metrics``; the built-ins are ``_builtins()``)
-METRICS = Registry("metric", ENTRY_POINT_GROUP, {}, check=_check_plugin)
+#: the metric plugins (entry points of ``memorybench.metrics``; the built-ins are ``_builtins()``),
+#: loaded once: every table cell asks ``all_metrics`` for labels and directions
+METRICS = Registry("metric", ENTRY_POINT_GROUP, {}, check=_check_plugin, keep_loaded=True)
 
 
 def _plugins() -> tuple[Metric, ...]:

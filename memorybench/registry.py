@@ -81,6 +81,7 @@ class Registry:
         *,
         tags: Mapping[str, Iterable[str]] | None = None,
         check: Callable[[Any, str], None] | None = None,
+        keep_loaded: bool = False,
     ) -> None:
         self.kind = kind
         self.group = group
@@ -88,6 +89,8 @@ class Registry:
         self._tags = {name: tuple(t) for name, t in (tags or {}).items()}
         self._check = check
         self._plugins: dict[str, Plugin] | None = None
+        #: ``keep_loaded``: what ``load`` returned, by (name, target), until ``clear_cache``
+        self._loaded: dict[tuple[str, str], Any] | None = {} if keep_loaded else None
 
     # -- discovery -------------------------------------------------------------------------
 
@@ -106,8 +109,11 @@ class Registry:
         return self._plugins
 
     def clear_cache(self) -> None:
-        """Forget the entry points read (after installing or removing a plugin in-process)."""
+        """Forget the entry points read and the objects kept (after installing or removing a
+        plugin in-process)."""
         self._plugins = None
+        if self._loaded is not None:
+            self._loaded.clear()
 
     def duplicate(self, name: str, where: str) -> RegistryError:
         """The one error for a name registered twice."""
@@ -139,10 +145,15 @@ class Registry:
         return table[name]
 
     def load(self, name: str) -> Any:
-        """The object registered as ``name``, imported now and checked."""
-        obj = load_target(self.target(name), f"{self.kind} '{name}'")
+        """The object registered as ``name``, imported now and checked (with ``keep_loaded``: once)."""
+        key = (name, self.target(name))
+        if self._loaded is not None and key in self._loaded:
+            return self._loaded[key]
+        obj = load_target(key[1], f"{self.kind} '{name}'")
         if self._check is not None:
             self._check(obj, name)
+        if self._loaded is not None:
+            self._loaded[key] = obj
         return obj
 
     def groups(self, names: Iterable[str]) -> dict[str, tuple[str, ...]]:

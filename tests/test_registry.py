@@ -156,3 +156,18 @@ def test_train_help_lists_the_zoo_from_the_registry():
 
     out = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "300"}).output
     assert f"Zoo model: {', '.join(ZOO_MODELS)}." in out
+
+
+def test_keep_loaded_imports_once_until_the_cache_is_cleared(pkg, monkeypatch):
+    import importlib
+
+    calls = []
+    real = importlib.import_module
+    monkeypatch.setattr(importlib, "import_module", lambda m, *a: calls.append(m) or real(m, *a))
+    kept, fresh = make(keep_loaded=True), make()
+    assert kept.load("good") is kept.load("good") and calls.count("mbreg_things") == 1
+    fresh.load("good"), fresh.load("good")
+    assert calls.count("mbreg_things") == 3
+    kept.clear_cache()
+    kept.load("good")
+    assert calls.count("mbreg_things") == 4
