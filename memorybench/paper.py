@@ -113,6 +113,41 @@ def orderings(task: str, ours: dict) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def _trained_on(ours: dict) -> dict[str, set[str]]:
+    """``{model: the task keys its weights were trained on}`` for our models in the paper's columns,
+    from each run's ``model.trained_on`` (what the checkpoint's card says)."""
+    out: dict[str, set[str]] = {}
+    for task_models in ours.values():
+        for name, (_, meta) in task_models.items():
+            if name in PAPER_MODELS:
+                tasks = (meta["model"].get("trained_on") or {}).get("tasks") or []
+                out.setdefault(name, set()).update(t["key"] for t in tasks)
+    return out
+
+
+def training_sentence(ours: dict) -> str:
+    """What our paper-column models were trained on, read from the runs, and what that means for
+    the comparison (one or two sentences)."""
+    trained = _trained_on(ours)
+    if not trained:
+        return "(no run of ours in the paper's columns yet)."
+    mixes = sorted({", ".join(f"`{k}`" for k in sorted(keys)) or "unknown tasks" for keys in trained.values()})
+    what = "; ".join(mixes)
+    on_maze = any(k.startswith("maze-") for keys in trained.values() for k in keys)
+    if not on_maze:
+        return (
+            f"trained on {what} only, never on a maze (see README, Reference models): on these tasks they show "
+            "transfer, not Memory Maze training, so neither levels nor orderings between them say much about the "
+            "paper's claims."
+        )
+    return (
+        f"trained on {what} (their train splits: training seeds, never an evaluation maze; steps, crop lengths "
+        "and data hashes in each model's card, see README, Reference models): far less data, compute and "
+        "context than the paper's models had, so orderings between ours say little about the "
+        "paper's claims."
+    )
+
+
 def comparison_markdown(runs: list[dict], sources: Sequence[str] = ()) -> str:
     """The comparison table (Markdown) for run directories loaded with ``leaderboard.load_runs``."""
     from .models import NO_MEMORY
@@ -131,10 +166,9 @@ def comparison_markdown(runs: list[dict], sources: Sequence[str] = ()) -> str:
         "frames among other views of the episode; 0 = chance, 1 = perfect; the paper has no such metric).",
         "",
         "**Differences of scale.** Models: the paper's are about 200M parameters trained on large Memory Maze "
-        "datasets; our zoo models are about 3M parameters, small CPU references trained for 450 steps on "
-        "`occlusion-recall@standard` only, never on a maze (see README, Reference models): on these tasks they "
-        "show transfer, not Memory Maze training, so neither levels nor orderings between them say much about the "
-        "paper's claims. Data: the paper's own trajectories and "
+        "datasets; our zoo models are about 3M parameters, small CPU references "
+        + training_sentence(ours)
+        + " Data: the paper's own trajectories and "
         "simulator build; ours are scripted (explore with look-arounds, then retrace or revisit by other "
         "routes) in 9x9 mazes rendered by memory-maze 1.0.3 / dm-control 1.0.50 / MuJoCo 3 with Mesa, 64x64. "
         "Metrics: ours average PSNR from the mean squared error per episode (then over episodes), SSIM and "

@@ -71,3 +71,20 @@ def test_one_run_per_model_and_the_command(tmp_path):
         comparison_markdown([run("lssvwm", task, 1, 0.1, 0.9), run("lssvwm", task, 2, 0.2, 0.8)])
     with pytest.raises(SystemExit):
         main(["--help"])
+
+
+def test_the_training_sentence_reads_what_the_checkpoints_were_trained_on():
+    task = "maze-retrieval@paper"
+
+    def trained(name, keys):
+        r = run(name, task, 10.0, 0.2, 0.7)
+        r["meta"]["model"]["trained_on"] = {"tasks": [{"key": k} for k in keys]}
+        return r
+
+    only_occlusion = comparison_markdown([trained("lssvwm", ["occlusion-recall@standard"])])
+    assert "trained on `occlusion-recall@standard` only, never on a maze" in only_occlusion
+    mix = ["maze-reasoning@standard", "maze-retrieval@standard", "occlusion-recall@standard"]
+    with_maze = comparison_markdown([trained("lssvwm", mix), trained("mamba", mix)])
+    assert "never on a maze" not in with_maze
+    assert "trained on `maze-reasoning@standard`, `maze-retrieval@standard`, `occlusion-recall@standard` (" in with_maze
+    assert "(no run of ours in the paper's columns yet)." in comparison_markdown([run("copy-last", task, 14, 0.4, 0.5)])
