@@ -116,12 +116,12 @@ def test_gate_baseline_passes_on_this_machine(tmp_path, model):
 
 
 def test_extra_runs_never_reorder_the_columns():
-    """Runs on a few tasks (the maze-standard runs, diffusion's extra runs) add their columns after
-    those of the runs that evaluate the most tasks (the suite's order), whatever order the runs
-    are read in."""
+    """Runs on a few tasks (the references' maze-standard runs, diffusion's scene run) add their
+    columns after those of the runs that evaluate the most tasks (the suite's order), whatever
+    order the runs are read in."""
     from memorybench import leaderboard as lb
 
-    dirs = [RUNS / "maze" / "diffusion", RUNS / "diffusion-scene" / "diffusion", RUNS / "main" / "lssvwm"]
+    dirs = [RUNS / "maze" / "copy-last", RUNS / "diffusion-scene" / "diffusion", RUNS / "main" / "copy-last"]
     orders = [lb.build(lb.load_runs(d)).columns("rollout") for d in (dirs, dirs[::-1])]
     assert orders[0] == orders[1]
     suite = [t["key"] for t in lb.load_runs([dirs[-1]])[0]["meta"]["tasks"]]
